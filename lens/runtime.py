@@ -1,0 +1,253 @@
+"""ONNX Runtime engine: opens an exported model folder, generates with a KV cache, and runs the full
+sequence returning logits, every hidden state and every MLP activation as numpy arrays.
+
+Imports only numpy, onnxruntime and tokenizers: no torch on the runtime path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import hooks, manifest
+from .errors import LensError, ModelFolderError
+
+
+@dataclass
+class Generation:
+    """Prompt plus generated tokens, and the probability the model gave each generated token."""
+    token_ids: np.ndarray        # [n_prompt + n_generated] int64
+    n_prompt: int
+    probabilities: np.ndarray    # [n_generated] p(token) from the untempered distribution
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def generated_ids(self) -> np.ndarray:
+        return self.token_ids[self.n_prompt:]
+
+
+@dataclass
+class Trace:
+    """Everything one full-sequence pass exposes, batch dimension removed."""
+    logits: np.ndarray           # [seq, d_vocab]
+    hidden_states: np.ndarray    # [n_layers + 1, seq, d_model]: embeddings, then each block's output
+    activations: np.ndarray      # [n_layers, seq, d_mlp]: MLP neurons after the non-linearity
+    ln_final: np.ndarray         # [seq, d_model]: last block's output after the final LayerNorm
+
+
+def _providers(preferred=None) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = preferred or ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Path:
+    """An exported folder given by path, or by name (or hub id) inside the model store."""
+    from .export_paths import default_models_dir, model_name
+
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    store = Path(models_dir) if models_dir else default_models_dir()
+    for candidate in (store / str(name_or_path), store / model_name(str(name_or_path))):
+        if candidate.is_dir():
+            return candidate
+    raise ModelFolderError(f"model {str(name_or_path)!r} is not exported in {store}; "
+                           f"run `lens export {name_or_path}` first")
+
+
+def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
+         providers: list[str] | None = None) -> "Model":
+    """Open an exported model (a folder, or a name in the model store) for generation and analysis."""
+    return Model(resolve_model_dir(name_or_path, models_dir), providers=providers)
+
+
+class Model:
+    """An exported model: one ORT session, its tokenizer and its manifest."""
+
+    def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None,
+                 manifest_data: dict | None = None):
+        """`manifest_data` skips reading the manifest: the exporter validates before writing it."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        self.manifest = manifest_data or manifest.read(self.folder)
+        m = self.manifest
+        self.name = m.get("name") or self.folder.name
+        self.n_layers, self.d_model, self.d_mlp = m["n_layers"], m["d_model"], m["d_mlp"]
+        self.n_heads, self.n_ctx, self.d_vocab = m["n_heads"], m["n_ctx"], m["d_vocab"]
+        self.eos_token_id = m.get("eos_token_id")
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.folder / manifest.TOKENIZER))
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            self.session = ort.InferenceSession(str(self.folder / manifest.GRAPH), opts,
+                                                providers=_providers(providers))
+        except Exception as e:  # corrupt files that still match a (tampered) manifest
+            raise ModelFolderError(f"{self.folder}: cannot open the model ({str(e).splitlines()[0][:200]}); "
+                                   f"re-export with `lens export --force`") from None
+        self.providers = self.session.get_providers()
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        self._past_names = [f"past_key_values.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
+        self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
+        self.taps = hooks.all_taps(self.n_layers)
+        self._kv_shape = (self.n_heads, self.d_model // self.n_heads)
+        self._token_strings = None
+
+    def __repr__(self):
+        return (f"<lens Model {self.name!r}: {self.n_layers} layers x {self.d_model}, "
+                f"{self.providers[0]}>")
+
+    # ---------------------------------------------------------------- tokens
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def token_id(self, token: str) -> int:
+        """The id of one token given as text (e.g. ' is'); an error if it is several tokens."""
+        ids = self.encode(token)
+        if len(ids) != 1:
+            raise LensError(f"{token!r} is {len(ids)} tokens for this model, not one: "
+                            f"{[self.token_strings([i])[0] for i in ids]}")
+        return ids[0]
+
+    def token_strings(self, ids) -> list[str]:
+        """Display text of each token alone; bytes of a split UTF-8 character shown as \\xNN."""
+        return [self._token_string(int(i)) for i in ids]
+
+    def _token_string(self, i: int) -> str:
+        text = self.tokenizer.decode([i], skip_special_tokens=False)
+        if "\ufffd" not in text:
+            return text
+        piece = self.tokenizer.id_to_token(i) or ""
+        raw = bytes(_BYTE_DECODER.get(ch, ord("?")) for ch in piece)
+        return raw.decode("utf-8", errors="backslashreplace")
+
+    def check_length(self, n_prompt: int, max_new_tokens: int) -> None:
+        if n_prompt == 0:
+            raise LensError("the prompt is empty")
+        if max_new_tokens < 0:
+            raise LensError("max_new_tokens must be >= 0")
+        if n_prompt + max_new_tokens > self.n_ctx:
+            raise LensError(f"prompt ({n_prompt} tokens) + {max_new_tokens} new tokens exceeds the "
+                            f"model's context of {self.n_ctx} tokens")
+
+    # ---------------------------------------------------------------- engine
+    def session_run(self, token_ids, past=None, taps: bool = False) -> dict:
+        """One graph call on token_ids [1, seq] after an optional cache; raw outputs by name.
+
+        `present` in the result is the cache to pass as `past` to the next call.
+        """
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)
+        n_past = 0 if past is None else past[0].shape[2]
+        seq = ids.shape[1]
+        feed = {"input_ids": ids}
+        if "attention_mask" in self._inputs:
+            feed["attention_mask"] = np.ones((1, n_past + seq), dtype=np.int64)
+        if "position_ids" in self._inputs:
+            feed["position_ids"] = np.arange(n_past, n_past + seq, dtype=np.int64)[None]
+        if past is None:
+            past = [np.zeros((1, *self._kv_shape[:1], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
+        feed.update(zip(self._past_names, past))
+        names = ["logits", *self._present_names] + (self.taps if taps else [])
+        values = self.session.run(names, feed)
+        out = dict(zip(names, values))
+        out["present"] = values[1:1 + len(self._present_names)]
+        return out
+
+    def generate(self, prompt: str | list[int], max_new_tokens: int = 20, sample: bool = False,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None, stop_at_eos: bool = True) -> Generation:
+        """Continue `prompt` with a KV cache: greedy by default, or sampling (temperature, top-k,
+        top-p; the same seed gives the same tokens)."""
+        ids = self.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        self.check_length(len(ids), max_new_tokens)
+        if sample:
+            _check_sampling(temperature, top_k, top_p)
+        rng = np.random.default_rng(seed)
+        out_ids, probs = list(ids), []
+        past, step = None, np.asarray(ids)
+        for _ in range(max_new_tokens):
+            res = self.session_run(step, past)
+            logits = res["logits"][0, -1].astype(np.float64)
+            p = _softmax(logits)
+            if sample:
+                nxt = int(rng.choice(len(p), p=_sampling_distribution(logits, temperature, top_k, top_p)))
+            else:
+                nxt = int(np.argmax(logits))
+            out_ids.append(nxt)
+            probs.append(p[nxt])
+            if stop_at_eos and nxt == self.eos_token_id:
+                break
+            past, step = res["present"], np.asarray([nxt])
+        settings = dict(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
+                        top_k=top_k, top_p=top_p, seed=seed)
+        return Generation(np.asarray(out_ids, np.int64), len(ids), np.asarray(probs, np.float32), settings)
+
+    def run(self, token_ids) -> Trace:
+        """One full-sequence pass with every tap, for all positions."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if not 0 < len(ids) <= self.n_ctx:
+            raise LensError(f"sequence of {len(ids)} tokens; this model takes 1 to {self.n_ctx}")
+        out = self.session_run(ids, taps=True)
+        hidden = np.stack([out[hooks.EMBED][0]] + [out[hooks.resid_post(l)][0] for l in range(self.n_layers)])
+        acts = np.stack([out[hooks.mlp_post(l)][0] for l in range(self.n_layers)])
+        return Trace(out["logits"][0], hidden, acts, out[hooks.LN_FINAL][0])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def _check_sampling(temperature, top_k, top_p):
+    if not temperature > 0:
+        raise LensError("temperature must be > 0")
+    if top_k is not None and top_k < 1:
+        raise LensError("top_k must be >= 1")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise LensError("top_p must be in (0, 1]")
+
+
+def _sampling_distribution(logits: np.ndarray, temperature: float, top_k: int | None,
+                           top_p: float | None) -> np.ndarray:
+    """Temperature, then top-k, then nucleus (top-p) filtering, as transformers applies them."""
+    z = logits / temperature
+    if top_k is not None and top_k < len(z):
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z < kth, -np.inf, z)
+    p = _softmax(z)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[: int(np.searchsorted(cum, top_p) + 1)]  # smallest prefix reaching top_p
+        mask = np.zeros_like(p, dtype=bool)
+        mask[keep] = True
+        p = np.where(mask, p, 0.0)
+        p /= p.sum()
+    return p
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte <-> printable character table used by byte-level BPE."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
