@@ -43,7 +43,7 @@ def describe_files(folder: Path) -> dict:
 def write(folder: Path, manifest: dict) -> None:
     manifest = dict(manifest, format=FORMAT_VERSION, files=describe_files(folder))
     tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, folder / MANIFEST)
 
 

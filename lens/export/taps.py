@@ -30,7 +30,7 @@ def find_taps(graph: onnx.GraphProto, n_layers: int, d_model: int) -> dict[str, 
         nxt = norms[2 * l + 2]
         taps[hooks.resid_post(l)] = nxt.input[0]
         taps[hooks.mlp_post(l)] = _strip_shape_ops(_down_proj_input(graph, norms[2 * l + 1], d_model), producer)
-    return taps
+    return {name: taps[name] for name in hooks.all_taps(n_layers)}
 
 
 def _weight_in_features(node: onnx.NodeProto, inits: dict) -> int | None:

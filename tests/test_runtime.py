@@ -1,0 +1,154 @@
+"""The exported graph and the ORT engine against PyTorch `transformers` on the same weights."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lens import hooks, manifest
+from lens.export.reference import torch_taps
+
+ATOL = 1e-4
+
+
+def _assert_taps_match(ours: dict, ref: dict, n_layers: int):
+    assert np.abs(ours["logits"] - ref["logits"]).max() <= ATOL
+    for name in hooks.all_taps(n_layers):
+        diff = np.abs(ours[name] - ref[name]).max()
+        assert diff <= ATOL, f"{name}: {diff}"
+
+
+def test_tokenizer_is_gpt2s(tiny_model):
+    assert tiny_model.encode(" 1564") == [1315, 2414]
+    assert tiny_model.encode("Hello world") == [15496, 995]
+    assert tiny_model.token_strings([1315, 2414, 50256]) == [" 15", "64", "<|endoftext|>"]
+
+
+def test_split_utf8_tokens_display_as_bytes(tiny_model):
+    ids = tiny_model.encode("日本")  # CJK characters span several byte-level tokens
+    shown = "".join(tiny_model.token_strings(ids))
+    assert "\ufffd" not in shown and "\\x" in shown
+
+
+@pytest.mark.parametrize("n", [1, 5, 33])
+def test_full_pass_matches_pytorch(tiny_model, tiny_torch, n):
+    ids = np.random.default_rng(n).integers(0, 50257, size=(1, n))
+    ours = tiny_model.session_run(ids, taps=True)
+    _assert_taps_match(ours, torch_taps(tiny_torch, ids), tiny_model.n_layers)
+
+
+def test_trace_layout_matches_pytorch(tiny_model, tiny_torch):
+    ids = np.asarray(tiny_model.encode("The quick brown fox jumps over the lazy dog"))
+    trace = tiny_model.run(ids)
+    ref = torch_taps(tiny_torch, ids[None])
+    n = tiny_model.n_layers
+    assert trace.hidden_states.shape == (n + 1, len(ids), 64)
+    assert trace.activations.shape == (n, len(ids), 256)
+    want_hidden = np.stack([ref[hooks.EMBED][0]] + [ref[hooks.resid_post(l)][0] for l in range(n)])
+    np.testing.assert_allclose(trace.hidden_states, want_hidden, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(trace.activations, np.stack([ref[hooks.mlp_post(l)][0] for l in range(n)]),
+                               atol=ATOL, rtol=0)
+    np.testing.assert_allclose(trace.ln_final, ref[hooks.LN_FINAL][0], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(trace.logits, ref["logits"][0], atol=ATOL, rtol=0)
+
+
+def test_kv_cached_steps_match_pytorch(tiny_model, tiny_torch):
+    ids = np.random.default_rng(7).integers(0, 50257, size=(1, 12))
+    ours = tiny_model.session_run(ids[:, :8])
+    ref = torch_taps(tiny_torch, ids[:, :8])
+    for i in range(8, 12):  # four single-token steps on a growing cache
+        ours = tiny_model.session_run(ids[:, i:i + 1], past=ours["present"], taps=True)
+        ref = torch_taps(tiny_torch, ids[:, i:i + 1], past=ref["past"])
+        _assert_taps_match(ours, ref, tiny_model.n_layers)
+
+
+def test_greedy_matches_transformers_generate(tiny_model, tiny_torch):
+    import torch
+
+    for prompt in ["William Shakespeare was born in the year", "1, 2, 3, 4,"]:
+        ids = tiny_model.encode(prompt)
+        gen = tiny_model.generate(prompt, max_new_tokens=20)
+        with torch.no_grad():
+            want = tiny_torch.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False,
+                                       pad_token_id=50256)[0].numpy()
+        np.testing.assert_array_equal(gen.token_ids, want)
+        assert gen.n_prompt == len(ids)
+        # each probability is p(token) under the full-pass logits at the previous position
+        logits = tiny_model.run(gen.token_ids).logits[gen.n_prompt - 1:-1].astype(np.float64)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        np.testing.assert_allclose(gen.probabilities, p[np.arange(len(p)), gen.generated_ids], rtol=1e-4)
+
+
+def test_sampling_is_seeded(tiny_model):
+    a = tiny_model.generate("Hello", 15, sample=True, temperature=1.3, top_k=50, top_p=0.9, seed=3)
+    b = tiny_model.generate("Hello", 15, sample=True, temperature=1.3, top_k=50, top_p=0.9, seed=3)
+    c = tiny_model.generate("Hello", 15, sample=True, temperature=1.3, top_k=50, top_p=0.9, seed=4)
+    np.testing.assert_array_equal(a.token_ids, b.token_ids)
+    assert not np.array_equal(a.token_ids, c.token_ids)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.7, None, None), (1.0, 10, None),
+                                                     (1.5, None, 0.8), (0.9, 40, 0.95)])
+def test_sampling_distribution_matches_transformers_warpers(temperature, top_k, top_p):
+    import torch
+    from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
+
+    from lens.runtime import _sampling_distribution
+
+    logits = np.random.default_rng(0).normal(size=1000) * 3
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p:
+        warpers.append(TopPLogitsWarper(top_p))
+    want = torch.softmax(warpers(None, torch.tensor(logits[None])), -1)[0].numpy()
+    got = _sampling_distribution(logits, temperature, top_k, top_p)
+    np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_manifest_describes_the_folder(tiny):
+    folder = tiny[1]
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["architecture"] == "gpt2" and m["n_layers"] == 2 and m["d_mlp"] == 256
+    assert list(m["taps"]) == hooks.all_taps(2)
+    assert m["taps"]["blocks.1.mlp.hook_post"] == ["batch", "seq", 256]
+    assert set(m["files"]) == {"model.onnx", "model.safetensors", "tokenizer.json", "config.json",
+                               "generation_config.json"}
+    for rel, info in m["files"].items():
+        assert manifest.sha256(folder / rel) == info["sha256"]
+    assert m["validation"]["max_relative_error"] < 1e-5
+    assert m["lens_version"] and m["source"] == str(tiny[0])
+    # the tied unembedding is stored once: graph + weights hold one copy of wte each
+    wte_bytes = 50257 * 64 * 4
+    assert m["files"]["model.onnx"]["size"] < 1.5 * wte_bytes
+
+
+def test_graph_outputs_use_hook_names(tiny_model):
+    names = [o.name for o in tiny_model.session.get_outputs()]
+    assert names[0] == "logits"
+    assert names[-len(tiny_model.taps):] == hooks.all_taps(2)
+
+
+@pytest.mark.slow
+def test_distilgpt2_shape_matches_pytorch(distil_model, distil_torch):
+    ids = np.random.default_rng(1).integers(0, 50257, size=(1, 40))
+    ours = distil_model.session_run(ids[:, :39], taps=True)
+    ref = torch_taps(distil_torch, ids[:, :39])
+    _assert_taps_match(ours, ref, 6)
+    step = distil_model.session_run(ids[:, 39:], past=ours["present"], taps=True)
+    _assert_taps_match(step, torch_taps(distil_torch, ids[:, 39:], past=ref["past"]), 6)
+
+
+@pytest.mark.slow
+def test_distilgpt2_shape_greedy_matches_generate(distil_model, distil_torch):
+    import torch
+
+    ids = distil_model.encode("William Shakespeare was born in the year")
+    gen = distil_model.generate(ids, max_new_tokens=20)
+    with torch.no_grad():
+        want = distil_torch.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False,
+                                     pad_token_id=50256)[0].numpy()
+    np.testing.assert_array_equal(gen.token_ids, want)
