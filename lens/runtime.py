@@ -24,6 +24,7 @@ class Generation:
     n_prompt: int
     probabilities: np.ndarray    # [n_generated] p(token) from the untempered distribution
     settings: dict = field(default_factory=dict)
+    trace: "Trace | None" = None  # every tap for every position, when generated with trace=True
 
     @property
     def generated_ids(self) -> np.ndarray:
@@ -166,18 +167,24 @@ class Model:
 
     def generate(self, prompt: str | list[int], max_new_tokens: int = 20, sample: bool = False,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 seed: int | None = None, stop_at_eos: bool = True) -> Generation:
+                 seed: int | None = None, stop_at_eos: bool = True, trace: bool = False) -> Generation:
         """Continue `prompt` with a KV cache: greedy by default, or sampling (temperature, top-k,
-        top-p; the same seed gives the same tokens)."""
+        top-p; the same seed gives the same tokens).
+
+        With `trace=True` every tap of every position is collected from the very graph calls that
+        generate (prompt pass, then one per token, plus one for the last token), so the result
+        carries the full-sequence Trace without running the sequence again.
+        """
         ids = self.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         self.check_length(len(ids), max_new_tokens)
         if sample:
             _check_sampling(temperature, top_k, top_p)
         rng = np.random.default_rng(seed)
-        out_ids, probs = list(ids), []
+        out_ids, probs, calls = list(ids), [], []
         past, step = None, np.asarray(ids)
         for _ in range(max_new_tokens):
-            res = self.session_run(step, past)
+            res = self.session_run(step, past, taps=trace)
+            calls.append(res)
             logits = res["logits"][0, -1].astype(np.float64)
             p = _softmax(logits)
             if sample:
@@ -191,14 +198,24 @@ class Model:
             past, step = res["present"], np.asarray([nxt])
         settings = dict(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
                         top_k=top_k, top_p=top_p, seed=seed)
-        return Generation(np.asarray(out_ids, np.int64), len(ids), np.asarray(probs, np.float32), settings)
+        gen = Generation(np.asarray(out_ids, np.int64), len(ids), np.asarray(probs, np.float32), settings)
+        if trace:
+            if len(out_ids) > len(ids):  # the last token was sampled but never fed through the model
+                calls.append(self.session_run(np.asarray(out_ids[-1:]), calls[-1]["present"], taps=True))
+            elif not calls:
+                calls.append(self.session_run(np.asarray(ids), taps=True))
+            gen.trace = self._trace({k: np.concatenate([c[k] for c in calls], axis=1)
+                                     for k in ["logits", *self.taps]})
+        return gen
 
     def run(self, token_ids) -> Trace:
         """One full-sequence pass with every tap, for all positions."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         if not 0 < len(ids) <= self.n_ctx:
             raise LensError(f"sequence of {len(ids)} tokens; this model takes 1 to {self.n_ctx}")
-        out = self.session_run(ids, taps=True)
+        return self._trace(self.session_run(ids, taps=True))
+
+    def _trace(self, out: dict) -> Trace:
         hidden = np.stack([out[hooks.EMBED][0]] + [out[hooks.resid_post(l)][0] for l in range(self.n_layers)])
         acts = np.stack([out[hooks.mlp_post(l)][0] for l in range(self.n_layers)])
         return Trace(out["logits"][0], hidden, acts, out[hooks.LN_FINAL][0])

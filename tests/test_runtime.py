@@ -152,3 +152,17 @@ def test_distilgpt2_shape_greedy_matches_generate(distil_model, distil_torch):
         want = distil_torch.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False,
                                      pad_token_id=50256)[0].numpy()
     np.testing.assert_array_equal(gen.token_ids, want)
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_generation_trace_equals_full_pass(tiny_model, tiny_torch, sample):
+    gen = tiny_model.generate("The year was", 9, sample=sample, seed=5, trace=True)
+    full = tiny_model.run(gen.token_ids)
+    ref = torch_taps(tiny_torch, gen.token_ids[None])
+    n = tiny_model.n_layers
+    for got in (gen.trace, full):
+        np.testing.assert_allclose(got.logits, ref["logits"][0], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(got.activations, np.stack([ref[hooks.mlp_post(l)][0] for l in range(n)]),
+                                   atol=ATOL, rtol=0)
+        np.testing.assert_allclose(got.hidden_states[-1], ref[hooks.resid_post(n - 1)][0], atol=ATOL, rtol=0)
+    assert gen.trace.hidden_states.shape == (n + 1, len(gen.token_ids), 64)

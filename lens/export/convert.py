@@ -191,12 +191,14 @@ def _optimum_export(src: Path, out: Path, big: bool) -> None:
 def _tap_graph(onnx_dir: Path, work: Path, config: dict) -> dict[str, str]:
     import onnx
 
+    from .optimize import gemm_for_transposed_weights
     from .taps import add_tap_outputs, find_taps
 
     graph_path = onnx_dir / manifest.GRAPH
     model = onnx.load(str(graph_path), load_external_data=False)
     taps = find_taps(model.graph, config["n_layer"], config["n_embd"])
     add_tap_outputs(model, taps)
+    gemm_for_transposed_weights(model)
     model.ir_version = min(model.ir_version, 10)  # onnxruntime-gpu refuses newer IR versions
     external = [p for p in onnx_dir.iterdir() if p.suffix not in (".onnx", ".json", ".txt")]
     for p in external:  # external-data files keep their relative names next to the graph

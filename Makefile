@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - install, export distilgpt2, explain a prompt into report.html
+#   make test   - install and run the whole test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROMPT ?= William Shakespeare was born in the year
+MODEL ?= distilgpt2
+
+$(BIN)/lens: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU build of torch first: a bare `torch` requirement would pull gigabytes of CUDA
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[cpu,export,test]'
+	touch $@
+
+install: $(BIN)/lens
+
+chromium:
+	# headless browser for the report tests (Debian's package; Playwright drives the system binary)
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+demo: install
+	$(BIN)/lens export $(MODEL)
+	$(BIN)/lens explain --model $(MODEL) --prompt "$(PROMPT)" -o report.html
+
+test: install chromium
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/bench_runtime.py
+	$(BIN)/python bench/bench_grad.py
+
+.PHONY: install chromium demo test bench

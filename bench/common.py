@@ -1,0 +1,40 @@
+"""Helpers shared by the benchmarks: random-weight models of real shapes, built once and cached."""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CACHE = Path(os.environ.get("LENS_BENCH_CACHE", Path.home() / ".cache" / "lens-bench"))
+
+
+def model_pair(shape: str):
+    """(checkpoint folder, exported lens folder) for a random GPT-2 of `shape`, cached on disk."""
+    from lens.export import export_model
+    from lens.export.synthetic import build_random_gpt2
+
+    src = CACHE / "src" / shape
+    if not (src / "config.json").is_file():
+        build_random_gpt2(src, shape, seed=0)
+    return src, export_model(str(src), models_dir=CACHE / "models", validate=False)
+
+
+def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def prompt_ids(n: int, seed: int = 0):
+    import numpy as np
+    return np.random.default_rng(seed).integers(0, 50000, size=n).tolist()
