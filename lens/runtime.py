@@ -102,6 +102,26 @@ class Model:
         self._kv_shape = (self.n_heads, self.d_model // self.n_heads)
         self._token_strings = None
 
+    @property
+    def attributor(self):
+        """The JAX attribution engine on this model's weights (built on first use)."""
+        if getattr(self, "_attributor", None) is None:
+            from .grad import Attributor
+            self._attributor = Attributor(self.folder)
+        return self._attributor
+
+    @property
+    def logit_lens(self):
+        if getattr(self, "_logit_lens", None) is None:
+            from .analysis import LogitLens
+            self._logit_lens = LogitLens.from_folder(self.folder)
+        return self._logit_lens
+
+    def explain(self, prompt, max_new_tokens: int = 20, **kwargs):
+        """Generate and explain: see `lens.explanation.explain` for the options."""
+        from .explanation import explain
+        return explain(self, prompt, max_new_tokens, **kwargs)
+
     def __repr__(self):
         return (f"<lens Model {self.name!r}: {self.n_layers} layers x {self.d_model}, "
                 f"{self.providers[0]}>")

@@ -118,8 +118,7 @@ class Attributor:
         import json
 
         import jax
-        from safetensors.numpy import load_file
-
+        from ..weights import load as load_weights
         from .gpt2 import load_params
 
         enable_compilation_cache()
@@ -128,7 +127,7 @@ class Attributor:
         self.n_layers, self.d_model = config["n_layer"], config["n_embd"]
         self.n_head, self.n_ctx = config["n_head"], config["n_positions"]
         self.eps = float(config.get("layer_norm_epsilon", 1e-5))
-        weights = load_file(str(folder / "model.safetensors"))
+        weights = load_weights(str(folder))
         self.params = jax.device_put(load_params(weights, self.n_layers))
         self.wte = np.asarray(weights["transformer.wte.weight"])
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", 4 << 30))

@@ -1,0 +1,120 @@
+"""MLP neuron activations factorised (NMF, PCA) and clustered (k-means) with scikit-learn.
+
+The activation matrix is tokens x neurons: rows are positions (input and generated), columns are
+(layer, neuron) pairs of the selected layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import LensError
+
+
+def select_layers(n_layers: int, layers=None) -> list[int]:
+    """None -> all; an int -> that layer; a (start, stop) pair or range/list -> those layers."""
+    if layers is None:
+        chosen = list(range(n_layers))
+    elif isinstance(layers, (int, np.integer)):
+        chosen = [int(layers)]
+    elif isinstance(layers, tuple) and len(layers) == 2 and all(isinstance(v, (int, np.integer)) for v in layers):
+        chosen = list(range(layers[0], layers[1] + 1))  # inclusive, as the CLI's A-B
+    else:
+        chosen = [int(l) for l in layers]
+    if not chosen:
+        raise LensError("the layer selection is empty")
+    bad = [l for l in chosen if not 0 <= l < n_layers]
+    if bad:
+        raise LensError(f"layer {bad[0]} is out of range: this model has layers 0 to {n_layers - 1}")
+    return chosen
+
+
+def activation_matrix(activations: np.ndarray, layers: list[int]) -> np.ndarray:
+    """[n_layers, n_tokens, d_mlp] -> [n_tokens, len(layers) * d_mlp]."""
+    a = activations[layers]                                            # [l, n, d_mlp]
+    return np.ascontiguousarray(a.transpose(1, 0, 2).reshape(a.shape[1], -1), dtype=np.float32)
+
+
+@dataclass
+class Factors:
+    """Token x factor activations and each factor's neuron loadings."""
+    method: str
+    layers: list[int]
+    d_mlp: int
+    token_factors: np.ndarray    # [n_tokens, k] how strongly each factor fires at each token
+    loadings: np.ndarray         # [k, len(layers) * d_mlp] each factor's weight on each neuron
+    explained: float             # 1 - |A - WH|^2 / |A|^2 (NMF) or explained variance ratio (PCA)
+
+    @property
+    def k(self) -> int:
+        return self.token_factors.shape[1]
+
+    def neuron(self, column: int) -> tuple[int, int]:
+        """(layer, neuron index) of a loadings column."""
+        return self.layers[column // self.d_mlp], column % self.d_mlp
+
+    def top_neurons(self, factor: int, n: int = 10) -> list[tuple[int, int, float]]:
+        cols = np.argsort(-self.loadings[factor])[:n]
+        return [(*self.neuron(int(c)), float(self.loadings[factor, c])) for c in cols]
+
+    def dominant(self) -> np.ndarray:
+        """[n_tokens] the factor that fires most at each token."""
+        return self.token_factors.argmax(1)
+
+
+def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf", seed: int = 0,
+              max_iter: int = 500) -> Factors:
+    """NMF (default, negatives clipped: GELU's small negative outputs) or PCA into k factors."""
+    chosen = select_layers(activations.shape[0], layers)
+    a = activation_matrix(activations, chosen)
+    n_tokens = a.shape[0]
+    if not 1 <= k <= min(a.shape):
+        raise LensError(f"{k} factors asked for, but {n_tokens} tokens allow 1 to {min(a.shape)}")
+    if method == "nmf":
+        import warnings
+
+        from sklearn.decomposition import NMF
+        from sklearn.exceptions import ConvergenceWarning
+
+        a = np.maximum(a, 0)
+        nmf = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            w = nmf.fit_transform(a)
+        h = nmf.components_
+        explained = 1 - float(np.sum((a - w @ h) ** 2) / max(np.sum(a ** 2), 1e-30))
+    elif method == "pca":
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=k, random_state=seed)
+        w, h = pca.fit_transform(a), pca.components_
+        explained = float(pca.explained_variance_ratio_.sum())
+    else:
+        raise LensError(f"unknown factorisation {method!r}; choose nmf or pca")
+    return Factors(method, chosen, activations.shape[2], w.astype(np.float32), h.astype(np.float32), explained)
+
+
+@dataclass
+class Clusters:
+    layers: list[int]
+    d_mlp: int
+    labels: np.ndarray           # [n_neurons] cluster of each selected neuron
+    order: np.ndarray            # [n_neurons] neuron columns sorted by cluster (for the heatmap)
+    centers: np.ndarray          # [k, n_tokens] each cluster's mean activation pattern
+
+
+def cluster_neurons(activations: np.ndarray, k: int = 8, layers=None, seed: int = 0,
+                    neurons: np.ndarray | None = None) -> Clusters:
+    """k-means on neurons' activation patterns over the tokens (optionally a subset of columns)."""
+    from sklearn.cluster import KMeans
+
+    chosen = select_layers(activations.shape[0], layers)
+    x = activation_matrix(activations, chosen).T                        # [n_neurons, n_tokens]
+    if neurons is not None:
+        x = x[neurons]
+    if not 1 <= k <= x.shape[0]:
+        raise LensError(f"{k} clusters asked for, but there are {x.shape[0]} neurons")
+    km = KMeans(n_clusters=k, random_state=seed, n_init=4).fit(x)
+    order = np.argsort(km.labels_, kind="stable")
+    return Clusters(chosen, activations.shape[2], km.labels_, order, km.cluster_centers_)
