@@ -24,6 +24,72 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _layers(text: str | None):
+    """'3' -> 3, '2-5' -> (2, 5), None -> all."""
+    if not text:
+        return None
+    try:
+        if "-" in text:
+            a, b = text.split("-", 1)
+            return int(a), int(b)
+        return int(text)
+    except ValueError:
+        raise LensError(f"--layers takes a layer or a range A-B, not {text!r}") from None
+
+
+def _read_prompt(prompt: str) -> str:
+    text = sys.stdin.read() if prompt == "-" else prompt
+    if not text.strip():
+        raise LensError("the prompt is empty")
+    return text
+
+
+def cmd_explain(args) -> int:
+    from .runtime import load
+
+    if args.factors is not None and args.factors < 1:
+        raise LensError("--factors must be >= 1")
+    if args.max_new_tokens < 1:
+        raise LensError("--max-new-tokens must be >= 1")
+    prompt = _read_prompt(args.prompt)
+    layers = _layers(args.layers)
+    model = load(args.model, models_dir=args.models_dir)
+    if layers is not None:  # check before the slow stages
+        from .analysis.neurons import select_layers
+        select_layers(model.n_layers, layers)
+    n_tokens = len(model.encode(prompt)) + args.max_new_tokens
+    if args.factors and args.factors > n_tokens:
+        raise LensError(f"--factors {args.factors} is more than the {n_tokens} tokens allow")
+    expl = model.explain(prompt, args.max_new_tokens, methods=args.method or ["grad_x_input"],
+                         sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         seed=args.seed, watch=args.watch or (), foil=args.foil, target=args.target,
+                         progress=_stage)
+    if args.save:
+        expl.save(args.save, compress=args.compress)
+    _stage("writing the report")
+    out = expl.report(args.output, factors=args.factors or 5, layers=layers)
+    print(expl.summary())
+    print(f"report: {out}" + (f"\nsaved: {args.save}" if args.save else ""))
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .explanation import Explanation
+
+    expl = Explanation.load(args.explanation)
+    out = expl.report(args.output, factors=args.factors or 5, layers=_layers(args.layers))
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    serve(args.model, models_dir=args.models_dir, port=args.port, max_prompt_tokens=args.max_prompt_tokens,
+          max_new_tokens=args.max_new_tokens, show=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -41,6 +107,46 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="export again even if the model is there")
     e.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
     e.set_defaults(func=cmd_export)
+
+    from .grad import METHODS
+
+    x = sub.add_parser("explain", help="generate from a prompt and write an HTML report explaining it")
+    x.add_argument("--model", default="distilgpt2", help="exported model name or folder (default distilgpt2)")
+    x.add_argument("--models-dir", help="model store (default: $LENS_MODELS or ./models)")
+    x.add_argument("--prompt", required=True, help="the prompt; - reads it from stdin")
+    x.add_argument("--max-new-tokens", type=int, default=20)
+    x.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    x.add_argument("--temperature", type=float, default=1.0)
+    x.add_argument("--top-k", type=int)
+    x.add_argument("--top-p", type=float)
+    x.add_argument("--seed", type=int)
+    x.add_argument("--method", action="append", choices=METHODS,
+                   help="attribution method (repeatable; default grad_x_input)")
+    x.add_argument("--target", choices=["logit", "probability"], default="logit",
+                   help="differentiate the token's logit (the article) or its probability (Ecco 0.1)")
+    x.add_argument("--foil", help="for --method contrastive: the token to explain against, e.g. ' 16'")
+    x.add_argument("--factors", type=int, help="NMF factors of the neuron activations (default 5)")
+    x.add_argument("--layers", help="layers for the factors: one layer or A-B (default all)")
+    x.add_argument("--watch", action="append", help="a token whose rank to follow across layers (repeatable)")
+    x.add_argument("-o", "--output", default="report.html")
+    x.add_argument("--save", help="also save the explanation (.npz) for `lens render`")
+    x.add_argument("--compress", action="store_true", help="with --save: float16 activations")
+    x.set_defaults(func=cmd_explain)
+
+    r = sub.add_parser("render", help="re-render a saved explanation without the model")
+    r.add_argument("explanation")
+    r.add_argument("-o", "--output", default="report.html")
+    r.add_argument("--factors", type=int)
+    r.add_argument("--layers")
+    r.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("serve", help="a Bokeh server app on loopback: a prompt box and the views")
+    s.add_argument("--model", default="distilgpt2")
+    s.add_argument("--models-dir")
+    s.add_argument("--port", type=int, default=5006)
+    s.add_argument("--max-prompt-tokens", type=int, default=64)
+    s.add_argument("--max-new-tokens", type=int, default=30)
+    s.set_defaults(func=cmd_serve)
     return p
 
 

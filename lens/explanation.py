@@ -145,6 +145,36 @@ class Explanation:
             raise LensError(f"{path} is not a lens explanation file ({e.__class__.__name__})") from None
 
     # --------------------------------------------------------------- display
+    def layout(self, **kw):
+        """All views as one Bokeh layout (embed it in any Bokeh document or server app)."""
+        from .viz import report_layout
+        return report_layout(self, **kw)
+
+    def show(self, **kw):
+        """Display the views inline in Jupyter (or open them in a browser outside it)."""
+        from bokeh.io import output_notebook, show
+        from bokeh.resources import INLINE
+
+        try:
+            get_ipython  # noqa: F821 - defined inside IPython only
+            output_notebook(INLINE, hide_banner=True)
+        except NameError:
+            pass
+        show(self.layout(**kw))
+
+    def _repr_html_(self) -> str:
+        """Rich display: the standalone report in a sandboxed iframe (offline, isolated scripts)."""
+        import html
+
+        from .viz import report_html
+        return (f'<iframe sandbox="allow-scripts" style="width:100%;height:900px;border:0" '
+                f'srcdoc="{html.escape(report_html(self), quote=True)}"></iframe>')
+
+    def report(self, path, **kw):
+        """Write the standalone HTML report."""
+        from .viz import save_report
+        return save_report(self, path, **kw)
+
     def summary(self) -> str:
         gen = "".join(self.tokens[self.n_prompt:])
         lines = [f"model: {self.model_name}", f"prompt: {''.join(self.tokens[:self.n_prompt])!r}",

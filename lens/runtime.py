@@ -49,18 +49,23 @@ def _providers(preferred=None) -> list[str]:
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Path:
-    """An exported folder given by path, or by name (or hub id) inside the model store."""
+    """An exported model by name (or hub id) in the model store, else by folder path.
+
+    The store comes first for bare names: a source checkpoint folder of the same name in the
+    current directory must not shadow its export.
+    """
     from .export_paths import default_models_dir, model_name
 
-    p = Path(name_or_path)
-    if p.is_dir():
-        return p
+    text = str(name_or_path)
     store = Path(models_dir) if models_dir else default_models_dir()
-    for candidate in (store / str(name_or_path), store / model_name(str(name_or_path))):
-        if candidate.is_dir():
-            return candidate
-    raise ModelFolderError(f"model {str(name_or_path)!r} is not exported in {store}; "
-                           f"run `lens export {name_or_path}` first")
+    is_path = isinstance(name_or_path, Path) or os.sep in text or text.startswith(".")
+    if not is_path:
+        for candidate in (store / text, store / model_name(text)):
+            if candidate.is_dir():
+                return candidate
+    if Path(text).is_dir():
+        return Path(text)
+    raise ModelFolderError(f"model {text!r} is not exported in {store}; run `lens export {text}` first")
 
 
 def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
