@@ -54,14 +54,14 @@ def _text_figure(tokens, lay, height_extra=0, **kw):
     return p
 
 
-def _token_source(expl, lay, **extra) -> ColumnDataSource:
+def _token_source(expl, lay, name: str, **extra) -> ColumnDataSource:
     n = expl.n_tokens
     kind = ["input"] * expl.n_prompt + ["output"] * (n - expl.n_prompt)
     data = dict(x=lay["x"], y=lay["y"], w=lay["w"], text=[_display(t) for t in expl.tokens], token=list(expl.tokens),
                 kind=kind, index=list(range(n)), base=[INPUT_COLOR if k == "input" else OUTPUT_COLOR for k in kind],
                 line=["#bbbbbb" if k == "input" else "#d08c00" for k in kind], alpha=[0.0] * n, pct=[""] * n)
     data.update(extra)
-    return ColumnDataSource(data, name="tokens")
+    return ColumnDataSource(data, name=name)
 
 
 def saliency_view(expl, method: str | None = None, detailed: bool = False, width_chars: int = 90):
@@ -72,7 +72,7 @@ def saliency_view(expl, method: str | None = None, detailed: bool = False, width
         return Div(text="<p>No attribution was computed.</p>")
     method = method or methods[0]
     lay = token_layout(expl.tokens, width_chars)
-    src = _token_source(expl, lay)
+    src = _token_source(expl, lay, "saliency_tokens")
     p = _text_figure(expl.tokens, lay, height_extra=0, name="saliency")
     p.rect("x", "y", "w", LINE_H * 0.72, source=src, fill_color="base", line_color="line", name="token_boxes")
     p.rect("x", "y", "w", LINE_H * 0.72, source=src, fill_color=SALIENCY_COLOR, fill_alpha="alpha",
@@ -86,9 +86,12 @@ def saliency_view(expl, method: str | None = None, detailed: bool = False, width
     select = Select(title="attribution method", value=method, options=methods, name="method_select",
                     visible=len(methods) > 1)
     paint = CustomJS(args=dict(src=src, mats=matrices, select=select, n_prompt=expl.n_prompt), code="""
-        const idx = (cb_data && cb_data.index) ? cb_data.index.indices : src.selected.indices;
+        // hovered token, else tapped token, else the last one shown (when the method changes)
+        let idx = (cb_data && cb_data.index) ? cb_data.index.indices : [];
+        if (idx.length == 0) idx = src.selected.indices.length ? src.selected.indices : src.tags;
         if (!idx || idx.length == 0) return;
         const i = idx[idx.length - 1];
+        src.tags = [i];
         const d = src.data, n = d.x.length;
         const alpha = new Array(n).fill(0), pct = new Array(n).fill("");
         if (i >= n_prompt) {
@@ -103,7 +106,7 @@ def saliency_view(expl, method: str | None = None, detailed: bool = False, width
                       callback=paint, renderers=[p.renderers[0]])
     p.add_tools(hover, TapTool(renderers=[p.renderers[0]]))
     src.selected.js_on_change("indices", paint)
-    select.js_on_change("value", CustomJS(args=dict(src=src), code="src.selected.indices = [...src.selected.indices];"))
+    select.js_on_change("value", paint)
     title = Div(text=f"<b>Input saliency</b> ({_escape(method)}{', choose above' if len(methods) > 1 else ''}): "
                      "hover or tap a generated token (yellow) to see which tokens produced it")
     return column(title, select, p, name="saliency_view")
@@ -160,7 +163,7 @@ def watch_view(expl, position: int | None = None):
     src = ColumnDataSource(dict(x=xs, y=ys, rank=rk, label=[str(r) for r in rk],
                                 token=[names[i] for i in xs]), name="watch")
     mapper = LogColorMapper(palette=Viridis256, low=1, high=max(2, max(rk)))
-    p = figure(width=max(250, 90 * len(names) + 80), height=36 * expl.n_layers + 90, tools="",
+    p = figure(width=max(420, 90 * len(names) + 80), height=36 * expl.n_layers + 90, tools="",
                toolbar_location=None, x_range=Range1d(-0.5, len(names) - 0.5),
                y_range=Range1d(expl.n_layers + 0.5, 0.5), name="watch",
                title=f"Ranks of watched tokens after {_display(expl.tokens[pos])!r}")
@@ -185,7 +188,7 @@ def factors_view(expl, factors, width_chars: int = 80):
     lay = token_layout(expl.tokens, width_chars)
     dom_alpha = [float(0.15 + 0.75 * tf[i, dom[i]]) for i in range(n)]
     dom_color = [palette[d] for d in dom]
-    src = _token_source(expl, lay, color=dom_color, alpha=dom_alpha, factor=[int(d) + 1 for d in dom],
+    src = _token_source(expl, lay, "factor_tokens", color=dom_color, alpha=dom_alpha, factor=[int(d) + 1 for d in dom],
                         dom_color=dom_color, dom_alpha=dom_alpha)
     p = _text_figure(expl.tokens, lay, name="factor_text")
     p.rect("x", "y", "w", LINE_H * 0.72, source=src, fill_color="base", line_color="line")
@@ -247,13 +250,14 @@ def activations_view(expl, layer: int, n_neurons: int = 64, clusters: int = 6, s
     n = expl.n_tokens
     mapper = LinearColorMapper(palette=Viridis256[::-1][40:], low=0, high=float(max(img.max(), 1e-6)))
     p = figure(width=max(400, 22 * n + 120), height=min(900, 8 * n_neurons + 120), tools="",
-               toolbar_location=None, x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(n_neurons, 0),
+               toolbar_location=None, x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(0, n_neurons),
                title=f"Layer {layer}: {n_neurons} most active neurons, ordered by cluster", name="activations")
-    p.image(image=[img], x=-0.5, y=n_neurons, dw=n, dh=n_neurons, color_mapper=mapper)
+    p.image(image=[img[::-1]], x=-0.5, y=0, dw=n, dh=n_neurons, color_mapper=mapper)  # row 0 drawn on top
     p.xaxis.ticker = list(range(n))
     p.xaxis.major_label_overrides = {i: _display(t) for i, t in enumerate(expl.tokens)}
     p.xaxis.major_label_orientation = 1.2
-    p.yaxis.axis_label = "neuron (cluster order)"
+    p.yaxis.axis_label = "neuron (cluster order, first on top)"
+    p.yaxis.visible = False
     p.grid.visible = False
     p.add_tools(HoverTool(tooltips=[("activation", "@image{0.000}")]))
     p.add_layout(ColorBar(color_mapper=mapper, title="activation"), "right")

@@ -1,0 +1,201 @@
+"""The report and the server app in a real headless Chromium (Debian's package, driven by Playwright):
+real mouse hovers, offline, and untrusted token text that must stay text."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+XSS = "</script><img src=x onerror=alert(1)><script>alert(2)</script> Shakespeare was born in"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: `make test` installs it")
+        pytest.skip("chromium is not installed (make chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+class Page:
+    """A page with every request, console message and dialog recorded."""
+
+    def __init__(self, browser, offline=True):
+        self.ctx = browser.new_context(viewport={"width": 1400, "height": 2000}, offline=offline)
+        self.page = self.ctx.new_page()
+        self.requests, self.console, self.dialogs = [], [], []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("console", lambda m: self.console.append((m.type, m.text)))
+        self.page.on("pageerror", lambda e: self.console.append(("pageerror", str(e))))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+
+    def data(self, source: str, column: str):
+        return self.page.evaluate(
+            "([s, c]) => Array.from(Bokeh.documents[0].get_model_by_name(s).data[c])", [source, column])
+
+    def screen_xy(self, plot: str, x: float, y: float):
+        """Viewport pixel of data point (x, y) in the plot named `plot`."""
+        return self.page.evaluate("""([name, x, y]) => {
+            const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === name);
+            const r = v.el.getBoundingClientRect();
+            return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
+        }""", [plot, x, y])
+
+    def hover(self, plot, x, y):
+        self.page.mouse.move(*self.screen_xy(plot, x, y))
+        self.page.wait_for_timeout(300)
+
+    def pixel(self, plot, x, y, dy=-9):
+        """RGB on screen just above the text baseline at data point (x, y)."""
+        px, py = self.screen_xy(plot, x, y)
+        png = self.page.screenshot(clip={"x": px - 1, "y": py + dy, "width": 3, "height": 3})
+        import io
+        from PIL import Image  # noqa: F401 - optional; fall back to a decode without PIL
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).mean(0)
+
+    def close(self):
+        self.ctx.close()
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model, tmp_path_factory):
+    expl = tiny_model.explain(XSS, 6, methods=("grad_x_input", "integrated_gradients"), watch=[" is"])
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    expl.report(path, factors=3)
+    return expl, path
+
+
+@pytest.fixture
+def opened(browser, report):
+    pg = Page(browser)
+    pg.page.goto(report[1].as_uri())
+    pg.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && Array.from(Bokeh.index.all_views()).length > 5")
+    yield pg
+    pg.close()
+
+
+def test_report_opens_offline_without_errors_or_requests(opened):
+    assert all(u.startswith(("file:", "data:", "blob:")) for u in opened.requests), opened.requests
+    assert not [m for m in opened.console if m[0] in ("error", "pageerror")], opened.console
+
+
+def test_hovering_a_generated_token_paints_its_inputs(opened, report):
+    expl = report[0]
+    xs, ys = opened.data("saliency_tokens", "x"), opened.data("saliency_tokens", "y")
+    for t in (0, expl.n_generated - 1):
+        i = expl.n_prompt + t
+        opened.hover("saliency", xs[i], ys[i])
+        row = expl.attributions["grad_x_input"][t]
+        alpha = np.asarray(opened.data("saliency_tokens", "alpha"))
+        np.testing.assert_allclose(alpha[:i], 0.85 * row[:i] / row[:i].max(), atol=1e-4)
+        assert (alpha[i:] == 0).all()
+        # on screen: the most attributed token is darker than the least attributed one
+        hi, lo = int(np.argmax(row[:i])), int(np.argmin(row[:i]))
+        assert opened.pixel("saliency", xs[hi], ys[hi]).sum() < opened.pixel("saliency", xs[lo], ys[lo]).sum() - 60
+        pct = opened.data("saliency_tokens", "pct")
+        assert pct[hi].endswith("%") and abs(float(pct[hi][:-1]) - 100 * row[hi]) <= 0.051
+
+
+def test_method_select_switches_the_attribution(opened, report):
+    expl = report[0]
+    xs, ys = opened.data("saliency_tokens", "x"), opened.data("saliency_tokens", "y")
+    i = expl.n_tokens - 1
+    opened.hover("saliency", xs[i], ys[i])
+    opened.page.select_option("select", "integrated_gradients")
+    opened.page.wait_for_timeout(300)
+    row = expl.attributions["integrated_gradients"][-1]
+    alpha = np.asarray(opened.data("saliency_tokens", "alpha"))
+    np.testing.assert_allclose(alpha[:i], 0.85 * row[:i] / row[:i].max(), atol=1e-4)
+
+
+def test_hovering_a_sparkline_isolates_its_factor(opened, report):
+    expl = report[0]
+    f = expl.factors(3)
+    for k in range(3):
+        opened.hover(f"sparkline_{k}", expl.n_tokens // 2, 0.5)
+        colors = opened.data("factor_tokens", "color")
+        alpha = np.asarray(opened.data("factor_tokens", "alpha"))
+        assert len(set(colors)) == 1
+        act = f.token_factors[:, k] / f.token_factors[:, k].max()
+        np.testing.assert_allclose(alpha, 0.9 * act, atol=1e-4)
+
+
+def test_untrusted_tokens_stay_text(opened, report):
+    expl = report[0]
+    assert opened.dialogs == []
+    dom = opened.page.evaluate("() => [document.querySelectorAll('img').length, "
+                               "Array.from(document.scripts).filter(s => s.textContent.includes('alert(2)')"
+                               " && s.type !== 'application/json').length]")
+    assert dom == [0, 0]
+    assert "".join(opened.data("saliency_tokens", "token")) == expl.text
+    header = opened.page.evaluate("() => Bokeh.documents[0].get_model_by_name('header').text")
+    assert "&lt;/script&gt;&lt;img" in header and "<img" not in header
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lens.cli", "serve", "--model", str(tiny[1]), "--port", str(port),
+                             "--max-new-tokens", "8", "--max-prompt-tokens", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}/"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _explain_in_browser(pg, url, prompt):
+    pg.page.goto(url)
+    pg.page.wait_for_selector("textarea")
+    pg.page.fill("textarea", prompt)
+    pg.page.dispatch_event("textarea", "change")
+    pg.page.click("button:has-text('Explain')")
+    pg.page.wait_for_function("() => { const s = Bokeh.documents[0].get_model_by_name('status').text;"
+                              " return s.includes('lens-done') || s.includes('lens-error'); }", timeout=120_000)
+    return pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('status').text")
+
+
+def test_server_answers_an_explain_request(browser, server, tiny_model):
+    pg = Page(browser, offline=False)
+    try:
+        status = _explain_in_browser(pg, server, "The capital of France is")
+        import html
+        want = tiny_model.explain("The capital of France is", 8)  # the page's default, capped by the server
+        assert "lens-done" in status and html.escape(want.text) in status
+        pg.page.wait_for_function("() => Array.from(Bokeh.index.all_views()).some(v => v.model.name === 'saliency')")
+        assert "".join(pg.data("saliency_tokens", "token")) == want.text
+        assert all(u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) for u in pg.requests)
+        # a bad request is reported to that session, and the server keeps serving
+        status = _explain_in_browser(pg, server, "word " * 40)
+        assert "lens-error" in status and "at most 20" in status
+        assert "lens-done" in _explain_in_browser(pg, server, "Hello")
+    finally:
+        pg.close()
