@@ -1,0 +1,85 @@
+"""`lens explain` and `lens render` end to end on a locally built tiny model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lens
+
+
+def _error(rc, err, fragment):
+    assert rc == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lens: error:") and fragment in last, err
+
+
+def test_explain_writes_report_and_explanation(cli, tiny, tmp_path):
+    out, saved = tmp_path / "r.html", tmp_path / "e.npz"
+    rc, stdout, err = cli("explain", "--model", tiny[1], "--prompt", "William Shakespeare was born in the year",
+                          "--max-new-tokens", "5", "--watch", " is", "--factors", "3", "--layers", "0-1",
+                          "-o", out, "--save", saved)
+    assert rc == 0, err
+    html = out.read_text()
+    assert "<script src=" not in html and "cdn.bokeh.org" not in html  # everything inlined
+    assert "sparkline_2" in html and "saliency_tokens" in html
+    expl = lens.Explanation.load(saved)
+    want = lens.load(tiny[1]).generate("William Shakespeare was born in the year", 5)
+    np.testing.assert_array_equal(expl.token_ids, want.token_ids)
+    assert repr(expl.text[len("William Shakespeare was born in the year"):]) in stdout
+    assert "generating" in err and "attributing" in err  # progress on stderr
+    rc, stdout, err = cli("render", saved, "-o", tmp_path / "again.html")
+    assert rc == 0 and (tmp_path / "again.html").stat().st_size > 1_000_000
+
+
+def test_prompt_from_stdin(cli, tiny, tmp_path):
+    rc, stdout, err = cli("explain", "--model", tiny[1], "--prompt", "-", "--max-new-tokens", "2",
+                          "-o", tmp_path / "r.html", stdin="Hello from stdin")
+    assert rc == 0, err
+    assert "prompt: 'Hello from stdin'" in stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--prompt", ""], "the prompt is empty"),
+    (["--prompt", "word " * 200], "exceeds the model's context of 128"),
+    (["--prompt", "hi", "--layers", "3-9"], "layer 3 is out of range"),
+    (["--prompt", "hi", "--layers", "x"], "--layers takes a layer or a range"),
+    (["--prompt", "hi", "--factors", "0"], "--factors must be >= 1"),
+    (["--prompt", "hi", "--factors", "40", "--max-new-tokens", "3"], "--factors 40 is more than the 4 tokens"),
+    (["--prompt", "hi", "--method", "contrastive"], "needs --foil"),
+    (["--prompt", "hi", "--watch", " 1564"], "' 1564' is 2 tokens"),
+    (["--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+])
+def test_explain_bad_input(cli, tiny, tmp_path, args, fragment):
+    out = tmp_path / "r.html"
+    rc, stdout, err = cli("explain", "--model", tiny[1], *args, "-o", out)
+    _error(rc, err, fragment)
+    assert not out.exists()
+
+
+def test_unknown_model(cli, tmp_path):
+    rc, _, err = cli("explain", "--model", "gpt2-xl", "--models-dir", tmp_path, "--prompt", "hi")
+    _error(rc, err, "run `lens export gpt2-xl` first")
+
+
+def test_render_bad_file(cli, tmp_path):
+    (tmp_path / "x.npz").write_text("nope")
+    rc, _, err = cli("render", tmp_path / "x.npz", "-o", tmp_path / "r.html")
+    _error(rc, err, "not a lens explanation file")
+
+
+def test_contrastive_from_the_cli(cli, tiny, tmp_path):
+    saved = tmp_path / "e.npz"
+    rc, _, err = cli("explain", "--model", tiny[1], "--prompt", "1, 2, 3,", "--max-new-tokens", "3",
+                     "--method", "contrastive", "--foil", " 16", "-o", tmp_path / "r.html", "--save", saved)
+    assert rc == 0, err
+    e = lens.Explanation.load(saved)
+    assert list(e.attributions) == ["contrastive"] and e.settings["foil"] == " 16"
+    np.testing.assert_allclose(e.attributions["contrastive"].sum(1), 1, rtol=1e-5)
+
+
+def test_notebook_rich_display(tiny_model):
+    e = tiny_model.explain("Hello there", 3)
+    html = e._repr_html_()
+    assert html.startswith('<iframe sandbox="allow-scripts"') and "srcdoc=" in html
+    assert "<script" not in html.split("srcdoc=", 1)[1][:200]  # the document is escaped into the attribute
