@@ -5,9 +5,7 @@ Imports only numpy, onnxruntime and tokenizers: no torch on the runtime path.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 

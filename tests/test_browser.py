@@ -66,7 +66,7 @@ class Page:
         px, py = self.screen_xy(plot, x, y)
         png = self.page.screenshot(clip={"x": px - 1, "y": py + dy, "width": 3, "height": 3})
         import io
-        from PIL import Image  # noqa: F401 - optional; fall back to a decode without PIL
+        from PIL import Image  # pillow comes with bokeh
         return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).mean(0)
 
     def close(self):

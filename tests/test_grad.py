@@ -101,7 +101,6 @@ def test_rows_are_causal_and_normalised(tiny_attr, tiny_seqs):
 
 
 def test_chunking_and_padding_change_nothing(tiny_attr, tiny_seqs):
-    import jax.numpy as jnp
 
     g = tiny_seqs["sampled"]
     whole = tiny_attr.attribute(g.token_ids, g.n_prompt)
