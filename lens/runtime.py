@@ -67,16 +67,18 @@ def resolve_model_dir(name_or_path: str | os.PathLike, models_dir: str | os.Path
 
 
 def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
-         providers: list[str] | None = None) -> "Model":
-    """Open an exported model (a folder, or a name in the model store) for generation and analysis."""
-    return Model(resolve_model_dir(name_or_path, models_dir), providers=providers)
+         providers: list[str] | None = None, add_bos: bool | None = None) -> "Model":
+    """Open an exported model (a folder, or a name in the model store) for generation and analysis.
+
+    `add_bos` overrides the manifest's choice of prepending the BOS token to prompts."""
+    return Model(resolve_model_dir(name_or_path, models_dir), providers=providers, add_bos=add_bos)
 
 
 class Model:
     """An exported model: one ORT session, its tokenizer and its manifest."""
 
     def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None,
-                 manifest_data: dict | None = None):
+                 manifest_data: dict | None = None, add_bos: bool | None = None):
         """`manifest_data` skips reading the manifest: the exporter validates before writing it."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -87,7 +89,12 @@ class Model:
         self.name = m.get("name") or self.folder.name
         self.n_layers, self.d_model, self.d_mlp = m["n_layers"], m["d_model"], m["d_mlp"]
         self.n_heads, self.n_ctx, self.d_vocab = m["n_heads"], m["n_ctx"], m["d_vocab"]
+        self.architecture = m.get("architecture", "gpt2")
         self.eos_token_id = m.get("eos_token_id")
+        self.bos_token_id = m.get("bos_token_id")
+        self.add_bos = bool(m.get("add_bos", False) if add_bos is None else add_bos)
+        if self.add_bos and self.bos_token_id is None:
+            raise LensError(f"{self.name} has no BOS token to prepend")
         try:
             self.tokenizer = Tokenizer.from_file(str(self.folder / manifest.TOKENIZER))
             opts = ort.SessionOptions()
@@ -102,7 +109,7 @@ class Model:
         self._past_names = [f"past_key_values.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self.taps = hooks.all_taps(self.n_layers)
-        self._kv_shape = (self.n_heads, self.d_model // self.n_heads)
+        self._kv_shape = (m.get("n_kv_heads", self.n_heads), m.get("d_head", self.d_model // self.n_heads))
         self._token_strings = None
 
     @property
@@ -130,15 +137,19 @@ class Model:
                 f"{self.providers[0]}>")
 
     # ---------------------------------------------------------------- tokens
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, bos: bool | None = None) -> list[int]:
+        """Token ids of a prompt; the BOS token first when the model's policy (or `bos`) says so."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if (self.add_bos if bos is None else bos) and ids:
+            ids = [self.bos_token_id] + ids
+        return ids
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def token_id(self, token: str) -> int:
         """The id of one token given as text (e.g. ' is'); an error if it is several tokens."""
-        ids = self.encode(token)
+        ids = self.encode(token, bos=False)
         if len(ids) != 1:
             raise LensError(f"{token!r} is {len(ids)} tokens for this model, not one: "
                             f"{[self.token_strings([i])[0] for i in ids]}")
@@ -180,7 +191,7 @@ class Model:
         if "position_ids" in self._inputs:
             feed["position_ids"] = np.arange(n_past, n_past + seq, dtype=np.int64)[None]
         if past is None:
-            past = [np.zeros((1, *self._kv_shape[:1], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
+            past = [np.zeros((1, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
         names = ["logits", *self._present_names] + (self.taps if taps else [])
         values = self.session.run(names, feed)

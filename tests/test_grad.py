@@ -110,7 +110,7 @@ def test_chunking_and_padding_change_nothing(tiny_attr, tiny_seqs):
     # the compiled function on the exact, unpadded length and row count
     ids, n_p = g.token_ids, g.n_prompt
     n_gen = len(ids) - n_p
-    grad_fn, _ = _compiled(tiny_attr.n_head, tiny_attr.eps, "logit", False)
+    grad_fn, _ = _compiled(tiny_attr.arch, tiny_attr.static, "logit", False)
     x = tiny_attr.wte[ids]
     _, grads = grad_fn(tiny_attr.params, x, np.zeros_like(x), np.arange(n_p - 1, len(ids) - 1),
                        ids[n_p:], np.zeros(n_gen, np.int64), np.ones(1, np.float32), np.ones(1, np.float32))
@@ -124,10 +124,10 @@ def test_jax_forward_matches_onnx_graph(tiny_attr, tiny_model, tiny_seqs):
     ids = tiny_seqs["greedy"].token_ids
     trace = tiny_model.run(ids)
     x = tiny_attr.wte[ids]
-    np.testing.assert_allclose(np.asarray(logits(x, tiny_attr.params, tiny_attr.n_head, tiny_attr.eps)),
-                               trace.logits, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(np.asarray(final_hidden(x, tiny_attr.params, tiny_attr.n_head, tiny_attr.eps)),
-                               trace.ln_final, atol=1e-4, rtol=0)
+    static = dict(tiny_attr.static)
+    np.testing.assert_allclose(np.asarray(logits(x, tiny_attr.params, **static)), trace.logits, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(final_hidden(x, tiny_attr.params, **static)), trace.ln_final,
+                               atol=1e-4, rtol=0)
 
 
 def test_bad_arguments(tiny_attr, tiny_seqs):

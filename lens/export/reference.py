@@ -1,5 +1,5 @@
 """PyTorch `transformers` as the reference the exported graph is checked against: the same taps,
-read with `output_hidden_states` and forward hooks on each MLP's activation module."""
+read with forward hooks (block outputs, final norm, the down-projection's input = MLP activation)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,22 +7,31 @@ import numpy as np
 from .. import hooks
 
 
+def modules(model):
+    """(blocks, final norm, MLP down-projections) of a GPT-2 or Llama causal LM."""
+    if hasattr(model, "transformer"):  # GPT2LMHeadModel
+        blocks = model.transformer.h
+        return blocks, model.transformer.ln_f, [b.mlp.c_proj for b in blocks]
+    blocks = model.model.layers       # LlamaForCausalLM
+    return blocks, model.model.norm, [b.mlp.down_proj for b in blocks]
+
+
 def torch_taps(model, token_ids, past=None) -> dict[str, np.ndarray]:
-    """Run `model` (a GPT2LMHeadModel) on token_ids [batch, seq]; return logits and every tap as numpy.
+    """Run `model` on token_ids [batch, seq]; return logits and every tap as numpy.
 
     With `past` (a transformers cache from an earlier call) this is one KV-cached step; the returned
     dict then also holds `past` for the next step.
     """
     import torch
 
-    blocks = model.transformer.h
-    captured = {}
-    handles = [b.mlp.act.register_forward_hook(
-        lambda mod, inp, out, l=l: captured.__setitem__(hooks.mlp_post(l), out.detach()))
-        for l, b in enumerate(blocks)]
-    last = {}
-    handles.append(blocks[-1].register_forward_hook(
-        lambda mod, inp, out: last.__setitem__("out", out[0] if isinstance(out, tuple) else out)))
+    blocks, norm, down = modules(model)
+    got = {}
+    first = lambda out: out[0] if isinstance(out, tuple) else out
+    handles = [m.register_forward_pre_hook(lambda mod, args, l=l: got.__setitem__(hooks.mlp_post(l), args[0]))
+               for l, m in enumerate(down)]
+    handles += [b.register_forward_hook(lambda mod, args, out, l=l: got.__setitem__(hooks.resid_post(l), first(out)))
+                for l, b in enumerate(blocks)]
+    handles.append(norm.register_forward_hook(lambda mod, args, out: got.__setitem__(hooks.LN_FINAL, out)))
     try:
         with torch.no_grad():
             out = model(torch.as_tensor(token_ids), past_key_values=past, use_cache=True,
@@ -30,12 +39,7 @@ def torch_taps(model, token_ids, past=None) -> dict[str, np.ndarray]:
     finally:
         for h in handles:
             h.remove()
-    hs = out.hidden_states  # embeddings, blocks 0..n-2 outputs, then ln_f(last block output)
-    res = {"logits": out.logits.numpy(), hooks.EMBED: hs[0].numpy(), hooks.LN_FINAL: hs[-1].numpy()}
-    n = len(blocks)
-    for l in range(n - 1):
-        res[hooks.resid_post(l)] = hs[l + 1].numpy()
-    res[hooks.resid_post(n - 1)] = last["out"].detach().numpy()
-    res.update({k: v.numpy() for k, v in captured.items()})
+    res = {"logits": out.logits.numpy(), hooks.EMBED: out.hidden_states[0].numpy()}
+    res.update({k: v.detach().numpy() for k, v in got.items()})
     res["past"] = out.past_key_values
     return res

@@ -11,8 +11,8 @@ in a persistent cache across processes.
 Methods (all share the gradient computation):
   grad_x_input          |grad * x|_2 per position, normalised to sum 1 (Alammar 2020); signed: sum(grad * x)
   gradient              |grad|_2 per position, normalised
-  integrated_gradients  (x - x') * mean over the path of grad, Gauss-Legendre nodes; signed sums to
-                        f(x) - f(x') (completeness)
+  integrated_gradients  (x - x') * mean over the path of grad (Gauss-Legendre on alpha = s^3); signed
+                        sums to f(x) - f(x') (completeness)
   contrastive           grad_x_input of score(target) - score(foil)
 """
 from __future__ import annotations
@@ -74,8 +74,13 @@ def _bucket(n: int, size: int, cap: int | None = None) -> int:
     return min(b, cap) if cap else b
 
 
+def _arch(name: str):
+    from . import gpt2, llama
+    return {"gpt2": gpt2, "llama": llama}[name]
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled(n_head: int, eps: float, target: str, contrastive: bool):
+def _compiled(arch: str, static: tuple, target: str, contrastive: bool):
     """Jitted (gradients, values) for one scoring rule.
 
     gradients(params, x [L,d], baseline [L,d], positions [C], targets [C], foils [C], alphas [S],
@@ -85,7 +90,8 @@ def _compiled(n_head: int, eps: float, target: str, contrastive: bool):
     import jax
     import jax.numpy as jnp
 
-    from .gpt2 import final_hidden
+    mod = _arch(arch)
+    final_hidden = functools.partial(mod.final_hidden, **dict(static))
 
     def score(h, wte, tokens):  # [C, d] hidden states -> [C] score of one token each
         if target == "logit":
@@ -93,9 +99,10 @@ def _compiled(n_head: int, eps: float, target: str, contrastive: bool):
         return jnp.take_along_axis(jax.nn.softmax(h @ wte.T, axis=-1), tokens[:, None], axis=-1)[:, 0]
 
     def values(params, x, positions, targets, foils):  # [L, d] -> [C]
-        h = final_hidden(x, params, n_head, eps)[positions]
-        s = score(h, params["wte"], targets)
-        return s - score(h, params["wte"], foils) if contrastive else s
+        h = final_hidden(x, params)[positions]
+        unembed = mod.unembedding(params)
+        s = score(h, unembed, targets)
+        return s - score(h, unembed, foils) if contrastive else s
 
     def gradients(params, x, baseline, positions, targets, foils, alphas, weights):
         rows = jnp.eye(positions.shape[0], dtype=x.dtype)
@@ -118,25 +125,29 @@ class Attributor:
         import json
 
         import jax
+        from ..architectures import dims
         from ..weights import load as load_weights
-        from .gpt2 import load_params
 
         enable_compilation_cache()
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
-        self.n_layers, self.d_model = config["n_layer"], config["n_embd"]
-        self.n_head, self.n_ctx = config["n_head"], config["n_positions"]
-        self.eps = float(config.get("layer_norm_epsilon", 1e-5))
+        shape = dims(config)
+        self.arch = shape["architecture"]
+        self.n_layers, self.d_model, self.n_ctx = shape["n_layers"], shape["d_model"], shape["n_ctx"]
+        self.n_head, self.d_mlp = shape["n_heads"], shape["d_mlp"]
+        mod = _arch(self.arch)
         weights = load_weights(str(folder))
-        self.params = jax.device_put(load_params(weights, self.n_layers))
-        self.wte = np.asarray(weights["transformer.wte.weight"])
+        params, static = mod.load_params(weights, config)
+        self.params = jax.device_put(params)
+        self.static = tuple(sorted(static.items()))
+        self.wte = np.asarray(mod.embedding(weights))               # [d_vocab, d_model] input embeddings
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", 4 << 30))
 
     def rows_per_chunk(self, seq_len: int) -> int:
         """Target rows whose backward passes fit the memory budget together (an estimate of the
         activations one row's VJP keeps: per layer, the block's vectors and attention maps)."""
         d = self.d_model
-        per_row = 4 * self.n_layers * seq_len * (16 * d + 3 * self.n_head * seq_len)
+        per_row = 4 * self.n_layers * seq_len * (8 * d + 4 * self.d_mlp + 3 * self.n_head * seq_len)
         return int(max(1, min(CHUNK_ROWS, self.memory_budget // per_row)))
 
     def attribute(self, token_ids, n_prompt: int, method: str = "grad_x_input", target: str = "logit",
@@ -166,7 +177,7 @@ class Attributor:
         grads = np.zeros((n_gen, n, self.d_model), np.float32)              # path-weighted gradients
         values = np.zeros(n_gen)
         base_values = np.zeros(n_gen) if ig else None
-        grad_fn, value_fn = _compiled(self.n_head, self.eps, target, contrastive)
+        grad_fn, value_fn = _compiled(self.arch, self.static, target, contrastive)
         t0 = 0
         while t0 < n_gen:
             # rows that fit memory at the longest prefix they could need, then the prefix they do need
@@ -220,10 +231,17 @@ class Attributor:
         return f
 
 
-def _path(steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Legendre nodes and weights on [0, 1]: exact for polynomials of degree < 2 * steps."""
+def _path(steps: int, power: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Points alpha in (0, 1) and weights for the path integral of integrated gradients.
+
+    Gauss-Legendre nodes in s, on the reparametrised path alpha = s**3 (weights times d alpha/ds):
+    the same integral, with points gathered near the baseline. There a model without additive
+    position embeddings (Llama) sees inputs near zero, where RMSNorm is steep: uniform points left
+    21% completeness error at 64 steps on a tiny Llama, this leaves 2e-4 (GPT-2: 6e-7 either way).
+    """
     nodes, w = np.polynomial.legendre.leggauss(steps)
-    return (nodes + 1) / 2, w / 2
+    s, w = (nodes + 1) / 2, w / 2
+    return s ** power, w * power * s ** (power - 1)
 
 
 def _pad_to(a: np.ndarray, size: int, fill) -> np.ndarray:

@@ -58,8 +58,18 @@ def logits(tok_emb, params, n_head, eps):  # [n_seq, d] -> [n_seq, n_vocab], tie
     return final_hidden(tok_emb, params, n_head, eps) @ params["wte"].T
 
 
-def load_params(weights: dict[str, np.ndarray], n_layers: int) -> dict:
-    """Nested params from a Hugging Face GPT-2 state dict (Conv1D weights are already [in, out])."""
+def unembedding(params):  # [d_vocab, d_model], tied with the token embedding
+    return params["wte"]
+
+
+def embedding(weights: dict) -> np.ndarray:
+    return weights["transformer.wte.weight"]
+
+
+def load_params(weights: dict[str, np.ndarray], config: dict) -> tuple[dict, dict]:
+    """Nested params from a Hugging Face GPT-2 state dict (Conv1D weights are already [in, out]),
+    and the static settings `final_hidden` takes."""
+    n_layers = config["n_layer"]
     t = lambda name: weights[f"transformer.{name}"]
     lin = lambda pre: {"w": t(f"{pre}.weight"), "b": t(f"{pre}.bias")}
     ln = lambda pre: {"g": t(f"{pre}.weight"), "b": t(f"{pre}.bias")}
@@ -68,4 +78,5 @@ def load_params(weights: dict[str, np.ndarray], n_layers: int) -> dict:
                "mlp": {"c_fc": lin(f"h.{l}.mlp.c_fc"), "c_proj": lin(f"h.{l}.mlp.c_proj")}}
               for l in range(n_layers)]
     stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks)
-    return {"wte": t("wte.weight"), "wpe": t("wpe.weight"), "blocks": stacked, "ln_f": ln("ln_f")}
+    params = {"wte": t("wte.weight"), "wpe": t("wpe.weight"), "blocks": stacked, "ln_f": ln("ln_f")}
+    return params, dict(n_head=config["n_head"], eps=float(config.get("layer_norm_epsilon", 1e-5)))
