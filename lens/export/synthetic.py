@@ -43,6 +43,33 @@ def gpt2_tokenizer():
     return tok
 
 
+LLAMA_SHAPES = {
+    "tiny": dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=128),
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0),
+}
+
+
+def build_random_llama(out_dir: str | os.PathLike, shape: str | dict = "tiny", seed: int = 0,
+                       initializer_range: float = 0.02) -> Path:
+    """A random-weight Llama checkpoint (grouped-query attention, tied embeddings) with GPT-2's
+    vocabulary; `<|endoftext|>` serves as BOS and EOS and the tokenizer asks for BOS."""
+    import torch
+    from transformers import GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
+
+    dims = LLAMA_SHAPES[shape] if isinstance(shape, str) else dict(shape)
+    config = LlamaConfig(vocab_size=50257, bos_token_id=50256, eos_token_id=50256, tie_word_embeddings=True,
+                         initializer_range=initializer_range, **dims)
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    LlamaForCausalLM(config).eval().save_pretrained(out)
+    tokenizer = GPT2TokenizerFast(tokenizer_object=gpt2_tokenizer(), bos_token=EOS, eos_token=EOS,
+                                  unk_token=EOS, add_bos_token=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def build_random_gpt2(out_dir: str | os.PathLike, shape: str | dict = "tiny", seed: int = 0,
                       initializer_range: float = 0.02) -> Path:
     """Write a random-weight GPT-2 checkpoint (weights, config, tokenizer) with `save_pretrained`.
