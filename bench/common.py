@@ -38,3 +38,16 @@ def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
 def prompt_ids(n: int, seed: int = 0):
     import numpy as np
     return np.random.default_rng(seed).integers(0, 50000, size=n).tolist()
+
+
+def torch_attribution_loop(model, ids, n_prompt: int):
+    """What Ecco, inseq and Captum do: per generated token, a forward and a backward on its prefix,
+    then grad x input (L2 over the embedding)."""
+    import torch
+
+    wte = model.get_input_embeddings().weight.detach()
+    tids = torch.as_tensor(ids)
+    for pos in range(n_prompt, len(ids)):
+        e = wte[tids[:pos]].clone().requires_grad_(True)
+        model(inputs_embeds=e[None]).logits[0, -1, tids[pos]].backward()
+        (e.grad * e).norm(dim=-1)

@@ -20,6 +20,8 @@ SALIENCY_COLOR = "#8c2d04"
 
 
 def _display(token: str) -> str:
+    if token and not token.strip(" "):  # a token of spaces only would be invisible
+        return "␣" * len(token)
     return token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
 
 
