@@ -67,7 +67,7 @@ def cmd_explain(args) -> int:
     if args.save:
         expl.save(args.save, compress=args.compress)
     _stage("writing the report")
-    out = expl.report(args.output, factors=args.factors or 5, layers=layers)
+    out = expl.report(args.output, factors=args.factors, layers=layers)
     print(expl.summary())
     print(f"report: {out}" + (f"\nsaved: {args.save}" if args.save else ""))
     return 0
@@ -77,7 +77,7 @@ def cmd_render(args) -> int:
     from .explanation import Explanation
 
     expl = Explanation.load(args.explanation)
-    out = expl.report(args.output, factors=args.factors or 5, layers=_layers(args.layers))
+    out = expl.report(args.output, factors=args.factors, layers=_layers(args.layers))
     print(f"report: {out}")
     return 0
 

@@ -35,7 +35,7 @@ class Trace:
     logits: np.ndarray           # [seq, d_vocab]
     hidden_states: np.ndarray    # [n_layers + 1, seq, d_model]: embeddings, then each block's output
     activations: np.ndarray      # [n_layers, seq, d_mlp]: MLP neurons after the non-linearity
-    ln_final: np.ndarray         # [seq, d_model]: last block's output after the final LayerNorm
+    ln_final: np.ndarray         # [seq, d_model]: last block's output after the final norm
 
 
 def _providers(preferred=None) -> list[str]:

@@ -34,7 +34,9 @@ def make_app(model, max_prompt_tokens: int = 64, max_new_tokens: int = 30):
         if not 1 <= n_new <= max_new_tokens:
             raise LensError(f"new tokens must be between 1 and {max_new_tokens}")
         with lock:
-            return model.explain(text, n_new)
+            expl = model.explain(text, n_new)
+        # the layout is built here too, so its errors reach this session like the explain's do
+        return expl, report_layout(expl, detailed=False)
 
     def session(doc):
         prompt = TextAreaInput(title="Prompt", value="William Shakespeare was born in the year", rows=3,
@@ -45,17 +47,18 @@ def make_app(model, max_prompt_tokens: int = 64, max_new_tokens: int = 30):
         status = Div(text=f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600)
         results = column(name="results")
 
-        def show(expl=None, error=None):
+        def show(result=None, error=None):
             button.disabled = False
             if error is not None:
                 status.text = f"<span style='color:#b00020' class='lens-error'>{html.escape(error)}</span>"
                 return
+            expl, layout = result
             status.text = f"<span class='lens-done'>{html.escape(expl.text)}</span>"
-            results.children = [report_layout(expl, detailed=False)]
+            results.children = [layout]
 
         def finished(future):
             try:
-                update = partial(show, expl=future.result())
+                update = partial(show, result=future.result())
             except LensError as e:
                 update = partial(show, error=str(e))
             except Exception as e:  # noqa: BLE001 - this session sees it; the server carries on

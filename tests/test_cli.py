@@ -83,3 +83,10 @@ def test_notebook_rich_display(tiny_model):
     html = e._repr_html_()
     assert html.startswith('<iframe sandbox="allow-scripts"') and "srcdoc=" in html
     assert "<script" not in html.split("srcdoc=", 1)[1][:200]  # the document is escaped into the attribute
+
+
+def test_default_factors_fit_short_sequences(cli, tiny, tmp_path):
+    out = tmp_path / "r.html"
+    rc, _, err = cli("explain", "--model", tiny[1], "--prompt", "Hi", "--max-new-tokens", "2", "-o", out)
+    assert rc == 0, err
+    assert "sparkline_2" in out.read_text() and "sparkline_3" not in out.read_text()  # 3 tokens, 3 factors

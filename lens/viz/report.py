@@ -15,9 +15,13 @@ from ..errors import LensError
 from .views import activations_view, factors_view, rankings_view, saliency_view, watch_view
 
 
-def report_layout(expl, factors: int = 5, layers=None, activation_layer: int | None = None,
+DEFAULT_FACTORS = 5
+
+
+def report_layout(expl, factors: int | None = None, layers=None, activation_layer: int | None = None,
                   detailed: bool = True):
-    """All views of one explanation, arranged top to bottom."""
+    """All views of one explanation, arranged top to bottom. `factors=None` takes up to 5 factors
+    (fewer for a shorter sequence); a number asked for explicitly must fit the tokens."""
     e = html.escape
     prompt = "".join(expl.tokens[:expl.n_prompt])
     generated = "".join(expl.tokens[expl.n_prompt:])
@@ -29,8 +33,9 @@ def report_layout(expl, factors: int = 5, layers=None, activation_layer: int | N
     parts = [header, saliency_view(expl, detailed=detailed), rankings_view(expl)]
     if expl.watched:
         parts.append(watch_view(expl))
-    if factors:
-        parts.append(factors_view(expl, expl.factors(factors, layers=layers)))
+    k = min(DEFAULT_FACTORS, expl.n_tokens) if factors is None else factors
+    if k:
+        parts.append(factors_view(expl, expl.factors(k, layers=layers)))
     layer = expl.n_layers // 2 if activation_layer is None else activation_layer
     parts.append(activations_view(expl, layer))
     return column(*parts, name="report")
