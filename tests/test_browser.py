@@ -199,3 +199,31 @@ def test_server_answers_an_explain_request(browser, server, tiny_model):
         assert "lens-done" in _explain_in_browser(pg, server, "Hello")
     finally:
         pg.close()
+
+
+def test_markup_inside_one_token_stays_text_in_tooltips(browser, report, tmp_path):
+    """Byte-level BPE splits markup into harmless pieces, so give one token the whole payload, as a
+    different tokenizer could, and hover it: the tooltip must show it as text."""
+    import dataclasses
+
+    expl = report[0]
+    payload = "<img src=x onerror=alert(3)>"
+    tokens = list(expl.tokens)
+    tokens[expl.n_prompt] = payload
+    path = dataclasses.replace(expl, tokens=tokens).report(tmp_path / "one.html", factors=2)
+    pg = Page(browser)
+    try:
+        pg.page.goto(path.as_uri())
+        pg.page.wait_for_function("() => window.Bokeh && Array.from(Bokeh.index.all_views()).length > 5")
+        xs, ys = pg.data("saliency_tokens", "x"), pg.data("saliency_tokens", "y")
+        pg.hover("saliency", xs[expl.n_prompt], ys[expl.n_prompt])
+        shown = pg.page.evaluate("""() => { const out = [];
+            const walk = (n) => { if (n.shadowRoot) walk(n.shadowRoot);
+                                  for (const c of n.children || []) walk(c);
+                                  if (n.tagName === 'IMG') out.push('IMG');
+                                  if (n.textContent && n.textContent.includes('onerror=alert(3)') && !n.children.length) out.push(n.textContent); };
+            walk(document.body); return out; }""")
+        assert payload in shown and "IMG" not in shown, shown
+        assert pg.dialogs == []
+    finally:
+        pg.close()
