@@ -34,5 +34,7 @@ test: install chromium
 bench: install
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_grad.py
+	$(BIN)/python bench/bench_smollm2.py
+	$(BIN)/python bench/bench_memory_xl.py
 
 .PHONY: install chromium demo test bench

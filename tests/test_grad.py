@@ -140,6 +140,8 @@ def test_bad_arguments(tiny_attr, tiny_seqs):
         tiny_attr.attribute(g.token_ids, g.n_prompt, method="contrastive")
     with pytest.raises(LensError, match="one foil token id per generated token"):
         tiny_attr.attribute(g.token_ids, g.n_prompt, method="contrastive", foils=[1, 2])
+    with pytest.raises(LensError, match=r"baseline has shape \(3, 64\)"):
+        tiny_attr.attribute(g.token_ids, g.n_prompt, method="integrated_gradients", baseline=np.zeros((3, 64)))
 
 
 @pytest.mark.slow

@@ -173,7 +173,9 @@ class Attributor:
         alphas, weights = _path(steps) if ig else (np.ones(1), np.ones(1))
 
         x = self.wte[ids]                                                   # [n, d] token embeddings
-        base = np.zeros_like(x) if baseline is None else np.asarray(baseline, np.float32).reshape(x.shape)
+        base = np.zeros_like(x) if baseline is None else np.asarray(baseline, np.float32)
+        if base.shape != x.shape:
+            raise LensError(f"baseline has shape {base.shape}; it must be [tokens, d_model] = {x.shape}")
         grads = np.zeros((n_gen, n, self.d_model), np.float32)              # path-weighted gradients
         values = np.zeros(n_gen)
         base_values = np.zeros(n_gen) if ig else None
