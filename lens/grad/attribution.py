@@ -180,34 +180,39 @@ class Attributor:
         values = np.zeros(n_gen)
         base_values = np.zeros(n_gen) if ig else None
         grad_fn, value_fn = _compiled(self.arch, self.static, target, contrastive)
-        t0 = 0
-        while t0 < n_gen:
-            # rows that fit memory at the longest prefix they could need, then the prefix they do need
-            C = min(rows_per_chunk or self.rows_per_chunk(_bucket(n - 1, SEQ_BUCKET, self.n_ctx)), n_gen - t0)
-            L = _bucket(n_prompt + t0 + C - 1, SEQ_BUCKET, self.n_ctx)
-            rows = np.arange(t0, t0 + C)
-            C_pad = _bucket(C, ROW_BUCKET)
-            positions = _pad_to(n_prompt + rows - 1, C_pad, 0)
-            targets = _pad_to(ids[n_prompt + rows], C_pad, 0)
-            fl = _pad_to(foil_ids[rows], C_pad, 0)
-            xs, bs = _pad_rows(x, L), _pad_rows(base, L)
-            g = 0.0
-            with jax.default_matmul_precision("highest"):
+        pending, t0 = [], 0
+        with jax.default_matmul_precision("highest"):
+            while t0 < n_gen:
+                # rows that fit memory at the longest prefix they could need, then the prefix they need
+                C = min(rows_per_chunk or self.rows_per_chunk(_bucket(n - 1, SEQ_BUCKET, self.n_ctx)), n_gen - t0)
+                L = _bucket(n_prompt + t0 + C - 1, SEQ_BUCKET, self.n_ctx)
+                rows = np.arange(t0, t0 + C)
+                C_pad = _bucket(C, ROW_BUCKET)
+                positions = _pad_to(n_prompt + rows - 1, C_pad, 0)
+                targets = _pad_to(ids[n_prompt + rows], C_pad, 0)
+                fl = _pad_to(foil_ids[rows], C_pad, 0)
+                xs, bs = _pad_rows(x, L), _pad_rows(base, L)
+                g = None
                 for s0 in range(0, len(alphas), STEP_CHUNK):  # integrated gradients: a chunk of points
                     a, w = alphas[s0:s0 + STEP_CHUNK], weights[s0:s0 + STEP_CHUNK]
                     if ig:  # one compiled shape for every chunk: pad with zero-weight points
                         a, w = _pad_to(a, STEP_CHUNK, 1.0), _pad_to(w, STEP_CHUNK, 0.0)
                     vals, gs = grad_fn(self.params, xs, bs, positions, targets, fl,
                                        a.astype(np.float32), w.astype(np.float32))
-                    g = g + np.asarray(gs, np.float64)
+                    g = gs if g is None else g + gs
                 if ig:
-                    values[rows] = np.asarray(value_fn(self.params, xs, positions, targets, fl))[:C]
-                    base_values[rows] = np.asarray(value_fn(self.params, bs, positions, targets, fl))[:C]
-                else:
-                    values[rows] = np.asarray(vals)[0, :C]
-            m = min(L, n)
-            grads[rows, :m] = g[:C, :m]
-            t0 += C
+                    vals = (value_fn(self.params, xs, positions, targets, fl),
+                            value_fn(self.params, bs, positions, targets, fl))
+                # JAX dispatches asynchronously: the next chunk is traced while this one runs
+                pending.append((rows, L, g, vals))
+                t0 += C
+        for rows, L, g, vals in pending:
+            C, m = len(rows), min(L, n)
+            grads[rows, :m] = np.asarray(g)[:C, :m]
+            if ig:
+                values[rows], base_values[rows] = np.asarray(vals[0])[:C], np.asarray(vals[1])[:C]
+            else:
+                values[rows] = np.asarray(vals)[0, :C]
 
         # causality: token t (at position n_prompt + t) is scored from positions < n_prompt + t only
         grads *= (np.arange(n)[None, :] < (n_prompt + np.arange(n_gen))[:, None])[..., None]

@@ -30,13 +30,13 @@ def attention(q, k, v, mask):  # [n_q, d_k], [n_k, d_k], [n_k, d_v], [n_q, n_k] 
 
 
 def mha(x, c_attn, c_proj, n_head):  # [n_seq, d] -> [n_seq, d]
+    n = x.shape[0]
     x = linear(x, **c_attn)                                   # [n_seq, 3d]
     q, k, v = jnp.split(x, 3, axis=-1)                        # 3 x [n_seq, d]
-    heads = lambda t: jnp.stack(jnp.split(t, n_head, axis=-1))  # [n_head, n_seq, d/n_head]
-    n = x.shape[0]
+    heads = lambda t: t.reshape(n, n_head, -1).transpose(1, 0, 2)  # [n_head, n_seq, d/n_head]
     mask = (1 - jnp.tri(n, dtype=x.dtype)) * jnp.finfo(x.dtype).min  # causal, [n_seq, n_seq]
     out = jax.vmap(attention, in_axes=(0, 0, 0, None))(heads(q), heads(k), heads(v), mask)
-    return linear(jnp.concatenate(list(out), axis=-1), **c_proj)  # [n_seq, d]
+    return linear(out.transpose(1, 0, 2).reshape(n, -1), **c_proj)  # [n_head, n_seq, d/n_head] -> [n_seq, d]
 
 
 def ffn(x, c_fc, c_proj):  # [n_seq, d] -> [n_seq, d]
