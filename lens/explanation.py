@@ -83,7 +83,7 @@ class Explanation:
 
     def next_tokens(self) -> np.ndarray:
         """[n_tokens] the token each position predicts (the last position: itself, as a placeholder)."""
-        return np.append(self.token_ids[1:], self.token_ids[-1])
+        return next_tokens(self.token_ids)
 
     # --------------------------------------------------------------- neurons
     def factors(self, k: int = 5, layers=None, method: str = "nmf", seed: int = 0):
@@ -200,6 +200,11 @@ class Explanation:
         return "\n".join(lines)
 
 
+def next_tokens(token_ids: np.ndarray) -> np.ndarray:
+    """The token each position predicts: the following one (the last position repeats itself)."""
+    return np.append(token_ids[1:], token_ids[-1])
+
+
 def explain(model, prompt, max_new_tokens: int = 20, methods=("grad_x_input",), sample: bool = False,
             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
             seed: int | None = None, watch=(), foil: str | None = None, target: str = "logit",
@@ -242,9 +247,8 @@ def explain(model, prompt, max_new_tokens: int = 20, methods=("grad_x_input",), 
     t = time.perf_counter()
     say("logit lens")
     tr = gen.trace
-    nxt = np.append(gen.token_ids[1:], gen.token_ids[-1])
     k = min(lens_top_k, model.d_vocab)
-    ll = model.logit_lens.analyse(tr.hidden_states, nxt, top_k=k, watch=watch_ids)
+    ll = model.logit_lens.analyse(tr.hidden_states, next_tokens(gen.token_ids), top_k=k, watch=watch_ids)
     timings["logit_lens"] = time.perf_counter() - t
     top_tokens = [[model.token_strings(row) for row in layer] for layer in ll["top_ids"]]
     settings = dict(gen.settings, methods=methods, target=target, foil=foil, ig_steps=ig_steps,

@@ -12,6 +12,8 @@ def default_models_dir() -> Path:
 
 
 def model_name(source: str) -> str:
-    """Folder name for a source: the hub id's last part, or the local folder's name."""
+    """Folder name for a source: the hub id's last part, the local folder's name, or a GGUF file's stem."""
+    if source.endswith(".gguf"):
+        return re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem) or "model"
     name = Path(source.rstrip("/")).name if os.path.isdir(source) else source.rstrip("/").split("/")[-1]
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "model"

@@ -112,7 +112,6 @@ class Model:
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self.taps = hooks.all_taps(self.n_layers)
         self._kv_shape = (m.get("n_kv_heads", self.n_heads), m.get("d_head", self.d_model // self.n_heads))
-        self._token_strings = None
 
     @property
     def attributor(self):

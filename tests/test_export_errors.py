@@ -173,3 +173,10 @@ def test_runtime_imports_without_torch(tiny):
     assert out.returncode == 0, out.stderr
     want = list(lens.load(tiny[1]).generate("Hello", 4).token_ids)
     assert json.loads(out.stdout) == [int(i) for i in want]
+
+
+def test_model_names():
+    from lens.export_paths import model_name
+
+    assert model_name("microsoft/DialoGPT-small") == "DialoGPT-small"
+    assert model_name("some/dir/SmolLM2-135M-Instruct.Q4_1.gguf") == "SmolLM2-135M-Instruct.Q4_1"

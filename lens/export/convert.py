@@ -42,8 +42,7 @@ def export_model(source: str, models_dir: str | os.PathLike | None = None, name:
     if bos not in BOS_CHOICES:
         raise LensError(f"bos must be one of {', '.join(BOS_CHOICES)}")
     models_dir = Path(models_dir) if models_dir else default_models_dir()
-    default_name = Path(source).stem if source.endswith(".gguf") else model_name(source)
-    target = models_dir / (name or default_name)
+    target = models_dir / (name or model_name(source))
     if (target / manifest.MANIFEST).is_file() and not force:
         manifest.read(target)  # reuse only a complete, uncorrupted export
         say(f"reusing {target} (use --force to export again)")
@@ -93,14 +92,15 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     say(f"[1/6] resolving {source}")
     src, resolved_revision, gguf_file = resolve_source(source, revision)
     gguf_path = src / gguf_file if gguf_file else None
+    model = None
     if gguf_file:
         say(f"[1/6] reading {gguf_file} (dequantising to float32)")
-        src = _materialize_gguf(src, gguf_file, work / "hf")
+        src, model = _materialize_gguf(src, gguf_file, work / "hf")
     config = _read_config(src)
     shape = dims(config)
 
     say("[2/6] exporting to ONNX with optimum")
-    model = _load_torch_model(src)
+    model = model or _load_torch_model(src)
     n_params = sum(p.numel() for p in model.parameters())
     onnx_dir = work / "optimum"
     _optimum_export(src, onnx_dir, big=n_params * 4 > _PROTO_LIMIT)
@@ -181,8 +181,9 @@ def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str 
     return Path(path), Path(path).name, None
 
 
-def _materialize_gguf(folder: Path, gguf_file: str, out: Path) -> Path:
-    """Dequantise a GGUF checkpoint with transformers into a float32 `save_pretrained` folder."""
+def _materialize_gguf(folder: Path, gguf_file: str, out: Path):
+    """Dequantise a GGUF checkpoint with transformers into a float32 `save_pretrained` folder (optimum
+    exports from a folder); return the folder and the model, which the later stages reuse."""
     import transformers
     from packaging.version import Version
 
@@ -201,7 +202,7 @@ def _materialize_gguf(folder: Path, gguf_file: str, out: Path) -> Path:
         raise LensError(f"cannot read {gguf_file}: {str(e).splitlines()[0][:200]}") from None
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    return out
+    return out, model.eval()
 
 
 def _read_config(src: Path) -> dict:

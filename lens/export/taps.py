@@ -40,10 +40,9 @@ def initializers(graph: onnx.GraphProto) -> dict:
     return inits
 
 
-def find_norms(graph: onnx.GraphProto, d_model: int) -> list[Norm]:
+def find_norms(graph: onnx.GraphProto, d_model: int, inits: dict) -> list[Norm]:
     nodes = list(graph.node)
     producer = {o: n for n in nodes for o in n.output}
-    inits = initializers(graph)
     consts = {n.output[0]: n for n in nodes if n.op_type == "Constant"}
     norms = []
     for i, n in enumerate(nodes):
@@ -82,7 +81,8 @@ def _scaled_output(nodes, start: int, d_model: int, inits) -> tuple[str, int]:
 
 def find_taps(graph: onnx.GraphProto, n_layers: int, d_model: int) -> dict[str, str]:
     """{hook name: tensor name in `graph`} for every tap of `hooks.all_taps(n_layers)`."""
-    norms = find_norms(graph, d_model)
+    inits = initializers(graph)
+    norms = find_norms(graph, d_model, inits)
     if len(norms) != 2 * n_layers + 1:
         raise LensError(f"exported graph has {len(norms)} normalisations, expected "
                         f"{2 * n_layers + 1} for {n_layers} layers: unsupported model structure")
@@ -90,7 +90,8 @@ def find_taps(graph: onnx.GraphProto, n_layers: int, d_model: int) -> dict[str, 
     taps = {hooks.EMBED: norms[0].input, hooks.LN_FINAL: norms[-1].output}
     for l in range(n_layers):
         taps[hooks.resid_post(l)] = norms[2 * l + 2].input
-        taps[hooks.mlp_post(l)] = _strip_shape_ops(_down_proj_input(graph, norms[2 * l + 1], d_model), producer)
+        down_input = _down_proj_input(graph, norms[2 * l + 1], d_model, inits)
+        taps[hooks.mlp_post(l)] = _strip_shape_ops(down_input, producer)
     return {name: taps[name] for name in hooks.all_taps(n_layers)}
 
 
@@ -102,8 +103,7 @@ def _weight_in_features(node: onnx.NodeProto, inits: dict) -> int | None:
     return w.dims[1] if trans_b else w.dims[0]
 
 
-def _down_proj_input(graph: onnx.GraphProto, norm: Norm, d_model: int) -> str:
-    inits = initializers(graph)
+def _down_proj_input(graph: onnx.GraphProto, norm: Norm, d_model: int, inits: dict) -> str:
     reached = {norm.output}
     for node in list(graph.node)[norm.last + 1:]:  # graph.node is topologically sorted
         if not reached.intersection(node.input):

@@ -6,6 +6,8 @@ data shipped in the document: the file needs no server and no network.
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 from bokeh.layouts import column, row
 from bokeh.models import (BasicTicker, ColorBar, ColumnDataSource, CustomJS, Div, HoverTool,
@@ -109,7 +111,7 @@ def saliency_view(expl, method: str | None = None, detailed: bool = False, width
     p.add_tools(hover, TapTool(renderers=[p.renderers[0]]))
     src.selected.js_on_change("indices", paint)
     select.js_on_change("value", paint)
-    title = Div(text=f"<b>Input saliency</b> ({_escape(method)}{', choose above' if len(methods) > 1 else ''}): "
+    title = Div(text=f"<b>Input saliency</b> ({html.escape(method)}{', choose above' if len(methods) > 1 else ''}): "
                      "hover or tap a generated token (yellow) to see which tokens produced it")
     return column(title, select, p, name="saliency_view")
 
@@ -264,8 +266,3 @@ def activations_view(expl, layer: int, n_neurons: int = 64, clusters: int = 6, s
     p.add_tools(HoverTool(tooltips=[("activation", "@image{0.000}")]))
     p.add_layout(ColorBar(color_mapper=mapper, title="activation"), "right")
     return p
-
-
-def _escape(s: str) -> str:
-    import html
-    return html.escape(str(s), quote=True)
