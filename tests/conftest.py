@@ -12,12 +12,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail fast instead o
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _build_and_export(tmp_path_factory, name, shape, init=0.02, seed=0):
+def build_and_export(tmp_path_factory, name, shape, init=0.02, seed=0, family="gpt2"):
+    """(source checkpoint, exported folder) of a random model of `family` ("gpt2" or "llama")."""
     from lens.export import export_model
-    from lens.export.synthetic import build_random_gpt2
+    from lens.export.synthetic import build_random_gpt2, build_random_llama
 
+    build = {"gpt2": build_random_gpt2, "llama": build_random_llama}[family]
     root = tmp_path_factory.mktemp(name)
-    src = build_random_gpt2(root / "src" / name, shape, seed=seed, initializer_range=init)
+    src = build(root / "src" / name, shape, seed=seed, initializer_range=init)
     folder = export_model(str(src), models_dir=root / "models")
     return src, folder
 
@@ -27,13 +29,13 @@ def tiny(tmp_path_factory):
     """(source checkpoint, exported folder) of a 2-layer, 64-wide GPT-2 with the real vocabulary.
 
     initializer_range 0.2 gives peaked distributions, so greedy decoding has no float near-ties."""
-    return _build_and_export(tmp_path_factory, "tiny", "tiny", init=0.2)
+    return build_and_export(tmp_path_factory, "tiny", "tiny", init=0.2)
 
 
 @pytest.fixture(scope="session")
 def distil(tmp_path_factory):
     """A random GPT-2 of distilgpt2's shape (6 layers x 768, 82M parameters)."""
-    return _build_and_export(tmp_path_factory, "distilgpt2", "distilgpt2", seed=1)
+    return build_and_export(tmp_path_factory, "distilgpt2", "distilgpt2", seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,9 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    from lens.export import export_model
-    from lens.export.synthetic import build_random_llama
+    from conftest import build_and_export
 
-    root = tmp_path_factory.mktemp("llama")
-    src = build_random_llama(root / "src" / "tiny-llama", initializer_range=0.2)
-    return src, export_model(str(src), models_dir=root / "models")
+    return build_and_export(tmp_path_factory, "tiny-llama", "tiny", init=0.2, family="llama")
 
 
 @pytest.fixture(scope="module")
