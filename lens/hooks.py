@@ -5,14 +5,8 @@ the keys the runtime returns, so everything downstream speaks the same language.
 """
 from __future__ import annotations
 
-import re
-
 EMBED = "blocks.0.hook_resid_pre"          # token + position embeddings, [batch, seq, d_model]
 LN_FINAL = "ln_final.hook_normalized"      # after the final LayerNorm, [batch, seq, d_model]
-
-
-def resid_pre(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_pre"
 
 
 def resid_post(layer: int) -> str:
@@ -32,11 +26,3 @@ def all_taps(n_layers: int) -> list[str]:
     names += [mlp_post(l) for l in range(n_layers)]
     names.append(LN_FINAL)
     return names
-
-
-_LAYER = re.compile(r"^blocks\.(\d+)\.")
-
-
-def layer_of(name: str) -> int | None:
-    m = _LAYER.match(name)
-    return int(m.group(1)) if m else None

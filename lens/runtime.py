@@ -1,18 +1,20 @@
 """ONNX Runtime engine: opens an exported model folder, generates with a KV cache, and runs the full
 sequence returning logits, every hidden state and every MLP activation as numpy arrays.
 
-Imports only numpy, onnxruntime and tokenizers: no torch on the runtime path.
+Imports only numpy, onnxruntime and tokenizers: no torch, JAX, scikit-learn or Bokeh on this path
+(the attribution engine and the analyses sit on top of it, in `lens.pipeline`).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from . import hooks, manifest
+from . import hooks, sampling
 from .errors import LensError, ModelFolderError
+from .store import ModelFolder
+from .tokens import token_string
 
 
 @dataclass
@@ -46,63 +48,41 @@ def _providers(preferred=None) -> list[str]:
     return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
 
 
-def resolve_model_dir(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Path:
-    """An exported model by name (or hub id) in the model store, else by folder path.
-
-    The store comes first for bare names: a source checkpoint folder of the same name in the
-    current directory must not shadow its export.
-    """
-    from .export_paths import default_models_dir, model_name
-
-    text = str(name_or_path)
-    store = Path(models_dir) if models_dir else default_models_dir()
-    is_path = isinstance(name_or_path, Path) or os.sep in text or text.startswith(".")
-    if not is_path:
-        for candidate in (store / text, store / model_name(text)):
-            if candidate.is_dir():
-                return candidate
-    if Path(text).is_dir():
-        return Path(text)
-    raise ModelFolderError(f"model {text!r} is not exported in {store}; run `lens export {text}` first")
-
-
 def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
          providers: list[str] | None = None, add_bos: bool | None = None) -> "Model":
-    """Open an exported model (a folder, or a name in the model store) for generation and analysis.
+    """Open an exported model (a folder, or a name in the model store) for generation and tracing.
 
     `add_bos` overrides the manifest's choice of prepending the BOS token to prompts."""
-    return Model(resolve_model_dir(name_or_path, models_dir), providers=providers, add_bos=add_bos)
+    return Model(ModelFolder.resolve(name_or_path, models_dir), providers=providers, add_bos=add_bos)
 
 
 class Model:
     """An exported model: one ORT session, its tokenizer and its manifest."""
 
-    def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None,
+    def __init__(self, folder: ModelFolder | str | os.PathLike, providers: list[str] | None = None,
                  manifest_data: dict | None = None, add_bos: bool | None = None):
         """`manifest_data` skips reading the manifest: the exporter validates before writing it."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        self.folder = Path(folder)
-        self.manifest = manifest_data or manifest.read(self.folder)
-        m = self.manifest
+        self.store = folder if isinstance(folder, ModelFolder) else ModelFolder(folder)
+        self.folder = self.store.path
+        self.manifest = m = manifest_data or self.store.manifest
         self.name = m.get("name") or self.folder.name
+        self.architecture = m["architecture"]
         self.n_layers, self.d_model, self.d_mlp = m["n_layers"], m["d_model"], m["d_mlp"]
         self.n_heads, self.n_ctx, self.d_vocab = m["n_heads"], m["n_ctx"], m["d_vocab"]
-        self.architecture = m.get("architecture", "gpt2")
-        self.eos_token_id = m.get("eos_token_id")  # an id, or a list of ids
-        eos = self.eos_token_id
+        eos = m.get("eos_token_id")  # an id, or a list of ids
         self._eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         self.bos_token_id = m.get("bos_token_id")
         self.add_bos = bool(m.get("add_bos", False) if add_bos is None else add_bos)
         if self.add_bos and self.bos_token_id is None:
             raise LensError(f"{self.name} has no BOS token to prepend")
         try:
-            self.tokenizer = Tokenizer.from_file(str(self.folder / manifest.TOKENIZER))
+            self.tokenizer = Tokenizer.from_file(str(self.store.tokenizer))
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            self.session = ort.InferenceSession(str(self.folder / manifest.GRAPH), opts,
-                                                providers=_providers(providers))
+            self.session = ort.InferenceSession(str(self.store.graph), opts, providers=_providers(providers))
         except Exception as e:  # corrupt files that still match a (tampered) manifest
             raise ModelFolderError(f"{self.folder}: cannot open the model ({str(e).splitlines()[0][:200]}); "
                                    f"re-export with `lens export --force`") from None
@@ -111,27 +91,7 @@ class Model:
         self._past_names = [f"past_key_values.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self.taps = hooks.all_taps(self.n_layers)
-        self._kv_shape = (m.get("n_kv_heads", self.n_heads), m.get("d_head", self.d_model // self.n_heads))
-
-    @property
-    def attributor(self):
-        """The JAX attribution engine on this model's weights (built on first use)."""
-        if getattr(self, "_attributor", None) is None:
-            from .grad import Attributor
-            self._attributor = Attributor(self.folder)
-        return self._attributor
-
-    @property
-    def logit_lens(self):
-        if getattr(self, "_logit_lens", None) is None:
-            from .analysis import LogitLens
-            self._logit_lens = LogitLens.from_folder(self.folder)
-        return self._logit_lens
-
-    def explain(self, prompt, max_new_tokens: int = 20, **kwargs):
-        """Generate and explain: see `lens.explanation.explain` for the options."""
-        from .explanation import explain
-        return explain(self, prompt, max_new_tokens, **kwargs)
+        self._kv_shape = (m["n_kv_heads"], m["d_head"])
 
     def __repr__(self):
         return (f"<lens Model {self.name!r}: {self.n_layers} layers x {self.d_model}, "
@@ -158,15 +118,7 @@ class Model:
 
     def token_strings(self, ids) -> list[str]:
         """Display text of each token alone; bytes of a split UTF-8 character shown as \\xNN."""
-        return [self._token_string(int(i)) for i in ids]
-
-    def _token_string(self, i: int) -> str:
-        text = self.tokenizer.decode([i], skip_special_tokens=False)
-        if "\ufffd" not in text:
-            return text
-        piece = self.tokenizer.id_to_token(i) or ""
-        raw = bytes(_BYTE_DECODER.get(ch, ord("?")) for ch in piece)
-        return raw.decode("utf-8", errors="backslashreplace")
+        return [token_string(self.tokenizer, int(i)) for i in ids]
 
     def check_length(self, n_prompt: int, max_new_tokens: int) -> None:
         if n_prompt == 0:
@@ -213,7 +165,7 @@ class Model:
         ids = self.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         self.check_length(len(ids), max_new_tokens)
         if sample:
-            _check_sampling(temperature, top_k, top_p)
+            sampling.check(temperature, top_k, top_p)
         rng = np.random.default_rng(seed)
         out_ids, probs, calls = list(ids), [], []
         past, step = None, np.asarray(ids)
@@ -221,9 +173,9 @@ class Model:
             res = self.session_run(step, past, taps=trace)
             calls.append(res)
             logits = res["logits"][0, -1].astype(np.float64)
-            p = _softmax(logits)
+            p = sampling.softmax(logits)
             if sample:
-                nxt = int(rng.choice(len(p), p=_sampling_distribution(logits, temperature, top_k, top_p)))
+                nxt = int(rng.choice(len(p), p=sampling.distribution(logits, temperature, top_k, top_p)))
             else:
                 nxt = int(np.argmax(logits))
             out_ids.append(nxt)
@@ -254,52 +206,3 @@ class Model:
         hidden = np.stack([out[hooks.EMBED][0]] + [out[hooks.resid_post(l)][0] for l in range(self.n_layers)])
         acts = np.stack([out[hooks.mlp_post(l)][0] for l in range(self.n_layers)])
         return Trace(out["logits"][0], hidden, acts, out[hooks.LN_FINAL][0])
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def _check_sampling(temperature, top_k, top_p):
-    if not temperature > 0:
-        raise LensError("temperature must be > 0")
-    if top_k is not None and top_k < 1:
-        raise LensError("top_k must be >= 1")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise LensError("top_p must be in (0, 1]")
-
-
-def _sampling_distribution(logits: np.ndarray, temperature: float, top_k: int | None,
-                           top_p: float | None) -> np.ndarray:
-    """Temperature, then top-k, then nucleus (top-p) filtering, as transformers applies them."""
-    z = logits / temperature
-    if top_k is not None and top_k < len(z):
-        kth = np.partition(z, -top_k)[-top_k]
-        z = np.where(z < kth, -np.inf, z)
-    p = _softmax(z)
-    if top_p is not None and top_p < 1:
-        order = np.argsort(-p, kind="stable")
-        cum = np.cumsum(p[order])
-        keep = order[: int(np.searchsorted(cum, top_p) + 1)]  # smallest prefix reaching top_p
-        mask = np.zeros_like(p, dtype=bool)
-        mask[keep] = True
-        p = np.where(mask, p, 0.0)
-        p /= p.sum()
-    return p
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte <-> printable character table used by byte-level BPE."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}

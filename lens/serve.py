@@ -12,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from .errors import LensError
+from .settings import SERVE, ServeSettings
 
 
-def make_app(model, max_prompt_tokens: int = 64, max_new_tokens: int = 30):
+def make_app(explainer, limits: ServeSettings = SERVE):
     from bokeh.application import Application
     from bokeh.application.handlers import FunctionHandler
     from bokeh.layouts import column, row
@@ -22,6 +23,8 @@ def make_app(model, max_prompt_tokens: int = 64, max_new_tokens: int = 30):
 
     from .viz import report_layout
 
+    model = explainer.model
+    max_prompt_tokens, max_new_tokens = limits.max_prompt_tokens, limits.max_new_tokens
     worker = ThreadPoolExecutor(max_workers=1)
     lock = threading.Lock()
 
@@ -34,7 +37,7 @@ def make_app(model, max_prompt_tokens: int = 64, max_new_tokens: int = 30):
         if not 1 <= n_new <= max_new_tokens:
             raise LensError(f"new tokens must be between 1 and {max_new_tokens}")
         with lock:
-            expl = model.explain(text, n_new)
+            expl = explainer.explain(text, max_new_tokens=n_new)
         # the layout is built here too, so its errors reach this session like the explain's do
         return expl, report_layout(expl, detailed=False)
 
@@ -44,7 +47,8 @@ def make_app(model, max_prompt_tokens: int = 64, max_new_tokens: int = 30):
         n_new = Spinner(title="New tokens", low=1, high=max_new_tokens, step=1,
                         value=min(10, max_new_tokens), width=120, name="new_tokens")
         button = Button(label="Explain", button_type="primary", width=120, name="explain")
-        status = Div(text=f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600)
+        status = Div(text=f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600,
+                     disable_math=True)  # prompts and generated text must never be typeset as TeX
         results = column(name="results")
 
         def show(result=None, error=None):
@@ -77,16 +81,16 @@ def make_app(model, max_prompt_tokens: int = 64, max_new_tokens: int = 30):
     return Application(FunctionHandler(session))
 
 
-def serve(model_name, models_dir=None, port: int = 5006, max_prompt_tokens: int = 64,
-          max_new_tokens: int = 30, show: bool = False):
+def serve(model_name, models_dir=None, limits: ServeSettings = SERVE, show: bool = False):
     from bokeh.server.server import Server
 
-    from .runtime import load
+    from .pipeline import Explainer
 
-    model = load(model_name, models_dir=models_dir)
+    explainer = Explainer.load(model_name, models_dir=models_dir)
+    model, port = explainer.model, limits.port
     origins = [f"127.0.0.1:{port}", f"localhost:{port}"]
     try:
-        server = Server({"/": make_app(model, max_prompt_tokens, max_new_tokens)}, port=port,
+        server = Server({"/": make_app(explainer, limits)}, port=port,
                         address="127.0.0.1", allow_websocket_origin=origins)
     except OSError as e:
         raise LensError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}") from None

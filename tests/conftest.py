@@ -12,36 +12,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail fast instead o
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def build_and_export(tmp_path_factory, name, shape, init=0.02, seed=0, family="gpt2"):
-    """(source checkpoint, exported folder) of a random model of `family` ("gpt2" or "llama")."""
-    from lens.export import export_model
-    from lens.export.synthetic import build_random_gpt2, build_random_llama
-
-    build = {"gpt2": build_random_gpt2, "llama": build_random_llama}[family]
-    root = tmp_path_factory.mktemp(name)
-    src = build(root / "src" / name, shape, seed=seed, initializer_range=init)
-    folder = export_model(str(src), models_dir=root / "models")
-    return src, folder
-
-
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """(source checkpoint, exported folder) of a 2-layer, 64-wide GPT-2 with the real vocabulary.
 
     initializer_range 0.2 gives peaked distributions, so greedy decoding has no float near-ties."""
-    return build_and_export(tmp_path_factory, "tiny", "tiny", init=0.2)
+    from lens.testing import build_and_export
+    return build_and_export(tmp_path_factory.mktemp("tiny"), "tiny", "tiny", init=0.2)
 
 
 @pytest.fixture(scope="session")
 def distil(tmp_path_factory):
     """A random GPT-2 of distilgpt2's shape (6 layers x 768, 82M parameters)."""
-    return build_and_export(tmp_path_factory, "distilgpt2", "distilgpt2", seed=1)
+    from lens.testing import build_and_export
+    return build_and_export(tmp_path_factory.mktemp("distil"), "distilgpt2", "distilgpt2", seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny):
     import lens
     return lens.load(tiny[1])
+
+
+@pytest.fixture(scope="session")
+def tiny_explainer(tiny_model):
+    import lens
+    return lens.Explainer(tiny_model)
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +59,9 @@ def distil_torch(distil):
 
 
 def run_cli(*args, env=None, timeout=600, stdin=None):
-    """Run `python -m lens.cli ARGS` in a subprocess; return (exit code, stdout, stderr)."""
+    """Run `python -m lens ARGS` in a subprocess; return (exit code, stdout, stderr)."""
     full_env = dict(os.environ, **(env or {}))
-    p = subprocess.run([sys.executable, "-m", "lens.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "lens", *map(str, args)], capture_output=True, text=True,
                        env=full_env, timeout=timeout, input=stdin)
     return p.returncode, p.stdout, p.stderr
 

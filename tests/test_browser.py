@@ -74,8 +74,9 @@ class Page:
 
 
 @pytest.fixture(scope="module")
-def report(tiny_model, tmp_path_factory):
-    expl = tiny_model.explain(XSS, 6, methods=("grad_x_input", "integrated_gradients"), watch=[" is"])
+def report(tiny_explainer, tmp_path_factory):
+    expl = tiny_explainer.explain(XSS, max_new_tokens=6, methods=("grad_x_input", "integrated_gradients"),
+                                  watch=[" is"])
     path = tmp_path_factory.mktemp("report") / "report.html"
     expl.report(path, factors=3)
     return expl, path
@@ -183,12 +184,12 @@ def _explain_in_browser(pg, url, prompt):
     return pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('status').text")
 
 
-def test_server_answers_an_explain_request(browser, server, tiny_model):
+def test_server_answers_an_explain_request(browser, server, tiny_explainer):
     pg = Page(browser, offline=False)
     try:
         status = _explain_in_browser(pg, server, "The capital of France is")
         import html
-        want = tiny_model.explain("The capital of France is", 8)  # the page's default, capped by the server
+        want = tiny_explainer.explain("The capital of France is", max_new_tokens=8)  # the default, capped
         assert "lens-done" in status and html.escape(want.text) in status
         pg.page.wait_for_function("() => Array.from(Bokeh.index.all_views()).some(v => v.model.name === 'saliency')")
         assert "".join(pg.data("saliency_tokens", "token")) == want.text

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import lens
+from references import report_sources
 
 
 def _error(rc, err, fragment):
@@ -22,14 +23,23 @@ def test_explain_writes_report_and_explanation(cli, tiny, tmp_path):
     assert rc == 0, err
     html = out.read_text()
     assert "<script src=" not in html and "cdn.bokeh.org" not in html  # everything inlined
-    assert "sparkline_2" in html and "saliency_tokens" in html
     expl = lens.Explanation.load(saved)
     want = lens.load(tiny[1]).generate("William Shakespeare was born in the year", 5)
     np.testing.assert_array_equal(expl.token_ids, want.token_ids)
     assert repr(expl.text[len("William Shakespeare was born in the year"):]) in stdout
     assert "generating" in err and "attributing" in err  # progress on stderr
-    rc, stdout, err = cli("render", saved, "-o", tmp_path / "again.html")
-    assert rc == 0 and (tmp_path / "again.html").stat().st_size > 1_000_000
+    # what the browser will draw: the tokens, the logit-lens ranks, the watched ranks, 3 factors
+    drawn = report_sources(html)
+    assert drawn["saliency_tokens"]["token"] == expl.tokens == drawn["factor_tokens"]["token"]
+    assert drawn["ranks"]["rank"] == expl.rankings().ravel().tolist()  # layer-major, generated tokens
+    assert drawn["watch"]["rank"] == expl.watched[" is"][:, expl.n_prompt - 1].tolist()
+    assert sorted(set(drawn["factor_tokens"]["factor"])) <= [1, 2, 3]
+    f = expl.factors(3, layers=(0, 1))
+    assert drawn["factor_tokens"]["factor"] == (f.dominant() + 1).tolist()
+    # a re-render from the saved file draws the same data
+    rc, stdout, err = cli("render", saved, "-o", tmp_path / "again.html", "--factors", "3", "--layers", "0-1")
+    assert rc == 0, err
+    assert report_sources((tmp_path / "again.html").read_text()) == drawn
 
 
 def test_prompt_from_stdin(cli, tiny, tmp_path):
@@ -48,7 +58,10 @@ def test_prompt_from_stdin(cli, tiny, tmp_path):
     (["--prompt", "hi", "--factors", "40", "--max-new-tokens", "3"], "--factors 40 is more than the 4 tokens"),
     (["--prompt", "hi", "--method", "contrastive"], "needs --foil"),
     (["--prompt", "hi", "--watch", " 1564"], "' 1564' is 2 tokens"),
-    (["--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
+    (["--prompt", "hi", "--method", "lime"], "invalid choice: 'lime'"),
+    (["--prompt", "hi", "--temperature", "inf", "--sample"], "temperature must be a finite number"),
+    (["--prompt", "hi", "--seed", "-1", "--sample"], "seed must be between 0 and"),
 ])
 def test_explain_bad_input(cli, tiny, tmp_path, args, fragment):
     out = tmp_path / "r.html"
@@ -78,8 +91,8 @@ def test_contrastive_from_the_cli(cli, tiny, tmp_path):
     np.testing.assert_allclose(e.attributions["contrastive"].sum(1), 1, rtol=1e-5)
 
 
-def test_notebook_rich_display(tiny_model):
-    e = tiny_model.explain("Hello there", 3)
+def test_notebook_rich_display(tiny_explainer):
+    e = tiny_explainer.explain("Hello there", max_new_tokens=3)
     html = e._repr_html_()
     assert html.startswith('<iframe sandbox="allow-scripts"') and "srcdoc=" in html
     assert "<script" not in html.split("srcdoc=", 1)[1][:200]  # the document is escaped into the attribute

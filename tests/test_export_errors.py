@@ -23,7 +23,7 @@ def _one_line_error(rc, err, *fragments):
         assert f in lines[0], lines[0]
 
 
-def test_non_gpt2_architecture_is_refused(cli, tmp_path):
+def test_unsupported_architecture_is_refused(cli, tmp_path):
     from transformers import BertConfig, BertModel
 
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -159,6 +159,8 @@ def test_prompt_errors(tiny_model):
         tiny_model.generate("hello " * 120, 20)
     with pytest.raises(LensError, match="temperature"):
         tiny_model.generate("hello", 5, sample=True, temperature=0)
+    with pytest.raises(LensError, match="temperature"):
+        tiny_model.generate("hello", 5, sample=True, temperature=float("inf"))
     with pytest.raises(LensError, match="is 2 tokens"):
         tiny_model.token_id(" 1564")
 
@@ -176,7 +178,7 @@ def test_runtime_imports_without_torch(tiny):
 
 
 def test_model_names():
-    from lens.export_paths import model_name
+    from lens.store import model_name
 
     assert model_name("microsoft/DialoGPT-small") == "DialoGPT-small"
     assert model_name("some/dir/SmolLM2-135M-Instruct.Q4_1.gguf") == "SmolLM2-135M-Instruct.Q4_1"

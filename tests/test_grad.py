@@ -8,43 +8,8 @@ import numpy as np
 import pytest
 
 from lens.grad import Attributor
-from lens.grad.attribution import _compiled, _path
-
-
-def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit", foil=None, steps=64):
-    """scores [n_gen, n] (normalised), signed [n_gen, n], values [n_gen] via torch autograd."""
-    import torch
-
-    ids = torch.as_tensor(ids)
-    n = len(ids)
-    wte = model.get_input_embeddings().weight.detach()
-    scores, signed, values = np.zeros((n - n_prompt, n)), np.zeros((n - n_prompt, n)), []
-    for t in range(n - n_prompt):
-        pos = n_prompt + t
-        x = wte[ids[:pos]].clone()
-
-        def f(e):
-            logits = model(inputs_embeds=e[None]).logits[0, -1]
-            s = logits if target == "logit" else torch.softmax(logits, -1)
-            return s[ids[pos]] - (s[foil] if foil is not None else 0)
-
-        if method == "integrated_gradients":
-            alphas, weights = _path(steps)
-            g = torch.zeros_like(x)
-            for a, w in zip(alphas, weights):
-                e = (float(a) * x).requires_grad_(True)
-                f(e).backward()
-                g += float(w) * e.grad
-        else:
-            e = x.clone().requires_grad_(True)
-            f(e).backward()
-            g = e.grad
-        with torch.no_grad():
-            values.append(float(f(x)))
-        s = g.norm(dim=-1) if method == "gradient" else (g * x).norm(dim=-1)
-        scores[t, :pos] = (s / s.sum()).numpy()
-        signed[t, :pos] = (g * x).sum(-1).numpy()
-    return scores, signed, np.asarray(values)
+from lens.grad.attribution import _compiled
+from references import torch_reference
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +84,14 @@ def test_chunking_and_padding_change_nothing(tiny_attr, tiny_seqs):
 
 
 def test_jax_forward_matches_onnx_graph(tiny_attr, tiny_model, tiny_seqs):
-    from lens.grad.gpt2 import final_hidden, logits
+    from lens.families import gpt2
 
     ids = tiny_seqs["greedy"].token_ids
     trace = tiny_model.run(ids)
     x = tiny_attr.wte[ids]
-    static = dict(tiny_attr.static)
-    np.testing.assert_allclose(np.asarray(logits(x, tiny_attr.params, **static)), trace.logits, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(np.asarray(final_hidden(x, tiny_attr.params, **static)), trace.ln_final,
+    hidden = np.asarray(gpt2.final_hidden(x, tiny_attr.params, **dict(tiny_attr.static)))
+    np.testing.assert_allclose(hidden, trace.ln_final, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(hidden @ np.asarray(gpt2.unembedding(tiny_attr.params)).T, trace.logits,
                                atol=1e-4, rtol=0)
 
 

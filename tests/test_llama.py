@@ -9,21 +9,27 @@ import pytest
 
 import lens
 from lens import hooks
-from lens.export.reference import torch_taps
+from lens.export.validate import torch_taps
+from references import assert_ranks_match, torch_logit_lens, torch_reference
 
 ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    from conftest import build_and_export
+    from lens.testing import build_and_export
 
-    return build_and_export(tmp_path_factory, "tiny-llama", "tiny", init=0.2, family="llama")
+    return build_and_export(tmp_path_factory.mktemp("llama"), "tiny-llama", "tiny", init=0.2, family="llama")
 
 
 @pytest.fixture(scope="module")
 def llama_model(llama):
     return lens.load(llama[1])
+
+
+@pytest.fixture(scope="module")
+def llama_explainer(llama_model):
+    return lens.Explainer(llama_model)
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +78,19 @@ def test_greedy_matches_generate(llama_model, llama_torch):
 
 
 @pytest.mark.parametrize("method", ["grad_x_input", "gradient", "contrastive"])
-def test_attributions_match_pytorch_autograd(llama_model, llama_torch, method):
-    from test_grad import torch_reference
-
+def test_attributions_match_pytorch_autograd(llama_model, llama_explainer, llama_torch, method):
     gen = llama_model.generate("One, two, three,", 6, sample=True, seed=4)
     foil = 1315 if method == "contrastive" else None
-    got = llama_model.attributor.attribute(gen.token_ids, gen.n_prompt, method=method, foils=foil)
+    got = llama_explainer.attributor.attribute(gen.token_ids, gen.n_prompt, method=method, foils=foil)
     want, _, values = torch_reference(llama_torch, gen.token_ids, gen.n_prompt,
                                       "gradient" if method == "gradient" else "grad_x_input", foil=foil)
     np.testing.assert_allclose(got.scores, want, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got.target_values, values, rtol=1e-4, atol=1e-5)
 
 
-def test_integrated_gradients_match_pytorch(llama_model, llama_torch):
-    from test_grad import torch_reference
-
+def test_integrated_gradients_match_pytorch(llama_model, llama_explainer, llama_torch):
     gen = llama_model.generate("One, two, three,", 4)
-    got = llama_model.attributor.attribute(gen.token_ids, gen.n_prompt, method="integrated_gradients", steps=64)
+    got = llama_explainer.attributor.attribute(gen.token_ids, gen.n_prompt, method="integrated_gradients", steps=64)
     want, _, _ = torch_reference(llama_torch, gen.token_ids, gen.n_prompt, "integrated_gradients", steps=64)
     np.testing.assert_allclose(got.scores, want, atol=1e-5, rtol=0)
 
@@ -97,32 +99,20 @@ def test_integrated_gradients_complete(tmp_path):
     """On usual weights (initializer_range 0.02). The module's model (0.2) saturates its attention:
     from the zero baseline, with no additive position embedding, RMSNorm makes F(alpha x) a near-step
     below alpha ~ sqrt(eps / mean(x^2)), which 64 points cannot integrate to 1%."""
-    from lens.export import export_model
-    from lens.export.synthetic import build_random_llama
+    from lens.testing import build_and_export
 
-    src = build_random_llama(tmp_path / "src", seed=5)
-    model = lens.load(export_model(str(src), models_dir=tmp_path / "m", validate=False))
-    gen = model.generate("One, two, three, four", 5)
-    got = model.attributor.attribute(gen.token_ids, gen.n_prompt, method="integrated_gradients", steps=64)
+    _, folder = build_and_export(tmp_path, "llama", seed=5, family="llama", validate=False)
+    explainer = lens.Explainer.load(folder)
+    gen = explainer.model.generate("One, two, three, four", 5)
+    got = explainer.attributor.attribute(gen.token_ids, gen.n_prompt, method="integrated_gradients", steps=64)
     assert got.completeness_error().max() < 0.01
 
 
-def test_logit_lens_matches_pytorch(llama_model, llama_torch):
-    import torch
-
-    expl = llama_model.explain("The capital of France is", 5, watch=[" Paris"])
-    with torch.no_grad():
-        hs = llama_torch(torch.as_tensor(expl.token_ids)[None], output_hidden_states=True).hidden_states
-    ref = torch_taps(llama_torch, expl.token_ids[None])
-    blocks = [ref[hooks.resid_post(l)][0] for l in range(2)]
-    nxt = expl.next_tokens()
-    for l, h in enumerate(blocks):
-        with torch.no_grad():
-            z = llama_torch.lm_head(llama_torch.model.norm(torch.as_tensor(h))).numpy()
-        for pos in range(expl.n_tokens - 1):
-            t = z[pos, nxt[pos]]
-            assert int((z[pos] > t + 1e-4).sum()) + 1 <= expl.ranks[l, pos] <= int((z[pos] > t - 1e-4).sum()) + 1
+def test_logit_lens_matches_pytorch(llama_explainer, llama_torch):
+    expl = llama_explainer.explain("The capital of France is", max_new_tokens=5, watch=[" Paris"])
+    z = torch_logit_lens(llama_torch, expl.token_ids)
+    assert_ranks_match(expl.ranks[:, :-1], z[:, :-1], expl.next_tokens()[:-1])
+    assert_ranks_match(expl.watched[" Paris"], z, [llama_explainer.model.token_id(" Paris")] * expl.n_tokens)
     np.testing.assert_array_equal(expl.rankings()[-1], 1)
-    assert len(hs) == 3
     f = expl.factors(3)
     assert f.loadings.shape == (3, 2 * 160) and (f.token_factors >= 0).all()

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from lens import hooks, manifest
-from lens.export.reference import torch_taps
+from lens import hooks
+from lens.export.validate import torch_taps
+from lens.store import sha256
 
 ATOL = 1e-4
 
@@ -96,7 +97,7 @@ def test_sampling_distribution_matches_transformers_warpers(temperature, top_k, 
     from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
                                                         TopKLogitsWarper, TopPLogitsWarper)
 
-    from lens.runtime import _sampling_distribution
+    from lens.sampling import distribution
 
     logits = np.random.default_rng(0).normal(size=1000) * 3
     warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
@@ -105,7 +106,7 @@ def test_sampling_distribution_matches_transformers_warpers(temperature, top_k, 
     if top_p:
         warpers.append(TopPLogitsWarper(top_p))
     want = torch.softmax(warpers(None, torch.tensor(logits[None])), -1)[0].numpy()
-    got = _sampling_distribution(logits, temperature, top_k, top_p)
+    got = distribution(logits, temperature, top_k, top_p)
     np.testing.assert_allclose(got, want, atol=1e-9)
 
 
@@ -118,7 +119,7 @@ def test_manifest_describes_the_folder(tiny):
     assert set(m["files"]) == {"model.onnx", "model.safetensors", "tokenizer.json", "config.json",
                                "generation_config.json"}
     for rel, info in m["files"].items():
-        assert manifest.sha256(folder / rel) == info["sha256"]
+        assert sha256(folder / rel) == info["sha256"]
     assert m["validation"]["max_relative_error"] < 1e-5
     assert m["lens_version"] and m["source"] == str(tiny[0])
     # the tied unembedding is stored once: graph + weights hold one copy of wte each

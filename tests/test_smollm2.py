@@ -10,7 +10,8 @@ import pytest
 
 import lens
 from lens import hooks
-from lens.export.reference import torch_taps
+from lens.export.validate import torch_taps
+from references import assert_ranks_match, torch_logit_lens
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,11 @@ def smollm2(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(smollm2):
     return lens.load(smollm2)
+
+
+@pytest.fixture(scope="module")
+def explainer(model):
+    return lens.Explainer(model)
 
 
 @pytest.fixture(scope="module")
@@ -74,28 +80,19 @@ def test_taps_match_pytorch(model, reference):
     assert np.abs(ref[hooks.resid_post(29)]).max() > 1000
 
 
-def test_logit_lens_ranks_match_pytorch(model, reference):
-    import torch
-
-    expl = model.explain("The capital of France is", 3)
-    ref = torch_taps(reference, expl.token_ids[None])
-    nxt = expl.next_tokens()
-    for l in range(30):
-        with torch.no_grad():
-            z = reference.lm_head(reference.model.norm(torch.as_tensor(ref[hooks.resid_post(l)][0]))).numpy()
-        for pos in range(expl.n_tokens - 1):
-            t = z[pos, nxt[pos]]
-            lo, hi = int((z[pos] > t + 1e-3).sum()) + 1, int((z[pos] > t - 1e-3).sum()) + 1
-            assert lo <= expl.ranks[l, pos] <= hi, (l, pos)
+def test_logit_lens_ranks_match_pytorch(explainer, reference):
+    expl = explainer.explain("The capital of France is", max_new_tokens=3)
+    z = torch_logit_lens(reference, expl.token_ids)
+    assert_ranks_match(expl.ranks[:, :-1], z[:, :-1], expl.next_tokens()[:-1], tol=1e-3)
     np.testing.assert_array_equal(expl.rankings()[-1], 1)
     assert expl.rankings()[0, 0] > 100  # " Paris" emerges late: far down the list after layer 0
 
 
-def test_grad_x_input_matches_autograd(model, reference):
+def test_grad_x_input_matches_autograd(model, explainer, reference):
     import torch
 
     gen = model.generate("The capital of France is", 4)
-    got = model.attributor.attribute(gen.token_ids, gen.n_prompt)
+    got = explainer.attributor.attribute(gen.token_ids, gen.n_prompt)
     wte = reference.get_input_embeddings().weight.detach()
     ids = torch.as_tensor(gen.token_ids)
     for t in range(4):
@@ -106,10 +103,11 @@ def test_grad_x_input_matches_autograd(model, reference):
         np.testing.assert_allclose(got.scores[t, :pos], (s / s.sum()).detach().numpy(), atol=1e-4, rtol=0)
 
 
-def test_integrated_gradients_incompleteness_is_reported(model):
+def test_integrated_gradients_incompleteness_is_reported(explainer):
     """F jumps at the zero baseline (F(0) = 0, F(1e-4 x) ~ F(x)): the path sum cannot match, and the
     explanation says so instead of presenting the scores as complete."""
-    expl = model.explain("The capital of France is", 1, methods=("integrated_gradients",), ig_steps=16)
+    expl = explainer.explain("The capital of France is", max_new_tokens=1, methods=("integrated_gradients",),
+                             ig_steps=16)
     assert expl.settings["ig_completeness_error"] > 0.05
     assert any("integrated gradients" in w for w in expl.warnings())
     assert "warning: integrated gradients" in expl.summary()

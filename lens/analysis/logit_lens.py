@@ -1,42 +1,30 @@
 """Logit lens: read each layer's hidden state through the final norm and the unembedding.
 
 Unlike Ecco, which skips the final LayerNorm for intermediate layers, every layer here gets it
-(LayerNorm for GPT-2, RMSNorm for Llama), so the last layer reproduces the model's real logits
-exactly (rank 1 for greedy tokens).
+(LayerNorm for GPT-2, RMSNorm for Llama: the family adapter's `final_norm`), so the last layer
+reproduces the model's real logits exactly (rank 1 for greedy tokens).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import families
+from ..store import ModelFolder
+
 
 class LogitLens:
-    def __init__(self, norm_g: np.ndarray, norm_b: np.ndarray | None, unembed: np.ndarray, eps: float = 1e-5,
-                 norm: str = "layernorm"):
-        self.norm_g, self.norm_b, self.eps, self.norm = norm_g, norm_b, eps, norm
+    def __init__(self, final_norm, unembed: np.ndarray):
+        self.final_norm = final_norm                  # [n, d] -> [n, d], the model's own final norm
         self.unembed = unembed                        # [d_vocab, d_model]
 
     @classmethod
-    def from_folder(cls, folder) -> "LogitLens":
-        from .. import weights
-        from ..architectures import dims
-
-        w, cfg = weights.load(str(folder)), weights.config(str(folder))
-        shape = dims(cfg)
-        if shape["architecture"] == "gpt2":
-            return cls(w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], w["transformer.wte.weight"],
-                       shape["norm_eps"], "layernorm")
-        unembed = w.get("lm_head.weight", w["model.embed_tokens.weight"])  # tied unless stored apart
-        return cls(w["model.norm.weight"], None, unembed, shape["norm_eps"], "rmsnorm")
-
-    def normalize(self, hidden: np.ndarray) -> np.ndarray:  # [n, d] -> [n, d], the model's final norm
-        h = hidden.astype(np.float32)
-        if self.norm == "rmsnorm":
-            return self.norm_g * h / np.sqrt((h ** 2).mean(-1, keepdims=True) + self.eps)
-        mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
-        return self.norm_g * (h - mu) / np.sqrt(var + self.eps) + self.norm_b
+    def from_folder(cls, folder: ModelFolder) -> "LogitLens":
+        family = families.get(folder.config)
+        params, static = family.load_params(folder.weights(), folder.config, blocks=False)
+        return cls(lambda h: family.final_norm(h, params, **static), family.unembedding(params))
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:  # [n, d] -> [n, d_vocab]
-        return self.normalize(hidden) @ self.unembed.T
+        return self.final_norm(hidden.astype(np.float32)) @ self.unembed.T
 
     def analyse(self, hidden_states: np.ndarray, targets: np.ndarray, top_k: int = 10,
                 watch: np.ndarray | None = None) -> dict:

@@ -101,7 +101,6 @@ class Clusters:
     d_mlp: int
     labels: np.ndarray           # [n_neurons] cluster of each selected neuron
     order: np.ndarray            # [n_neurons] neuron columns sorted by cluster (for the heatmap)
-    centers: np.ndarray          # [k, n_tokens] each cluster's mean activation pattern
 
 
 def cluster_neurons(activations: np.ndarray, k: int = 8, layers=None, seed: int = 0,
@@ -117,4 +116,4 @@ def cluster_neurons(activations: np.ndarray, k: int = 8, layers=None, seed: int 
         raise LensError(f"{k} clusters asked for, but there are {x.shape[0]} neurons")
     km = KMeans(n_clusters=k, random_state=seed, n_init=4).fit(x)
     order = np.argsort(km.labels_, kind="stable")
-    return Clusters(chosen, activations.shape[2], km.labels_, order, km.cluster_centers_)
+    return Clusters(chosen, activations.shape[2], km.labels_, order)

@@ -1,5 +1,4 @@
 """Hugging Face checkpoint -> ONNX model folder with named activation taps. Needs the `export` extra."""
-from ..architectures import FAMILIES as SUPPORTED
 from .convert import export_model, resolve_source
 
-__all__ = ["export_model", "resolve_source", "SUPPORTED"]
+__all__ = ["export_model", "resolve_source"]

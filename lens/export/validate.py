@@ -1,12 +1,43 @@
-"""Check an exported folder against the PyTorch model it came from before it is kept."""
+"""Check an exported folder against the PyTorch model it came from before it is kept: the same taps,
+read from PyTorch with forward hooks on the modules the family adapter names (block outputs, final
+norm, the down-projection's input = MLP activation)."""
 from __future__ import annotations
 
 import numpy as np
 
+from .. import families, hooks
 from ..errors import LensError
-from .reference import torch_taps
 
 RTOL = 1e-4  # of each tensor's scale: real checkpoints have activations in the thousands
+
+
+def torch_taps(model, token_ids, past=None) -> dict[str, np.ndarray]:
+    """Run a transformers causal LM on token_ids [batch, seq]; return logits and every tap as numpy.
+
+    With `past` (a transformers cache from an earlier call) this is one KV-cached step; the returned
+    dict then also holds `past` for the next step.
+    """
+    import torch
+
+    blocks, norm, down = families.get(model.config.model_type).torch_modules(model)
+    got = {}
+    first = lambda out: out[0] if isinstance(out, tuple) else out
+    handles = [m.register_forward_pre_hook(lambda mod, args, l=l: got.__setitem__(hooks.mlp_post(l), args[0]))
+               for l, m in enumerate(down)]
+    handles += [b.register_forward_hook(lambda mod, args, out, l=l: got.__setitem__(hooks.resid_post(l), first(out)))
+                for l, b in enumerate(blocks)]
+    handles.append(norm.register_forward_hook(lambda mod, args, out: got.__setitem__(hooks.LN_FINAL, out)))
+    try:
+        with torch.no_grad():
+            out = model(torch.as_tensor(token_ids), past_key_values=past, use_cache=True,
+                        output_hidden_states=True)
+    finally:
+        for h in handles:
+            h.remove()
+    res = {"logits": out.logits.numpy(), hooks.EMBED: out.hidden_states[0].numpy()}
+    res.update({k: v.detach().numpy() for k, v in got.items()})
+    res["past"] = out.past_key_values
+    return res
 
 
 def validate_export(folder, manifest_data: dict, torch_model, lengths=(1, 7, 19), seed=0) -> dict:

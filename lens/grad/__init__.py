@@ -1,4 +1,4 @@
-"""JAX port of the GPT-2 forward and gradient-based input attribution over exported weights."""
-from .attribution import METHODS, TARGETS, Attribution, Attributor, enable_compilation_cache
+"""Gradient-based input attributions over the family adapters' JAX forwards (`lens.families`)."""
+from .attribution import Attribution, Attributor, enable_compilation_cache
 
-__all__ = ["Attributor", "Attribution", "METHODS", "TARGETS", "enable_compilation_cache"]
+__all__ = ["Attributor", "Attribution", "enable_compilation_cache"]

@@ -21,18 +21,25 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from .. import families
 from ..errors import LensError
+from ..settings import METHODS, TARGETS
+from ..store import ModelFolder
 
-METHODS = ("grad_x_input", "gradient", "integrated_gradients", "contrastive")
-TARGETS = ("logit", "probability")
 SEQ_BUCKET = 8    # sequence lengths are padded up to a multiple of this
 ROW_BUCKET = 4    # target rows per chunk are padded up to a multiple of this
 CHUNK_ROWS = 8    # rows per chunk: small chunks run on short prefixes (measured: 8 beats 20-in-one by
                   # ~20% for 20 + 20 tokens on distilgpt2's shape), the memory budget may lower it
 STEP_CHUNK = 8    # integrated-gradients path points evaluated together
+DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes the backward passes of one chunk may keep (LENS_GRAD_MEMORY)
+# What one row's VJP keeps alive, per layer and position, in float32 values: the block's vectors
+# (residual, norms, attention input/output, q/k/v: ~8 x d_model), the MLP's (~4 x d_mlp), and the
+# attention maps (~3 x n_heads x seq: scores, softmax, its cotangent).
+RESIDUAL_VECTORS, MLP_VECTORS, ATTENTION_MAPS, BYTES_PER_VALUE = 8, 4, 3, 4
 
 
 @dataclass
@@ -52,6 +59,13 @@ class Attribution:
             raise LensError("completeness applies to integrated_gradients only")
         delta = self.target_values - self.baseline_values
         return np.abs(self.signed.sum(1) - delta) / np.maximum(np.abs(delta), 1e-12)
+
+
+class Chunk(NamedTuple):
+    """Target rows attributed together, on the prefix of `length` positions they need."""
+    rows: np.ndarray       # generated-token indices
+    length: int            # bucketed sequence length
+    padded_rows: int       # bucketed row count
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
@@ -74,11 +88,6 @@ def _bucket(n: int, size: int, cap: int | None = None) -> int:
     return min(b, cap) if cap else b
 
 
-def _arch(name: str):
-    from . import gpt2, llama
-    return {"gpt2": gpt2, "llama": llama}[name]
-
-
 @functools.lru_cache(maxsize=None)
 def _compiled(arch: str, static: tuple, target: str, contrastive: bool):
     """Jitted (gradients, values) for one scoring rule.
@@ -90,17 +99,17 @@ def _compiled(arch: str, static: tuple, target: str, contrastive: bool):
     import jax
     import jax.numpy as jnp
 
-    mod = _arch(arch)
-    final_hidden = functools.partial(mod.final_hidden, **dict(static))
+    family = families.get(arch)
+    final_hidden = functools.partial(family.final_hidden, **dict(static))
 
-    def score(h, wte, tokens):  # [C, d] hidden states -> [C] score of one token each
+    def score(h, unembed, tokens):  # [C, d] hidden states -> [C] score of one token each
         if target == "logit":
-            return jnp.sum(h * wte[tokens], axis=-1)
-        return jnp.take_along_axis(jax.nn.softmax(h @ wte.T, axis=-1), tokens[:, None], axis=-1)[:, 0]
+            return jnp.sum(h * unembed[tokens], axis=-1)
+        return jnp.take_along_axis(jax.nn.softmax(h @ unembed.T, axis=-1), tokens[:, None], axis=-1)[:, 0]
 
     def values(params, x, positions, targets, foils):  # [L, d] -> [C]
         h = final_hidden(x, params)[positions]
-        unembed = mod.unembedding(params)
+        unembed = family.unembedding(params)
         s = score(h, unembed, targets)
         return s - score(h, unembed, foils) if contrastive else s
 
@@ -121,111 +130,112 @@ def _compiled(arch: str, static: tuple, target: str, contrastive: bool):
 class Attributor:
     """Gradient-based attributions on a model's exported weights (JAX; GPU when jax sees one)."""
 
-    def __init__(self, folder: str | os.PathLike, memory_budget_bytes: int | None = None):
-        import json
-
+    def __init__(self, folder: ModelFolder | str | os.PathLike, memory_budget_bytes: int | None = None):
         import jax
-        from ..architectures import dims
-        from ..weights import load as load_weights
 
         enable_compilation_cache()
-        folder = Path(folder)
-        config = json.loads((folder / "config.json").read_text())
-        shape = dims(config)
+        folder = folder if isinstance(folder, ModelFolder) else ModelFolder(folder)
+        config = folder.config
+        family = families.get(config)
+        shape = family.dims(config)
         self.arch = shape["architecture"]
         self.n_layers, self.d_model, self.n_ctx = shape["n_layers"], shape["d_model"], shape["n_ctx"]
         self.n_head, self.d_mlp = shape["n_heads"], shape["d_mlp"]
-        mod = _arch(self.arch)
-        weights = load_weights(str(folder))
-        params, static = mod.load_params(weights, config)
+        params, static = family.load_params(folder.weights(), config)
+        self.wte = np.asarray(family.embedding(params))              # [d_vocab, d_model] input embeddings
         self.params = jax.device_put(params)
         self.static = tuple(sorted(static.items()))
-        self.wte = np.asarray(mod.embedding(weights))               # [d_vocab, d_model] input embeddings
-        self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", 4 << 30))
+        self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
 
     def rows_per_chunk(self, seq_len: int) -> int:
-        """Target rows whose backward passes fit the memory budget together (an estimate of the
-        activations one row's VJP keeps: per layer, the block's vectors and attention maps)."""
-        d = self.d_model
-        per_row = 4 * self.n_layers * seq_len * (8 * d + 4 * self.d_mlp + 3 * self.n_head * seq_len)
+        """Target rows whose backward passes fit the memory budget together."""
+        per_position = (RESIDUAL_VECTORS * self.d_model + MLP_VECTORS * self.d_mlp
+                        + ATTENTION_MAPS * self.n_head * seq_len)
+        per_row = BYTES_PER_VALUE * self.n_layers * seq_len * per_position
         return int(max(1, min(CHUNK_ROWS, self.memory_budget // per_row)))
 
     def attribute(self, token_ids, n_prompt: int, method: str = "grad_x_input", target: str = "logit",
                   foils=None, steps: int = 64, baseline: np.ndarray | None = None,
                   rows_per_chunk: int | None = None) -> Attribution:
         """Attribute every generated token (positions n_prompt.. of token_ids) to all earlier tokens."""
-        import jax
-
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
-        n = len(ids)
-        n_gen = n - n_prompt
-        if method not in METHODS:
-            raise LensError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
-        if target not in TARGETS:
-            raise LensError(f"unknown attribution target {target!r}; choose from {', '.join(TARGETS)}")
-        if not 1 <= n_prompt <= n <= self.n_ctx:
-            raise LensError(f"need 1 <= n_prompt ({n_prompt}) <= tokens ({n}) <= context ({self.n_ctx})")
-        contrastive = method == "contrastive"
+        self._check(ids, n_prompt, method, target, steps)
+        n_gen = len(ids) - n_prompt
+        contrastive, ig = method == "contrastive", method == "integrated_gradients"
         foil_ids = self._foils(foils, n_gen) if contrastive else np.zeros(n_gen, np.int64)
-        ig = method == "integrated_gradients"
-        if ig and steps < 1:
-            raise LensError("integrated_gradients needs steps >= 1")
-        alphas, weights = _path(steps) if ig else (np.ones(1), np.ones(1))
-
         x = self.wte[ids]                                                   # [n, d] token embeddings
         base = np.zeros_like(x) if baseline is None else np.asarray(baseline, np.float32)
         if base.shape != x.shape:
             raise LensError(f"baseline has shape {base.shape}; it must be [tokens, d_model] = {x.shape}")
-        grads = np.zeros((n_gen, n, self.d_model), np.float32)              # path-weighted gradients
-        values = np.zeros(n_gen)
-        base_values = np.zeros(n_gen) if ig else None
+        chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
+        grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, contrastive,
+                                               _path(steps) if ig else None)
+        scores, signed = _score(method, grads, x - base, n_prompt)
+        settings = dict(steps=steps if ig else None, foils=foil_ids.tolist() if contrastive else None,
+                        baseline="zero" if baseline is None else "custom")
+        return Attribution(method, target, scores, signed, values, base_values, settings)
+
+    def _check(self, ids, n_prompt, method, target, steps):
+        if method not in METHODS:
+            raise LensError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+        if target not in TARGETS:
+            raise LensError(f"unknown attribution target {target!r}; choose from {', '.join(TARGETS)}")
+        if not 1 <= n_prompt <= len(ids) <= self.n_ctx:
+            raise LensError(f"need 1 <= n_prompt ({n_prompt}) <= tokens ({len(ids)}) <= context ({self.n_ctx})")
+        if ids.min() < 0 or ids.max() >= self.wte.shape[0]:
+            raise LensError(f"token ids must be in 0..{self.wte.shape[0] - 1}")
+        if method == "integrated_gradients" and steps < 1:
+            raise LensError("integrated_gradients needs steps >= 1")
+
+    def plan(self, n: int, n_prompt: int, rows_per_chunk: int | None = None) -> list[Chunk]:
+        """Chunks of target rows: as many as fit memory at the longest prefix any row could need,
+        each then run on the (bucketed) prefix its own rows need."""
+        chunks, t0, n_gen = [], 0, n - n_prompt
+        per_chunk = rows_per_chunk or self.rows_per_chunk(_bucket(n - 1, SEQ_BUCKET, self.n_ctx))
+        while t0 < n_gen:
+            C = min(per_chunk, n_gen - t0)
+            chunks.append(Chunk(np.arange(t0, t0 + C), _bucket(n_prompt + t0 + C - 1, SEQ_BUCKET, self.n_ctx),
+                                _bucket(C, ROW_BUCKET)))
+            t0 += C
+        return chunks
+
+    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, contrastive, path):
+        """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline)."""
+        import jax
+
+        n, n_gen = len(ids), len(ids) - n_prompt
         grad_fn, value_fn = _compiled(self.arch, self.static, target, contrastive)
-        pending, t0 = [], 0
+        alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
+        pending = []
         with jax.default_matmul_precision("highest"):
-            while t0 < n_gen:
-                # rows that fit memory at the longest prefix they could need, then the prefix they need
-                C = min(rows_per_chunk or self.rows_per_chunk(_bucket(n - 1, SEQ_BUCKET, self.n_ctx)), n_gen - t0)
-                L = _bucket(n_prompt + t0 + C - 1, SEQ_BUCKET, self.n_ctx)
-                rows = np.arange(t0, t0 + C)
-                C_pad = _bucket(C, ROW_BUCKET)
-                positions = _pad_to(n_prompt + rows - 1, C_pad, 0)
-                targets = _pad_to(ids[n_prompt + rows], C_pad, 0)
-                fl = _pad_to(foil_ids[rows], C_pad, 0)
-                xs, bs = _pad_rows(x, L), _pad_rows(base, L)
+            for c in chunks:
+                positions = _pad_to(n_prompt + c.rows - 1, c.padded_rows, 0)
+                targets = _pad_to(ids[n_prompt + c.rows], c.padded_rows, 0)
+                fl = _pad_to(foil_ids[c.rows], c.padded_rows, 0)
+                xs, bs = _pad_rows(x, c.length), _pad_rows(base, c.length)
                 g = None
                 for s0 in range(0, len(alphas), STEP_CHUNK):  # integrated gradients: a chunk of points
                     a, w = alphas[s0:s0 + STEP_CHUNK], weights[s0:s0 + STEP_CHUNK]
-                    if ig:  # one compiled shape for every chunk: pad with zero-weight points
+                    if path is not None:  # one compiled shape for every chunk: pad with zero-weight points
                         a, w = _pad_to(a, STEP_CHUNK, 1.0), _pad_to(w, STEP_CHUNK, 0.0)
                     vals, gs = grad_fn(self.params, xs, bs, positions, targets, fl,
                                        a.astype(np.float32), w.astype(np.float32))
                     g = gs if g is None else g + gs
-                if ig:
+                if path is not None:
                     vals = (value_fn(self.params, xs, positions, targets, fl),
                             value_fn(self.params, bs, positions, targets, fl))
-                # JAX dispatches asynchronously: the next chunk is traced while this one runs
-                pending.append((rows, L, g, vals))
-                t0 += C
-        for rows, L, g, vals in pending:
-            C, m = len(rows), min(L, n)
-            grads[rows, :m] = np.asarray(g)[:C, :m]
-            if ig:
-                values[rows], base_values[rows] = np.asarray(vals[0])[:C], np.asarray(vals[1])[:C]
+                pending.append((c, g, vals))  # JAX dispatches asynchronously: the next chunk traces meanwhile
+        grads = np.zeros((n_gen, n, x.shape[1]), np.float32)
+        values = np.zeros(n_gen)
+        base_values = np.zeros(n_gen) if path is not None else None
+        for c, g, vals in pending:
+            C, m = len(c.rows), min(c.length, n)
+            grads[c.rows, :m] = np.asarray(g)[:C, :m]
+            if path is not None:
+                values[c.rows], base_values[c.rows] = np.asarray(vals[0])[:C], np.asarray(vals[1])[:C]
             else:
-                values[rows] = np.asarray(vals)[0, :C]
-
-        # causality: token t (at position n_prompt + t) is scored from positions < n_prompt + t only
-        grads *= (np.arange(n)[None, :] < (n_prompt + np.arange(n_gen))[:, None])[..., None]
-        gxi = grads * (x - base)[None]                                      # [n_gen, n, d]
-        if method == "gradient":
-            scores, signed = np.linalg.norm(grads, axis=-1), None
-        else:
-            scores, signed = np.linalg.norm(gxi, axis=-1), gxi.sum(-1)
-        scores = scores / np.maximum(scores.sum(1, keepdims=True), 1e-30)
-        settings = dict(steps=steps if ig else None, foils=foil_ids.tolist() if contrastive else None,
-                        baseline="zero" if baseline is None else "custom")
-        return Attribution(method, target, scores.astype(np.float32),
-                           None if signed is None else signed.astype(np.float32), values, base_values, settings)
+                values[c.rows] = np.asarray(vals)[0, :C]
+        return grads, values, base_values
 
     def _foils(self, foils, n_gen: int) -> np.ndarray:
         if foils is None:
@@ -236,6 +246,20 @@ class Attributor:
         if f.shape != (n_gen,) or f.min() < 0 or f.max() >= self.wte.shape[0]:
             raise LensError(f"need one foil token id per generated token ({n_gen}) or a single one")
         return f
+
+
+def _score(method: str, grads: np.ndarray, delta: np.ndarray, n_prompt: int):
+    """Normalised scores [n_gen, n] and signed sums (None for `gradient`) from gradients [n_gen, n, d]
+    and the input minus its baseline [n, d]."""
+    n_gen, n = grads.shape[:2]
+    # causality: token t (at position n_prompt + t) is scored from positions < n_prompt + t only
+    grads *= (np.arange(n)[None, :] < (n_prompt + np.arange(n_gen))[:, None])[..., None]
+    if method == "gradient":
+        scores, signed = np.linalg.norm(grads, axis=-1), None
+    else:
+        gxi = grads * delta[None]                                           # [n_gen, n, d]
+        scores, signed = np.linalg.norm(gxi, axis=-1), gxi.sum(-1).astype(np.float32)
+    return (scores / np.maximum(scores.sum(1, keepdims=True), 1e-30)).astype(np.float32), signed
 
 
 def _path(steps: int, power: int = 3) -> tuple[np.ndarray, np.ndarray]:

@@ -8,14 +8,11 @@ from pathlib import Path
 
 from bokeh.embed import file_html
 from bokeh.layouts import column
-from bokeh.models import Div
 from bokeh.resources import INLINE
 
 from ..errors import LensError
-from .views import activations_view, factors_view, rankings_view, saliency_view, watch_view
-
-
-DEFAULT_FACTORS = 5
+from ..settings import DEFAULT_FACTORS
+from .views import activations_view, factors_view, rankings_view, saliency_view, text_div, watch_view
 
 
 def report_layout(expl, factors: int | None = None, layers=None, activation_layer: int | None = None,
@@ -27,9 +24,9 @@ def report_layout(expl, factors: int | None = None, layers=None, activation_laye
     generated = "".join(expl.tokens[expl.n_prompt:])
     times = ", ".join(f"{k} {v:.2f}s" for k, v in expl.timings.items())
     warnings = "".join(f"<p style='color:#a05a00'>&#9888; {e(w)}</p>" for w in expl.warnings())
-    header = Div(text=f"<h2>lens: {e(expl.model_name)}</h2><p><b>Prompt:</b> {e(prompt)}<br>"
+    header = text_div(f"<h2>lens: {e(expl.model_name)}</h2><p><b>Prompt:</b> {e(prompt)}<br>"
                       f"<b>Generated:</b> {e(generated)}</p>{warnings}<p style='color:#777'>{e(times)}</p>",
-                 width=900, name="header")
+                      width=900, name="header")
     parts = [header, saliency_view(expl, detailed=detailed), rankings_view(expl)]
     if expl.watched:
         parts.append(watch_view(expl))

@@ -17,8 +17,16 @@ from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
 CHAR_W, LINE_H, PAD = 8.4, 34, 4   # px per character of the 14px monospace text, px per line
-INPUT_COLOR, OUTPUT_COLOR = "#f0f0f0", "#fff4d6"
+INPUT_COLOR, OUTPUT_COLOR = "#f0f0f0", "#fff4d6"          # token boxes: prompt, generated
+INPUT_EDGE, OUTPUT_EDGE = "#bbbbbb", "#d08c00"
 SALIENCY_COLOR = "#8c2d04"
+LABEL_COLOR, CELL_TEXT_COLOR, SPARK_BACKGROUND, PROMPT_SHADE = "#555555", "white", "#fafafa", "#000000"
+
+
+def text_div(text: str, **kw) -> Div:
+    """A Div whose HTML we built (untrusted parts escaped). MathJax is off: a prompt holding
+    `$$\\href{javascript:...}$$` must stay text, and html.escape alone does not stop TeX."""
+    return Div(text=text, disable_math=True, **kw)
 
 
 def _display(token: str) -> str:
@@ -46,7 +54,7 @@ def token_layout(tokens: list[str], width_chars: int = 90) -> dict:
     return {"x": xs, "y": ys, "w": ws, "lines": line + 1}
 
 
-def _text_figure(tokens, lay, height_extra=0, **kw):
+def _text_figure(lay, height_extra=0, **kw):
     width = int(max(max(x + w / 2 for x, w in zip(lay["x"], lay["w"])) + 2 * PAD, 300))
     height = int(lay["lines"] * LINE_H + 20 + height_extra)
     p = figure(width=width, height=height, x_range=Range1d(-PAD, width - PAD),
@@ -63,7 +71,7 @@ def _token_source(expl, lay, name: str, **extra) -> ColumnDataSource:
     kind = ["input"] * expl.n_prompt + ["output"] * (n - expl.n_prompt)
     data = dict(x=lay["x"], y=lay["y"], w=lay["w"], text=[_display(t) for t in expl.tokens], token=list(expl.tokens),
                 kind=kind, index=list(range(n)), base=[INPUT_COLOR if k == "input" else OUTPUT_COLOR for k in kind],
-                line=["#bbbbbb" if k == "input" else "#d08c00" for k in kind], alpha=[0.0] * n, pct=[""] * n)
+                line=[INPUT_EDGE if k == "input" else OUTPUT_EDGE for k in kind], alpha=[0.0] * n, pct=[""] * n)
     data.update(extra)
     return ColumnDataSource(data, name=name)
 
@@ -73,11 +81,11 @@ def saliency_view(expl, method: str | None = None, detailed: bool = False, width
     each contributed to it. `detailed` prints the percentage under every token."""
     methods = list(expl.attributions)
     if not methods:
-        return Div(text="<p>No attribution was computed.</p>")
+        return text_div("<p>No attribution was computed.</p>")
     method = method or methods[0]
     lay = token_layout(expl.tokens, width_chars)
     src = _token_source(expl, lay, "saliency_tokens")
-    p = _text_figure(expl.tokens, lay, height_extra=0, name="saliency")
+    p = _text_figure(lay, name="saliency")
     p.rect("x", "y", "w", LINE_H * 0.72, source=src, fill_color="base", line_color="line", name="token_boxes")
     p.rect("x", "y", "w", LINE_H * 0.72, source=src, fill_color=SALIENCY_COLOR, fill_alpha="alpha",
            line_color=None, name="saliency_boxes")
@@ -85,7 +93,7 @@ def saliency_view(expl, method: str | None = None, detailed: bool = False, width
            text_font=value("monospace"), text_font_size="14px")
     if detailed:
         p.text("x", "y", text="pct", source=src, y_offset=15, text_align="center", text_baseline="middle",
-               text_font_size="9px", text_color="#555555")
+               text_font_size="9px", text_color=LABEL_COLOR)
     matrices = {m: np.round(a, 5).tolist() for m, a in expl.attributions.items()}
     select = Select(title="attribution method", value=method, options=methods, name="method_select",
                     visible=len(methods) > 1)
@@ -111,14 +119,30 @@ def saliency_view(expl, method: str | None = None, detailed: bool = False, width
     p.add_tools(hover, TapTool(renderers=[p.renderers[0]]))
     src.selected.js_on_change("indices", paint)
     select.js_on_change("value", paint)
-    title = Div(text=f"<b>Input saliency</b> ({html.escape(method)}{', choose above' if len(methods) > 1 else ''}): "
+    title = text_div(f"<b>Input saliency</b> ({html.escape(method)}{', choose above' if len(methods) > 1 else ''}): "
                      "hover or tap a generated token (yellow) to see which tokens produced it")
     return column(title, select, p, name="saliency_view")
 
 
+def _rank_grid(src: ColumnDataSource, n_cols: int, n_layers: int, col_width: int, min_width: int, **kw):
+    """Layers (rows, first on top) x columns of rank cells: log colour scale (rank 1 darkest), the
+    rank printed in each cell, a colour bar."""
+    mapper = LogColorMapper(palette=Viridis256, low=1, high=max(2, max(src.data["rank"])))
+    p = figure(width=max(min_width, col_width * n_cols + 80), height=36 * n_layers + 90, tools="",
+               toolbar_location=None, x_range=Range1d(-0.5, n_cols - 0.5), y_range=Range1d(n_layers + 0.5, 0.5), **kw)
+    p.rect("x", "y", 0.95, 0.95, source=src, fill_color={"field": "rank", "transform": mapper}, line_color=None)
+    p.text("x", "y", text="label", source=src, text_align="center", text_baseline="middle",
+           text_color=CELL_TEXT_COLOR, text_font_size="11px")
+    p.xaxis.ticker = list(range(n_cols))
+    p.yaxis.ticker = list(range(1, n_layers + 1))
+    p.grid.visible = False
+    p.add_layout(ColorBar(color_mapper=mapper, ticker=BasicTicker(), title="rank"), "right")
+    return p
+
+
 def rankings_view(expl, k: int = 5):
     """Layers x generated tokens: the rank of each produced token after each layer (logit lens with
-    the final LayerNorm), log colour scale with rank 1 darkest; hover a cell for that layer's top-k."""
+    the final norm); hover a cell for that layer's top-k."""
     ranks = expl.rankings()                                          # [n_layers, n_gen]
     n_layers, n_gen = ranks.shape
     xs, ys, rk, tok, top = [], [], [], [], []
@@ -132,22 +156,12 @@ def rankings_view(expl, k: int = 5):
             top.append(" | ".join(f"{expl.top_tokens[l][pos][j]!r} {expl.top_probs[l, pos, j]:.1%}"
                                   for j in range(min(k, expl.top_ids.shape[-1]))))
     src = ColumnDataSource(dict(x=xs, y=ys, rank=rk, token=tok, top=top, label=[str(r) for r in rk]), name="ranks")
-    mapper = LogColorMapper(palette=Viridis256, low=1, high=max(2, int(ranks.max())))
-    p = figure(width=max(300, 60 * n_gen + 80), height=36 * n_layers + 90, tools="", toolbar_location=None,
-               x_range=Range1d(-0.5, n_gen - 0.5), y_range=Range1d(n_layers + 0.5, 0.5), name="rankings",
-               title="Rank of each generated token after each layer")
-    p.rect("x", "y", 0.95, 0.95, source=src, fill_color={"field": "rank", "transform": mapper}, line_color=None)
-    p.text("x", "y", text="label", source=src, text_align="center", text_baseline="middle",
-           text_color="white", text_font_size="11px")
-    p.xaxis.ticker = list(range(n_gen))
+    p = _rank_grid(src, n_gen, n_layers, 60, 300, name="rankings", title="Rank of each generated token after each layer")
     p.xaxis.major_label_overrides = {t: _display(expl.tokens[expl.n_prompt + t]) for t in range(n_gen)}
     p.xaxis.major_label_orientation = 0.8
     p.xaxis.axis_label = "generated token"
-    p.yaxis.ticker = list(range(1, n_layers + 1))
     p.yaxis.axis_label = "after layer"
-    p.grid.visible = False
     p.add_tools(HoverTool(tooltips=[("token", "@token"), ("rank", "@rank"), ("top", "@top")]))
-    p.add_layout(ColorBar(color_mapper=mapper, ticker=BasicTicker(), title="rank"), "right")
     return p
 
 
@@ -155,7 +169,7 @@ def watch_view(expl, position: int | None = None):
     """Layers x watched tokens: each watched token's rank at one position (default: the position
     that predicts the first generated token)."""
     if not expl.watched:
-        return Div(text="")
+        return text_div("")
     pos = expl.n_prompt - 1 if position is None else position
     names = list(expl.watched)
     xs, ys, rk = [], [], []
@@ -166,18 +180,9 @@ def watch_view(expl, position: int | None = None):
             rk.append(int(expl.watched[name][l, pos]))
     src = ColumnDataSource(dict(x=xs, y=ys, rank=rk, label=[str(r) for r in rk],
                                 token=[names[i] for i in xs]), name="watch")
-    mapper = LogColorMapper(palette=Viridis256, low=1, high=max(2, max(rk)))
-    p = figure(width=max(420, 90 * len(names) + 80), height=36 * expl.n_layers + 90, tools="",
-               toolbar_location=None, x_range=Range1d(-0.5, len(names) - 0.5),
-               y_range=Range1d(expl.n_layers + 0.5, 0.5), name="watch",
-               title=f"Ranks of watched tokens after {_display(expl.tokens[pos])!r}")
-    p.rect("x", "y", 0.95, 0.95, source=src, fill_color={"field": "rank", "transform": mapper}, line_color=None)
-    p.text("x", "y", text="label", source=src, text_align="center", text_baseline="middle",
-           text_color="white", text_font_size="11px")
-    p.xaxis.ticker = list(range(len(names)))
+    p = _rank_grid(src, len(names), expl.n_layers, 90, 420, name="watch",
+                   title=f"Ranks of watched tokens after {_display(expl.tokens[pos])!r}")
     p.xaxis.major_label_overrides = {i: n for i, n in enumerate(names)}
-    p.yaxis.ticker = list(range(1, expl.n_layers + 1))
-    p.grid.visible = False
     p.add_tools(HoverTool(tooltips=[("token", "@token"), ("rank", "@rank")]))
     return p
 
@@ -194,7 +199,7 @@ def factors_view(expl, factors, width_chars: int = 80):
     dom_color = [palette[d] for d in dom]
     src = _token_source(expl, lay, "factor_tokens", color=dom_color, alpha=dom_alpha, factor=[int(d) + 1 for d in dom],
                         dom_color=dom_color, dom_alpha=dom_alpha)
-    p = _text_figure(expl.tokens, lay, name="factor_text")
+    p = _text_figure(lay, name="factor_text")
     p.rect("x", "y", "w", LINE_H * 0.72, source=src, fill_color="base", line_color="line")
     p.rect("x", "y", "w", LINE_H * 0.72, source=src, fill_color="color", fill_alpha="alpha", line_color=None,
            name="factor_boxes")
@@ -216,23 +221,23 @@ def factors_view(expl, factors, width_chars: int = 80):
         s.axis.visible = False
         s.grid.visible = False
         s.outline_line_color = None
-        s.background_fill_color = "#fafafa"
+        s.background_fill_color = SPARK_BACKGROUND
         s.line("x", "y", source=s_src, color=palette[f], line_width=2)
         bars = s.vbar("x", 1, top=1.1, bottom=-0.05, source=s_src, fill_alpha=0, line_alpha=0)
-        s.varea(x=[-0.5, expl.n_prompt - 0.5], y1=[-0.05, -0.05], y2=[1.1, 1.1], fill_color="#000000",
+        s.varea(x=[-0.5, expl.n_prompt - 0.5], y1=[-0.05, -0.05], y2=[1.1, 1.1], fill_color=PROMPT_SHADE,
                 fill_alpha=0.04)
         cb = CustomJS(args=dict(src=src, palette=palette, f=f, acts=tf[:, f].tolist()), code=isolate_code)
         s.add_tools(HoverTool(tooltips=[("factor", str(f + 1)), ("token", "@token")], renderers=[bars],
                               callback=cb, mode="vline"))
         s.js_on_event("tap", cb)
-        label = Div(text=f"<span style='color:{palette[f]};font-weight:bold'>factor {f + 1}</span>", width=70)
+        label = text_div(f"<span style='color:{palette[f]};font-weight:bold'>factor {f + 1}</span>", width=70)
         sparks.append(row(label, s))
     reset = CustomJS(args=dict(src=src), code="""
         src.data = Object.assign({}, src.data, {color: src.data.dom_color, alpha: src.data.dom_alpha});""")
     p.js_on_event("mouseenter", reset)
     layers = factors.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
-    title = Div(text=f"<b>Neuron activation factors</b>: {factors.method.upper()} of the MLP neurons of {where} "
+    title = text_div(f"<b>Neuron activation factors</b>: {factors.method.upper()} of the MLP neurons of {where} "
                      f"into {k} factors ({factors.explained:.0%} of the activations explained). Hover a sparkline "
                      "to isolate its factor; the shaded part of each sparkline is the prompt.")
     return column(title, row(column(*sparks), p), name="factors_view")

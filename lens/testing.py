@@ -1,4 +1,5 @@
-"""Random-initialised GPT-2 checkpoints with the real GPT-2 vocabulary, built offline.
+"""Test helpers (not used by lens itself): random-weight GPT-2 and Llama checkpoints with the real
+GPT-2 vocabulary, built offline, and their exports. Needs the `export` and `test` extras.
 
 No model hub is reachable on the machines lens is developed and tested on, so tests and benchmarks
 build `save_pretrained` folders here: tiny ones for unit tests, real shapes (distilgpt2, gpt2) where
@@ -90,3 +91,13 @@ def build_random_gpt2(out_dir: str | os.PathLike, shape: str | dict = "tiny", se
                                   unk_token=EOS, model_max_length=config.n_positions)
     tokenizer.save_pretrained(out)
     return out
+
+
+def build_and_export(root: str | os.PathLike, name: str, shape: str | dict = "tiny", init: float = 0.02,
+                     seed: int = 0, family: str = "gpt2", validate: bool = True) -> tuple[Path, Path]:
+    """(source checkpoint, exported folder) of a random model of `family` ("gpt2" or "llama") under `root`."""
+    from .export import export_model
+
+    build = {"gpt2": build_random_gpt2, "llama": build_random_llama}[family]
+    src = build(Path(root) / "src" / name, shape, seed=seed, initializer_range=init)
+    return src, export_model(str(src), models_dir=Path(root) / "models", validate=validate)

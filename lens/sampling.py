@@ -1,0 +1,39 @@
+"""Choosing the next token from logits: greedy, or sampling with temperature, top-k and top-p applied
+as transformers' warpers apply them (tests compare against those warpers). Plain numpy."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import LensError
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def check(temperature, top_k, top_p) -> None:
+    if not 0 < temperature < float("inf"):
+        raise LensError("temperature must be a positive, finite number")
+    if top_k is not None and top_k < 1:
+        raise LensError("top_k must be >= 1")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise LensError("top_p must be in (0, 1]")
+
+
+def distribution(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
+    """Temperature, then top-k, then nucleus (top-p) filtering, as transformers applies them."""
+    z = logits / temperature
+    if top_k is not None and top_k < len(z):
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z < kth, -np.inf, z)
+    p = softmax(z)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[: int(np.searchsorted(cum, top_p) + 1)]  # smallest prefix reaching top_p
+        mask = np.zeros_like(p, dtype=bool)
+        mask[keep] = True
+        p = np.where(mask, p, 0.0)
+        p /= p.sum()
+    return p

@@ -1,0 +1,99 @@
+"""Every user-facing choice and default in one place: the API (`Explainer.explain`), the CLI and
+`lens serve` all read them from here, and all validate through here, so a bad value gets the same
+one-line error wherever it comes from."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+from .errors import LensError
+
+DEFAULT_MODEL = "smollm2"  # the one trained model that installs offline (`lens export smollm2`)
+METHODS = ("grad_x_input", "gradient", "integrated_gradients", "contrastive")
+TARGETS = ("logit", "probability")
+BOS_CHOICES = ("auto", "yes", "no")
+FACTORIZATIONS = ("nmf", "pca")
+DEFAULT_FACTORS = 5           # NMF factors in the report (fewer for a shorter sequence)
+MAX_IG_STEPS = 1024
+
+
+def _int(name, v, low=None, high=None, optional=False):
+    if v is None and optional:
+        return
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise LensError(f"{name} must be an integer, not {v!r}")
+    if (low is not None and v < low) or (high is not None and v > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise LensError(f"{name} must be {bounds}, not {v}")
+
+
+def _float(name, v, ok, what, optional=False):
+    if v is None and optional:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not ok(v):
+        raise LensError(f"{name} must be {what}, not {v!r}")
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """What `explain` does: how to generate, which attributions, what the logit lens follows."""
+    max_new_tokens: int = 20
+    methods: tuple = ("grad_x_input",)
+    target: str = "logit"                 # differentiate the token's logit (the article) or its probability
+    sample: bool = False                  # greedy unless True
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    watch: tuple = ()                     # tokens whose logit-lens rank to follow
+    foil: str | None = None               # the alternative token for the contrastive method
+    ig_steps: int = 64                    # integrated-gradients path points
+    lens_top_k: int = 10                  # logit-lens candidates kept per layer and position
+
+    def __post_init__(self):
+        # normalise sequences given as lists or single strings, then check every value
+        for name in ("methods", "watch"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, (v,) if isinstance(v, str) else tuple(dict.fromkeys(v or ())))
+        _int("max_new_tokens", self.max_new_tokens, 1)
+        if not self.methods:
+            raise LensError("choose at least one attribution method")
+        for m in self.methods:
+            if m not in METHODS:
+                raise LensError(f"unknown attribution method {m!r}; choose from {', '.join(METHODS)}")
+        if self.target not in TARGETS:
+            raise LensError(f"unknown attribution target {self.target!r}; choose from {', '.join(TARGETS)}")
+        _float("temperature", self.temperature, lambda t: 1e-4 <= t < math.inf, "a finite number >= 1e-4")
+        _int("top_k", self.top_k, 1, optional=True)
+        _float("top_p", self.top_p, lambda p: 0 < p <= 1, "in (0, 1]", optional=True)
+        _int("seed", self.seed, 0, 2 ** 63 - 1, optional=True)
+        _int("ig_steps", self.ig_steps, 1, MAX_IG_STEPS)
+        _int("lens_top_k", self.lens_top_k, 1, 100)
+        for w in self.watch + ((self.foil,) if self.foil is not None else ()):
+            if not isinstance(w, str) or not w:
+                raise LensError(f"a watched or foil token must be non-empty text, not {w!r}")
+        if "contrastive" in self.methods and not self.foil:
+            raise LensError("the contrastive method needs --foil TOKEN (the alternative to explain against)")
+
+    def replace(self, **changes) -> "ExplainSettings":
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise LensError(f"unknown setting {sorted(unknown)[0]!r}")
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Caps of `lens serve`: every browser session shares one model and one worker."""
+    port: int = 5006
+    max_prompt_tokens: int = 64
+    max_new_tokens: int = 30
+
+    def __post_init__(self):
+        _int("port", self.port, 1, 65535)
+        _int("max_prompt_tokens", self.max_prompt_tokens, 1)
+        _int("max_new_tokens", self.max_new_tokens, 1)
+
+
+EXPLAIN = ExplainSettings()
+SERVE = ServeSettings()

@@ -1,0 +1,105 @@
+"""Independent references the tests compare lens against: PyTorch autograd and PyTorch hidden states
+on the same weights, written here without lens's code paths (JAX ports, ORT graph, numpy logit lens)."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from lens.grad.attribution import _path
+
+
+def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit", foil=None, steps=64):
+    """scores [n_gen, n] (normalised), signed [n_gen, n], values [n_gen] via torch autograd, one
+    forward and backward per generated token (as Ecco and Captum do)."""
+    import torch
+
+    ids = torch.as_tensor(ids)
+    n = len(ids)
+    wte = model.get_input_embeddings().weight.detach()
+    scores, signed, values = np.zeros((n - n_prompt, n)), np.zeros((n - n_prompt, n)), []
+    for t in range(n - n_prompt):
+        pos = n_prompt + t
+        x = wte[ids[:pos]].clone()
+
+        def f(e):
+            logits = model(inputs_embeds=e[None]).logits[0, -1]
+            s = logits if target == "logit" else torch.softmax(logits, -1)
+            return s[ids[pos]] - (s[foil] if foil is not None else 0)
+
+        if method == "integrated_gradients":
+            alphas, weights = _path(steps)  # the same quadrature rule, so the numbers are comparable
+            g = torch.zeros_like(x)
+            for a, w in zip(alphas, weights):
+                e = (float(a) * x).requires_grad_(True)
+                f(e).backward()
+                g += float(w) * e.grad
+        else:
+            e = x.clone().requires_grad_(True)
+            f(e).backward()
+            g = e.grad
+        with torch.no_grad():
+            values.append(float(f(x)))
+        s = g.norm(dim=-1) if method == "gradient" else (g * x).norm(dim=-1)
+        scores[t, :pos] = (s / s.sum()).numpy()
+        signed[t, :pos] = (g * x).sum(-1).numpy()
+    return scores, signed, np.asarray(values)
+
+
+def torch_logit_lens(model, token_ids) -> np.ndarray:
+    """[n_layers, n, d_vocab] float64: each block's output through the model's own final norm and
+    lm_head, from transformers' hidden states (the last one is already normalised there)."""
+    import torch
+
+    norm = model.transformer.ln_f if hasattr(model, "transformer") else model.model.norm
+    with torch.no_grad():
+        hs = model(torch.as_tensor(np.asarray(token_ids))[None], output_hidden_states=True).hidden_states
+        layers = [norm(h[0]) for h in hs[1:-1]] + [hs[-1][0]]
+        return np.stack([model.lm_head(h).numpy() for h in layers]).astype(np.float64)
+
+
+def rank_bounds(z: np.ndarray, target: int, tol: float = 1e-4) -> tuple[int, int]:
+    """Rank of `target` in logits z, with logits within tol of it counted either way (float noise
+    between two runtimes can swap near-ties)."""
+    t = z[target]
+    return int((z > t + tol).sum()) + 1, int((z > t - tol).sum()) + 1
+
+
+def assert_ranks_match(ours: np.ndarray, logits: np.ndarray, targets, tol: float = 1e-4) -> None:
+    """ours [n_layers, n] ranks against reference logits [n_layers, n, V] of targets[pos]."""
+    for l in range(logits.shape[0]):
+        for pos, target in enumerate(targets):
+            lo, hi = rank_bounds(logits[l, pos], int(target), tol)
+            assert lo <= ours[l, pos] <= hi, (l, pos, ours[l, pos], lo, hi)
+
+
+def report_sources(html: str) -> dict[str, dict]:
+    """{name: data} of every named ColumnDataSource in a standalone Bokeh report, read from the JSON
+    document embedded in the file (what the browser will draw)."""
+    docs = re.findall(r'<script type="application/json" id="[^"]+">\s*(.*?)\s*</script>', html, re.S)
+    assert len(docs) == 1, "expected one embedded Bokeh document"
+    out = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("name") == "ColumnDataSource" or node.get("type") == "object" and \
+                    node.get("name") == "ColumnDataSource":
+                attrs = node.get("attributes", {})
+                if attrs.get("name"):
+                    out[attrs["name"]] = _plain(attrs.get("data"))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(json.loads(docs[0]))
+    return out
+
+
+def _plain(data):
+    """Bokeh's serialised {type: map, entries: [[key, value], ...]} as a dict of lists."""
+    if isinstance(data, dict) and data.get("type") == "map":
+        return {k: v for k, v in data["entries"]}
+    return data
