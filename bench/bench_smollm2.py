@@ -24,14 +24,15 @@ def main():
     from lens.export import export_model
 
     folder = export_model("smollm2", models_dir=CACHE / "models", validate=False)
-    model = lens.load(folder)
+    explainer = lens.Explainer.load(folder)
+    model = explainer.model
     ref = AutoModelForCausalLM.from_pretrained(folder).eval()
     prompt = "William Shakespeare was born in the year 1564 in Stratford-upon-Avon, England. He"
     ids = model.encode(prompt)
     print(f"SmolLM2-135M, prompt {len(ids)} tokens + {args.new} generated, grad x input, median of {args.repeats}")
 
     def run_lens():
-        return model.explain(prompt, args.new, methods=("grad_x_input",))
+        return explainer.explain(prompt, max_new_tokens=args.new, methods=("grad_x_input",))
 
     def run_torch():
         with torch.no_grad():

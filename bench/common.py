@@ -16,7 +16,7 @@ CACHE = Path(os.environ.get("LENS_BENCH_CACHE", Path.home() / ".cache" / "lens-b
 def model_pair(shape: str):
     """(checkpoint folder, exported lens folder) for a random GPT-2 of `shape`, cached on disk."""
     from lens.export import export_model
-    from lens.export.synthetic import build_random_gpt2
+    from lens.testing import build_random_gpt2
 
     src = CACHE / "src" / shape
     if not (src / "config.json").is_file():

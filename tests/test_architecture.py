@@ -1,0 +1,102 @@
+"""The import rules of docs/architecture.md, checked on every module's imports (those inside
+functions too), and the runtime path measured in a fresh process."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "lens"
+BASE = {"errors", "hooks", "settings"}
+# module (or package) -> the lens modules it may import
+ALLOWED = {
+    "errors": set(), "hooks": set(), "settings": {"errors"}, "store": {"errors"},
+    "tokens": {"errors"}, "sampling": {"errors"},
+    "runtime": BASE | {"store", "tokens", "sampling"},
+    "families": BASE,
+    "export": BASE | {"store", "families", "runtime", "export"},
+    "grad": BASE | {"store", "families", "grad"},
+    "analysis": BASE | {"store", "families", "analysis"},
+    "explanation": BASE | {"analysis", "viz"},
+    "pipeline": BASE | {"runtime", "grad", "analysis", "explanation"},
+    "viz": BASE | {"analysis", "viz"},
+    "testing": BASE | {"export"},
+}
+# third-party libraries a module must not import (the heavy ones belong to other layers)
+FORBIDDEN = {
+    "runtime": {"jax", "sklearn", "bokeh", "torch", "transformers", "optimum"},
+    "store": {"jax", "sklearn", "bokeh", "torch", "onnxruntime"},
+    "families": {"sklearn", "bokeh", "torch", "onnxruntime", "transformers"},
+    "grad": {"sklearn", "bokeh", "torch", "onnxruntime", "transformers"},
+    "analysis": {"bokeh", "torch", "onnxruntime", "transformers"},
+    "viz": {"jax", "torch", "onnxruntime", "transformers"},
+    "pipeline": {"torch", "transformers", "optimum"},
+}
+
+
+def _modules():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("").parts
+        yield path, rel
+
+
+def _imports(path: Path, rel: tuple) -> set[str]:
+    """Fully qualified names of everything the file imports (relative imports resolved)."""
+    package = ["lens", *rel[:-1]] if rel[-1] != "__init__" else ["lens", *rel[:-1]]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+                # `from . import x` imports submodule x
+                out.update(f"{mod}.{a.name}" if not node.module else mod for a in node.names)
+            else:
+                out.add(node.module)
+    return out
+
+
+def _layer(rel: tuple) -> str:
+    return rel[0] if rel[0] not in ("__init__", "__main__") else "lens"
+
+
+@pytest.mark.parametrize("path,rel", list(_modules()), ids=lambda v: "/".join(v) if isinstance(v, tuple) else "")
+def test_import_rules(path, rel):
+    layer = _layer(rel)
+    if layer in ("lens", "cli", "serve"):  # the top: may use anything
+        return
+    assert layer in ALLOWED, f"lens/{'/'.join(rel)}.py belongs to no layer of docs/architecture.md"
+    for name in _imports(path, rel):
+        parts = name.split(".")
+        if parts[0] == "lens":
+            target = parts[1] if len(parts) > 1 else "lens"
+            if target in ("__version__",):
+                continue
+            assert target == layer or target in ALLOWED[layer], f"{'/'.join(rel)} imports {name}"
+        else:
+            assert parts[0] not in FORBIDDEN.get(layer, ()), f"{'/'.join(rel)} imports {name}"
+
+
+def test_the_rules_see_a_violation(tmp_path):
+    """The checker itself: a runtime module importing JAX inside a function is caught."""
+    bad = tmp_path / "runtime.py"
+    bad.write_text("def f():\n    import jax.numpy as jnp\n    from .grad import Attributor\n")
+    names = _imports(bad, ("runtime",))
+    assert {"jax.numpy", "lens.grad"} <= names
+
+
+def test_generation_loads_no_heavy_library(tiny):
+    """`import lens`, load and generate: neither JAX, scikit-learn, Bokeh nor torch is imported."""
+    code = ("import sys, json, lens\n"
+            f"m = lens.load({str(tiny[1])!r})\n"
+            "m.generate('Hello', 3, trace=True)\n"
+            "print(json.dumps(sorted(k for k in ('jax', 'sklearn', 'bokeh', 'torch', 'transformers') if k in sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
