@@ -39,7 +39,10 @@ def _layers(text: str | None):
 
 
 def _read_prompt(prompt: str) -> str:
+    """The prompt, or stdin's text for "-" without the one newline that ends a piped line."""
     text = sys.stdin.read() if prompt == "-" else prompt
+    if prompt == "-" and text.endswith("\n"):
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
     if not text.strip():
         raise LensError("the prompt is empty")
     return text
@@ -54,7 +57,7 @@ def cmd_explain(args) -> int:
     settings = S.ExplainSettings(
         max_new_tokens=args.max_new_tokens, methods=tuple(args.method or S.EXPLAIN.methods), target=args.target,
         sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-        watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps)
+        watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps, chat=args.chat)
     prompt = _read_prompt(args.prompt)
     layers = _layers(args.layers)
     explainer = Explainer.load(args.model, models_dir=args.models_dir)
@@ -67,17 +70,22 @@ def cmd_explain(args) -> int:
     if args.save:
         expl.save(args.save, compress=args.compress)
     _stage("writing the report")
-    out = expl.report(args.output, factors=args.factors, layers=layers)
+    out = expl.report(args.output, **_report_options(args, layers))
     print(expl.summary())
     print(f"report: {out}" + (f"\nsaved: {args.save}" if args.save else ""))
     return 0
+
+
+def _report_options(args, layers) -> dict:
+    return dict(factors=args.factors, layers=layers, include_first=args.include_first,
+                heatmap_layer=args.heatmap_layer, heatmap_neurons=args.heatmap_neurons)
 
 
 def cmd_render(args) -> int:
     from .explanation import Explanation
 
     expl = Explanation.load(args.explanation)
-    out = expl.report(args.output, factors=args.factors, layers=_layers(args.layers))
+    out = expl.report(args.output, **_report_options(args, _layers(args.layers)))
     print(f"report: {out}")
     return 0
 
@@ -126,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("explain", help="generate from a prompt and write an HTML report explaining it", **fmt)
     x.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
     x.add_argument("--models-dir", help=store_help)
-    x.add_argument("--prompt", required=True, help="the prompt; - reads it from stdin")
+    x.add_argument("--prompt", required=True, help="the prompt; - reads it from stdin (one final newline dropped)")
+    x.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template (instruct models)")
     x.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens to generate")
     x.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     x.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
@@ -140,8 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--foil", help="for --method contrastive: the token to explain against, e.g. ' 16'")
     x.add_argument("--ig-steps", type=int, default=d.ig_steps, help="integrated-gradients path points")
     x.add_argument("--factors", type=int, help=f"NMF factors of the neuron activations (default {S.DEFAULT_FACTORS})")
-    x.add_argument("--layers", help="layers for the factors: one layer or A-B (default all)")
-    x.add_argument("--watch", action="append", help="a token whose rank to follow across layers (repeatable)")
+    x.add_argument("--layers", help="layers for the factors and the neuron heatmap: one layer or A-B (default all)")
+    x.add_argument("--include-first", action="store_true",
+                   help="factorise the first position too (left out by default: attention-sink neurons fire there)")
+    x.add_argument("--heatmap-layer", type=int, help="layer of the neuron heatmap (default: the last of --layers, "
+                   "else the middle layer)")
+    x.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
+    x.add_argument("--watch", action="append", help="a token whose rank to follow across layers (repeatable; "
+                   "a string of several tokens is followed by its first)")
     x.add_argument("-o", "--output", default="report.html", help="the HTML report to write")
     x.add_argument("--save", help="also save the explanation (.npz) for `lens render`")
     x.add_argument("--compress", action="store_true", help="with --save: float16 activations")
@@ -151,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("explanation", help="a .npz written by `lens explain --save`")
     r.add_argument("-o", "--output", default="report.html", help="the HTML report to write")
     r.add_argument("--factors", type=int, help=f"NMF factors (default {S.DEFAULT_FACTORS})")
-    r.add_argument("--layers", help="layers for the factors: one layer or A-B (default all)")
+    r.add_argument("--layers", help="layers for the factors and the neuron heatmap: one layer or A-B (default all)")
+    r.add_argument("--include-first", action="store_true", help="factorise the first position too")
+    r.add_argument("--heatmap-layer", type=int, help="layer of the neuron heatmap")
+    r.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
     r.set_defaults(func=cmd_render)
 
     v = S.SERVE

@@ -35,6 +35,8 @@ class Explanation:
     top_tokens: list = field(default_factory=list)                # display text of top_ids, same shape
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    prompt_text: str = ""                 # decoded from the ids (a token may hold part of a character)
+    generated_text: str = ""
 
     def __eq__(self, other) -> bool:
         """Same values in every field (arrays compared element-wise, dtype-independent)."""
@@ -66,7 +68,16 @@ class Explanation:
 
     @property
     def text(self) -> str:
-        return "".join(self.tokens)
+        """Prompt and generation as text, decoded from the ids."""
+        return self.prompt_text + self.generated_text if self.prompt_text else "".join(self.tokens)
+
+    def by_token(self, per_position: np.ndarray) -> np.ndarray:
+        """Values per position -> the value each token is coloured with in the article: an input
+        token's own position, and for a generated token the position that produced it (the one
+        before), so the last input token and the first generated token share a value."""
+        source = np.arange(self.n_tokens)
+        source[self.n_prompt:] -= 1
+        return np.asarray(per_position)[source]
 
     # --------------------------------------------------------------- logit lens
     def rankings(self) -> np.ndarray:
@@ -98,9 +109,18 @@ class Explanation:
         return next_tokens(self.token_ids)
 
     # --------------------------------------------------------------- neurons
-    def factors(self, k: int = 5, layers=None, method: str = "nmf", seed: int = 0):
+    def factors(self, k: int = 5, layers=None, method: str = "nmf", seed: int = 0, include_first: bool = False):
+        """NMF (or PCA) of the MLP activations of `layers` into k factors. The first position is left
+        out unless `include_first`: attention-sink neurons fire there (on SmolLM2 it carries ~99% of
+        the squared activation), and a factorisation that includes it spends a factor on it."""
         from .analysis.neurons import factorize
-        return factorize(self.activations.astype(np.float32), k, layers, method, seed)
+
+        exclude = {} if include_first else {0: self.first_position_note()}
+        return factorize(self.activations.astype(np.float32), k, layers, method, seed, exclude=exclude)
+
+    def first_position_note(self) -> str:
+        bos = "the BOS token, " if self.settings.get("bos") else ""
+        return f"left out: {bos}the first position, where attention-sink neurons fire whatever the text"
 
     def clusters(self, k: int = 8, layers=None, seed: int = 0):
         from .analysis.neurons import cluster_neurons
@@ -148,6 +168,8 @@ class Explanation:
                 values = {}
                 for f in fields(cls):
                     kind = _kind(f)
+                    if f.name not in meta and f.name not in z.files and _has_default(f):
+                        continue  # a field added since the file was written
                     if kind == "array":
                         values[f.name] = z[f.name]
                     elif kind == "arrays":
@@ -203,9 +225,9 @@ class Explanation:
         return out
 
     def summary(self) -> str:
-        gen = "".join(self.tokens[self.n_prompt:])
-        lines = [f"model: {self.model_name}", f"prompt: {''.join(self.tokens[:self.n_prompt])!r}",
-                 f"generated: {gen!r}"] + [f"warning: {w}" for w in self.warnings()]
+        prompt = self.prompt_text or "".join(self.tokens[:self.n_prompt])
+        gen = self.generated_text or "".join(self.tokens[self.n_prompt:])
+        lines = [f"model: {self.model_name}", f"prompt: {prompt!r}", f"generated: {gen!r}"] + [f"warning: {w}" for w in self.warnings()]
         for t in range(self.n_generated):
             tok = self.tokens[self.n_prompt + t]
             parts = [f"{tok!r:>16} p={self.probabilities[t]:.3f}"]
@@ -219,6 +241,11 @@ class Explanation:
 def _kind(f) -> str:
     """How a field is stored: an array, a dict of arrays (one entry each), or JSON metadata."""
     return {"np.ndarray": "array", "dict[str, np.ndarray]": "arrays"}.get(f.type, "json")
+
+
+def _has_default(f) -> bool:
+    from dataclasses import MISSING
+    return f.default is not MISSING or f.default_factory is not MISSING
 
 
 def _same_array(a, b) -> bool:

@@ -43,9 +43,19 @@ class Explainer:
         from .analysis import LogitLens
         return LogitLens.from_folder(self.model.store)
 
+    def watch_id(self, text: str) -> tuple[int, list[str]]:
+        """The token a watched string is followed by (its first: " 1564" is " 15" + "64"), and its
+        tokens, so a view can say that only the first one is followed."""
+        if not isinstance(text, str) or not text:
+            raise LensError(f"a watched token must be non-empty text, not {text!r}")
+        ids = self.model.encode(text, bos=False)
+        if not ids:
+            raise LensError(f"{text!r} is no token for this model")
+        return ids[0], self.model.isolated_strings(ids)
+
     def watch_ranks(self, hidden_states: np.ndarray, token_ids: np.ndarray, tokens) -> dict[str, np.ndarray]:
         """{token: [n_layers, n_tokens] logit-lens rank after each layer at each position}."""
-        ids = [self.model.token_id(t) for t in tokens]
+        ids = [self.watch_id(t)[0] for t in tokens]
         ranks = self.logit_lens.analyse(hidden_states, next_tokens(token_ids), top_k=1, watch=ids)["watch_ranks"]
         return {t: ranks[..., i] for i, t in enumerate(tokens)}
 
@@ -57,8 +67,11 @@ class Explainer:
         s = (settings or EXPLAIN).replace(**overrides)
         say = progress or (lambda msg: None)
         model = self.model
-        watch_ids = [model.token_id(w) for w in s.watch]  # bad tokens fail before the slow stages
+        watched = {w: self.watch_id(w) for w in s.watch}  # bad tokens fail before the slow stages
         foil_id = model.token_id(s.foil) if s.foil else None
+        asked = prompt
+        if s.chat:
+            prompt = model.chat_prompt(prompt if isinstance(prompt, str) else model.decode(prompt))
         timings, diagnostics = {}, {}
 
         t = time.perf_counter()
@@ -86,15 +99,18 @@ class Explainer:
         say("logit lens")
         tr = gen.trace
         ll = self.logit_lens.analyse(tr.hidden_states, next_tokens(gen.token_ids),
-                                     top_k=min(s.lens_top_k, model.d_vocab), watch=watch_ids)
+                                     top_k=min(s.lens_top_k, model.d_vocab), watch=[w[0] for w in watched.values()])
         timings["logit_lens"] = time.perf_counter() - t
-        top_tokens = [[model.token_strings(row) for row in layer] for layer in ll["top_ids"]]
+        top_tokens = [[model.isolated_strings(row) for row in layer] for layer in ll["top_ids"]]
         settings_used = dict(gen.settings, methods=list(s.methods), target=s.target, foil=s.foil,
-                             ig_steps=s.ig_steps, prompt=prompt if isinstance(prompt, str) else None, **diagnostics)
+                             ig_steps=s.ig_steps, prompt=asked if isinstance(asked, str) else None, chat=s.chat,
+                             bos=bool(model.add_bos and gen.token_ids[0] == model.bos_token_id),
+                             watch_tokens={w: v[1] for w, v in watched.items()}, **diagnostics)
         return Explanation(
             model_name=model.name, token_ids=gen.token_ids, tokens=model.token_strings(gen.token_ids),
             n_prompt=gen.n_prompt, probabilities=gen.probabilities, attributions=attributions,
             hidden_states=tr.hidden_states, activations=tr.activations, ranks=ll["ranks"],
             top_ids=ll["top_ids"], top_probs=ll["top_probs"],
             watched={w: ll["watch_ranks"][..., i] for i, w in enumerate(s.watch)}, signed=signed,
-            top_tokens=top_tokens, settings=settings_used, timings=timings)
+            top_tokens=top_tokens, settings=settings_used, timings=timings,
+            prompt_text=model.decode(gen.token_ids[:gen.n_prompt]), generated_text=model.decode(gen.generated_ids))

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import hooks, sampling
+from . import hooks, sampling, tokens
 from .errors import LensError, ModelFolderError
 from .store import ModelFolder
-from .tokens import token_string
 
 
 @dataclass
@@ -105,6 +104,11 @@ class Model:
             ids = [self.bos_token_id] + ids
         return ids
 
+    def chat_prompt(self, text: str) -> str:
+        """`text` as one user turn of the model's chat template, the assistant's turn opened."""
+        from .chat import render
+        return render(self.manifest.get("chat_template"), text, self.manifest.get("special_tokens"), self.name)
+
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
@@ -113,12 +117,17 @@ class Model:
         ids = self.encode(token, bos=False)
         if len(ids) != 1:
             raise LensError(f"{token!r} is {len(ids)} tokens for this model, not one: "
-                            f"{[self.token_strings([i])[0] for i in ids]}")
+                            f"{self.isolated_strings(ids)}")
         return ids[0]
 
     def token_strings(self, ids) -> list[str]:
-        """Display text of each token alone; bytes of a split UTF-8 character shown as \\xNN."""
-        return [token_string(self.tokenizer, int(i)) for i in ids]
+        """Display text of each token of a sequence; a token holding part of a multi-byte character
+        is shown as that character and its part, e.g. "🙂[1/2]" (see `lens.tokens`)."""
+        return tokens.token_strings(self.tokenizer, ids)
+
+    def isolated_strings(self, ids) -> list[str]:
+        """Display text of unrelated tokens (e.g. a top-k list); partial characters as \\xNN bytes."""
+        return tokens.isolated_strings(self.tokenizer, ids)
 
     def check_length(self, n_prompt: int, max_new_tokens: int) -> None:
         if n_prompt == 0:

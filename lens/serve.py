@@ -39,7 +39,7 @@ def make_app(explainer, limits: ServeSettings = SERVE):
         with lock:
             expl = explainer.explain(text, max_new_tokens=n_new)
         # the layout is built here too, so its errors reach this session like the explain's do
-        return expl, report_layout(expl, detailed=False)
+        return expl, report_layout(expl)
 
     def session(doc):
         prompt = TextAreaInput(title="Prompt", value="William Shakespeare was born in the year", rows=3,

@@ -14,6 +14,8 @@ TARGETS = ("logit", "probability")
 BOS_CHOICES = ("auto", "yes", "no")
 FACTORIZATIONS = ("nmf", "pca")
 DEFAULT_FACTORS = 5           # NMF factors in the report (fewer for a shorter sequence)
+HEATMAP_NEURONS = 64          # most active neurons the report's heatmap shows
+HEATMAP_CLUSTERS = 6
 MAX_IG_STEPS = 1024
 
 
@@ -49,6 +51,7 @@ class ExplainSettings:
     foil: str | None = None               # the alternative token for the contrastive method
     ig_steps: int = 64                    # integrated-gradients path points
     lens_top_k: int = 10                  # logit-lens candidates kept per layer and position
+    chat: bool = False                    # wrap the prompt in the model's chat template (instruct models)
 
     def __post_init__(self):
         # normalise sequences given as lists or single strings, then check every value

@@ -69,3 +69,33 @@ def run_cli(*args, env=None, timeout=600, stdin=None):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def synthetic_explanation(n_layers=30, n_prompt=10, n_gen=30, d_mlp=96, k=10, seed=0):
+    """An Explanation of a given size with random values (views are functions of data: this tests
+    their layout at real-model sizes, e.g. SmolLM2's 30 layers, without running a model)."""
+    import numpy as np
+
+    import lens
+
+    rng = np.random.default_rng(seed)
+    n = n_prompt + n_gen
+    words = [" the", ",", " 1", "\n", " Paris", "ing", " ", " extraordinarily", "'s", "."]
+    tokens = [words[i % len(words)] for i in range(n)]
+    att = rng.random((n_gen, n)) * (np.arange(n)[None] < (n_prompt + np.arange(n_gen))[:, None])
+    return lens.Explanation(
+        model_name="synthetic", token_ids=np.arange(n), tokens=tokens, n_prompt=n_prompt,
+        probabilities=rng.random(n_gen).astype(np.float32),
+        attributions={"grad_x_input": (att / att.sum(1, keepdims=True)).astype(np.float32)},
+        hidden_states=rng.normal(size=(n_layers + 1, n, 8)).astype(np.float32),
+        activations=rng.gamma(0.5, 1.0, size=(n_layers, n, d_mlp)).astype(np.float32),
+        ranks=rng.integers(1, 50000, size=(n_layers, n)), top_ids=rng.integers(0, 100, size=(n_layers, n, k)),
+        top_probs=np.sort(rng.dirichlet(np.ones(k), size=(n_layers, n)), -1)[..., ::-1].astype(np.float32),
+        top_tokens=[[[words[(j + i) % len(words)] for j in range(k)] for i in range(n)] for _ in range(n_layers)],
+        watched={" Paris": rng.integers(1, 5000, size=(n_layers, n))},
+        settings={"watch_tokens": {" Paris": [" Paris"]}})
+
+
+@pytest.fixture
+def synthetic():
+    return synthetic_explanation

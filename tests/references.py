@@ -74,8 +74,8 @@ def assert_ranks_match(ours: np.ndarray, logits: np.ndarray, targets, tol: float
             assert lo <= ours[l, pos] <= hi, (l, pos, ours[l, pos], lo, hi)
 
 
-def report_sources(html: str) -> dict[str, dict]:
-    """{name: data} of every named ColumnDataSource in a standalone Bokeh report, read from the JSON
+def report_models(html: str) -> dict[str, dict]:
+    """{name: attributes} of every named Bokeh model in a standalone report, read from the JSON
     document embedded in the file (what the browser will draw)."""
     docs = re.findall(r'<script type="application/json" id="[^"]+">\s*(.*?)\s*</script>', html, re.S)
     assert len(docs) == 1, "expected one embedded Bokeh document"
@@ -83,11 +83,9 @@ def report_sources(html: str) -> dict[str, dict]:
 
     def walk(node):
         if isinstance(node, dict):
-            if node.get("name") == "ColumnDataSource" or node.get("type") == "object" and \
-                    node.get("name") == "ColumnDataSource":
-                attrs = node.get("attributes", {})
-                if attrs.get("name"):
-                    out[attrs["name"]] = _plain(attrs.get("data"))
+            attrs = node.get("attributes")
+            if node.get("type") == "object" and isinstance(attrs, dict) and isinstance(attrs.get("name"), str):
+                out[attrs["name"]] = attrs
             for v in node.values():
                 walk(v)
         elif isinstance(node, list):
@@ -96,6 +94,11 @@ def report_sources(html: str) -> dict[str, dict]:
 
     walk(json.loads(docs[0]))
     return out
+
+
+def report_sources(html: str) -> dict[str, dict]:
+    """{name: data as a dict of lists} of every named ColumnDataSource in a standalone report."""
+    return {name: _plain(a["data"]) for name, a in report_models(html).items() if "data" in a}
 
 
 def _plain(data):

@@ -55,7 +55,7 @@ def test_watched_ranks_match_pytorch(expl, torch_lens, tiny_model, tiny_explaine
 def test_nmf_matches_sklearn(expl):
     from sklearn.decomposition import NMF
 
-    f = expl.factors(4, layers=(0, 1), seed=3)
+    f = expl.factors(4, layers=(0, 1), seed=3, include_first=True)
     a = np.maximum(expl.activations.transpose(1, 0, 2).reshape(expl.n_tokens, -1), 0)
     ref = NMF(n_components=4, init="nndsvda", random_state=3, max_iter=500)
     w = ref.fit_transform(a)
@@ -63,10 +63,36 @@ def test_nmf_matches_sklearn(expl):
     np.testing.assert_allclose(f.loadings, ref.components_, rtol=1e-4, atol=1e-5)
     assert (f.token_factors >= 0).all() and (f.loadings >= 0).all()
     assert f.explained == pytest.approx(1 - np.sum((a - w @ ref.components_) ** 2) / np.sum(a ** 2), rel=1e-4)
-    again = expl.factors(4, layers=(0, 1), seed=3)
+    again = expl.factors(4, layers=(0, 1), seed=3, include_first=True)
     np.testing.assert_array_equal(again.token_factors, f.token_factors)
     layer, neuron, weight = f.top_neurons(0, 1)[0]
     assert weight == pytest.approx(f.loadings[0].max()) and f.loadings[0, layer * 256 + neuron] == weight
+
+
+def test_factors_leave_the_first_position_out_by_default(expl):
+    """The attention sink: by default NMF sees positions 1.., and explains only those."""
+    from sklearn.decomposition import NMF
+
+    f = expl.factors(3, layers=1, seed=2)
+    a = np.maximum(expl.activations[1, 1:], 0)
+    ref = NMF(n_components=3, init="nndsvda", random_state=2, max_iter=500)
+    w = ref.fit_transform(a)
+    np.testing.assert_allclose(f.token_factors[1:], w, rtol=1e-4, atol=1e-5)
+    assert (f.token_factors[0] == 0).all() and f.positions.tolist() == list(range(1, expl.n_tokens))
+    assert f.explained == pytest.approx(1 - np.sum((a - w @ ref.components_) ** 2) / np.sum(a ** 2), rel=1e-4)
+    assert "first position" in f.excluded[0]
+    assert f.n_neurons(0) == int((f.loadings[0] > 0.01 * f.loadings[0].max()).sum())
+
+
+def test_output_tokens_take_the_activation_that_produced_them(expl):
+    """The article: an input token shows the activation at its position; an output token the
+    activation which produced it, so the last input and the first output token share a value."""
+    values = np.arange(expl.n_tokens) * 10.0
+    shown = expl.by_token(values)
+    p = expl.n_prompt
+    assert shown[:p].tolist() == values[:p].tolist()
+    assert shown[p] == shown[p - 1] == values[p - 1]
+    assert shown[p:].tolist() == values[p - 1:-1].tolist()
 
 
 def test_single_layer_factors_and_pca(expl):
@@ -74,7 +100,7 @@ def test_single_layer_factors_and_pca(expl):
 
     f = expl.factors(3, layers=1)
     assert f.layers == [1] and f.loadings.shape == (3, 256)
-    p = expl.factors(3, layers=1, method="pca")
+    p = expl.factors(3, layers=1, method="pca", include_first=True)
     ref = PCA(n_components=3, random_state=0).fit(expl.activations[1])
     np.testing.assert_allclose(np.abs(p.loadings), np.abs(ref.components_), atol=1e-4)
     assert p.explained == pytest.approx(ref.explained_variance_ratio_.sum(), rel=1e-4)
@@ -90,7 +116,7 @@ def test_kmeans_matches_sklearn(expl):
 
 
 @pytest.mark.parametrize("call,msg", [
-    (lambda e: e.factors(500), "500 factors asked for, but 17 tokens allow"),
+    (lambda e: e.factors(500), "500 factors asked for, but 16 tokens allow"),
     (lambda e: e.factors(0), "0 factors"),
     (lambda e: e.factors(2, layers=7), "layer 7 is out of range: this model has layers 0 to 1"),
     (lambda e: e.factors(2, layers=[]), "selection is empty"),

@@ -16,7 +16,8 @@ BASE = {"errors", "hooks", "settings"}
 ALLOWED = {
     "errors": set(), "hooks": set(), "settings": {"errors"}, "store": {"errors"},
     "tokens": {"errors"}, "sampling": {"errors"},
-    "runtime": BASE | {"store", "tokens", "sampling"},
+    "chat": {"errors"},
+    "runtime": BASE | {"store", "tokens", "sampling", "chat"},
     "families": BASE,
     "export": BASE | {"store", "families", "runtime", "export"},
     "grad": BASE | {"store", "families", "grad"},

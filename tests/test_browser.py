@@ -61,6 +61,28 @@ class Page:
         self.page.mouse.move(*self.screen_xy(plot, x, y))
         self.page.wait_for_timeout(300)
 
+    def click(self, plot, x, y):
+        self.page.mouse.click(*self.screen_xy(plot, x, y))
+        self.page.wait_for_timeout(300)
+
+    def text_of(self, model: str) -> str:
+        """The text a reader sees in a Div (rendered, not its HTML source)."""
+        return self.page.evaluate("""(name) => {
+            const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === name);
+            return (v.shadow_el || v.el.shadowRoot || v.el).textContent; }""", model)
+
+    def choose(self, model: str, value: str):
+        """Pick an option in a Select widget as a user does (its real <select> element)."""
+        self.page.evaluate("""([name, value]) => {
+            const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === name);
+            const root = v.shadow_el || v.el.shadowRoot || v.el;
+            const s = root.querySelector('select');
+            const values = v.model.options.map(o => Array.isArray(o) ? o[0] : o);
+            s.selectedIndex = values.indexOf(value);  // option elements carry the labels
+            s.dispatchEvent(new Event('change', {bubbles: true}));
+            s.dispatchEvent(new Event('input', {bubbles: true})); }""", [model, value])
+        self.page.wait_for_timeout(300)
+
     def pixel(self, plot, x, y, dy=-9):
         """RGB on screen just above the text baseline at data point (x, y)."""
         px, py = self.screen_xy(plot, x, y)
@@ -110,7 +132,7 @@ def test_hovering_a_generated_token_paints_its_inputs(opened, report):
         hi, lo = int(np.argmax(row[:i])), int(np.argmin(row[:i]))
         assert opened.pixel("saliency", xs[hi], ys[hi]).sum() < opened.pixel("saliency", xs[lo], ys[lo]).sum() - 60
         pct = opened.data("saliency_tokens", "pct")
-        assert pct[hi].endswith("%") and abs(float(pct[hi][:-1]) - 100 * row[hi]) <= 0.051
+        assert pct[hi].endswith("%") and abs(float(pct[hi][:-1]) - 100 * row[hi]) <= 0.51
 
 
 def test_method_select_switches_the_attribution(opened, report):
@@ -118,23 +140,46 @@ def test_method_select_switches_the_attribution(opened, report):
     xs, ys = opened.data("saliency_tokens", "x"), opened.data("saliency_tokens", "y")
     i = expl.n_tokens - 1
     opened.hover("saliency", xs[i], ys[i])
-    opened.page.select_option("select", "integrated_gradients")
-    opened.page.wait_for_timeout(300)
+    assert "(grad_x_input)" in opened.text_of("saliency_title")
+    opened.choose("method_select", "integrated_gradients")
     row = expl.attributions["integrated_gradients"][-1]
     alpha = np.asarray(opened.data("saliency_tokens", "alpha"))
     np.testing.assert_allclose(alpha[:i], 0.85 * row[:i] / row[:i].max(), atol=1e-4)
+    # the title and the details name the method now selected
+    assert "(integrated_gradients)" in opened.text_of("saliency_title")
+    assert "(integrated_gradients)" in opened.text_of("saliency_details")
 
 
-def test_hovering_a_sparkline_isolates_its_factor(opened, report):
+def _factor_alpha(expl, f, k):
+    """The article's colouring of factor k: a prompt token by its own position, a generated token
+    by the position before; the first position (left out of the factorisation) greyed, alpha 1."""
+    act = f.token_factors[:, k] / f.token_factors[f.positions, k].max()
+    source = [i if i < expl.n_prompt else i - 1 for i in range(expl.n_tokens)]
+    return np.asarray([1.0 if s == 0 else 0.9 * act[s] for s in source])
+
+
+def test_sparklines_isolate_restore_and_pin(opened, report):
     expl = report[0]
     f = expl.factors(3)
+    dominant = opened.data("factor_tokens", "color")
     for k in range(3):
         opened.hover(f"sparkline_{k}", expl.n_tokens // 2, 0.5)
         colors = opened.data("factor_tokens", "color")
-        alpha = np.asarray(opened.data("factor_tokens", "alpha"))
-        assert len(set(colors)) == 1
-        act = f.token_factors[:, k] / f.token_factors[:, k].max()
-        np.testing.assert_allclose(alpha, 0.9 * act, atol=1e-4)
+        assert colors[0] == "#d9d9d9" and len(set(colors[1:])) == 1  # the left-out first position greyed
+        np.testing.assert_allclose(opened.data("factor_tokens", "alpha"), _factor_alpha(expl, f, k), atol=1e-4)
+    # leaving restores each token's dominant factor
+    opened.page.mouse.move(5, 5)
+    opened.page.wait_for_timeout(300)
+    assert opened.data("factor_tokens", "color") == dominant
+    # a tap pins factor 1: leaving keeps it, until a second tap unpins it
+    opened.click(f"sparkline_1", expl.n_tokens // 2, 0.5)
+    opened.page.mouse.move(5, 5)
+    opened.page.wait_for_timeout(300)
+    np.testing.assert_allclose(opened.data("factor_tokens", "alpha"), _factor_alpha(expl, f, 1), atol=1e-4)
+    opened.click(f"sparkline_1", expl.n_tokens // 2, 0.5)
+    opened.page.mouse.move(5, 5)
+    opened.page.wait_for_timeout(300)
+    assert opened.data("factor_tokens", "color") == dominant
 
 
 def test_untrusted_tokens_stay_text(opened, report):
@@ -145,6 +190,7 @@ def test_untrusted_tokens_stay_text(opened, report):
                                " && s.type !== 'application/json').length]")
     assert dom == [0, 0]
     assert "".join(opened.data("saliency_tokens", "token")) == expl.text
+    assert opened.text_of("header").count("</script><img src=x onerror=alert(1)>") == 1  # shown as text
     header = opened.page.evaluate("() => Bokeh.documents[0].get_model_by_name('header').text")
     assert "&lt;/script&gt;&lt;img" in header and "<img" not in header
 
@@ -202,9 +248,9 @@ def test_server_answers_an_explain_request(browser, server, tiny_explainer):
         pg.close()
 
 
-def test_markup_inside_one_token_stays_text_in_tooltips(browser, report, tmp_path):
+def test_markup_inside_one_token_stays_text_in_the_details(browser, report, tmp_path):
     """Byte-level BPE splits markup into harmless pieces, so give one token the whole payload, as a
-    different tokenizer could, and hover it: the tooltip must show it as text."""
+    different tokenizer could, and hover it: the details panel must show it as text."""
     import dataclasses
 
     expl = report[0]
@@ -224,7 +270,8 @@ def test_markup_inside_one_token_stays_text_in_tooltips(browser, report, tmp_pat
                                   if (n.tagName === 'IMG') out.push('IMG');
                                   if (n.textContent && n.textContent.includes('onerror=alert(3)') && !n.children.length) out.push(n.textContent); };
             walk(document.body); return out; }""")
-        assert payload in shown and "IMG" not in shown, shown
+        assert f'"{payload}"' in shown and "IMG" not in shown, shown
+        assert payload in pg.text_of("saliency_details")
         assert pg.dialogs == []
     finally:
         pg.close()

@@ -1,11 +1,13 @@
 """`lens explain` and `lens render` end to end on a locally built tiny model."""
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 
 import lens
-from references import report_sources
+from references import report_models, report_sources
 
 
 def _error(rc, err, fragment):
@@ -21,32 +23,57 @@ def test_explain_writes_report_and_explanation(cli, tiny, tmp_path):
                           "--max-new-tokens", "5", "--watch", " is", "--factors", "3", "--layers", "0-1",
                           "-o", out, "--save", saved)
     assert rc == 0, err
-    html = out.read_text()
-    assert "<script src=" not in html and "cdn.bokeh.org" not in html  # everything inlined
+    page = out.read_text()
+    assert "<script src=" not in page and "cdn.bokeh.org" not in page  # everything inlined
     expl = lens.Explanation.load(saved)
     want = lens.load(tiny[1]).generate("William Shakespeare was born in the year", 5)
     np.testing.assert_array_equal(expl.token_ids, want.token_ids)
     assert repr(expl.text[len("William Shakespeare was born in the year"):]) in stdout
     assert "generating" in err and "attributing" in err  # progress on stderr
     # what the browser will draw: the tokens, the logit-lens ranks, the watched ranks, 3 factors
-    drawn = report_sources(html)
+    drawn = report_sources(page)
     assert drawn["saliency_tokens"]["token"] == expl.tokens == drawn["factor_tokens"]["token"]
-    assert drawn["ranks"]["rank"] == expl.rankings().ravel().tolist()  # layer-major, generated tokens
-    assert drawn["watch"]["rank"] == expl.watched[" is"][:, expl.n_prompt - 1].tolist()
-    assert sorted(set(drawn["factor_tokens"]["factor"])) <= [1, 2, 3]
+    assert drawn["rankings_cells"]["rank"] == expl.rankings().ravel().tolist()  # layer-major, generated tokens
+    watched = expl.watched[" is"][:, expl.n_prompt - 1:-1]                   # every generated position
+    assert drawn["watch_0_cells"]["rank"] == watched.ravel().tolist()
     f = expl.factors(3, layers=(0, 1))
-    assert drawn["factor_tokens"]["factor"] == (f.dominant() + 1).tolist()
+    dominant = expl.by_token(f.dominant() + 1)  # the article's rule; the first position is left out (0)
+    dominant[0] = 0
+    assert drawn["factor_tokens"]["factor"] == dominant.tolist()
     # a re-render from the saved file draws the same data
     rc, stdout, err = cli("render", saved, "-o", tmp_path / "again.html", "--factors", "3", "--layers", "0-1")
     assert rc == 0, err
     assert report_sources((tmp_path / "again.html").read_text()) == drawn
 
 
-def test_prompt_from_stdin(cli, tiny, tmp_path):
+@pytest.mark.parametrize("stdin,prompt", [("Hello from stdin", "Hello from stdin"),
+                                          ("Hello from stdin\n", "Hello from stdin"),
+                                          ("Two lines\nhere\n\n", "Two lines\nhere\n")])
+def test_prompt_from_stdin(cli, tiny, tmp_path, stdin, prompt):
+    """A piped line's final newline is not part of the prompt; anything before it is."""
     rc, stdout, err = cli("explain", "--model", tiny[1], "--prompt", "-", "--max-new-tokens", "2",
-                          "-o", tmp_path / "r.html", stdin="Hello from stdin")
+                          "-o", tmp_path / "r.html", "--save", tmp_path / "e.npz", stdin=stdin)
     assert rc == 0, err
-    assert "prompt: 'Hello from stdin'" in stdout
+    assert f"prompt: {prompt!r}" in stdout
+    assert lens.Explanation.load(tmp_path / "e.npz").prompt_text == prompt
+
+
+@pytest.mark.parametrize("prompt", ["Où est le café? 🙂", "日本語のテキスト", "naïve façade — ok"])
+def test_non_ascii_text_is_text_everywhere(cli, tiny, tmp_path, prompt):
+    rc, stdout, err = cli("explain", "--model", tiny[1], "--prompt", prompt, "--max-new-tokens", "3",
+                          "-o", tmp_path / "r.html", "--save", tmp_path / "e.npz")
+    assert rc == 0, err
+    expl = lens.Explanation.load(tmp_path / "e.npz")
+    model = lens.load(tiny[1])
+    assert expl.prompt_text == prompt and expl.text == prompt + model.decode(expl.token_ids[expl.n_prompt:])
+    assert f"prompt: {prompt!r}" in stdout and "\\x" not in stdout
+    header = report_models((tmp_path / "r.html").read_text(encoding="utf-8"))["header"]["text"]
+    assert html.escape(prompt) in header and "\\x" not in header
+
+
+def test_chat_needs_a_template(cli, tiny, tmp_path):
+    rc, _, err = cli("explain", "--model", tiny[1], "--prompt", "Hi", "--chat", "-o", tmp_path / "r.html")
+    _error(rc, err, "has no chat template")
 
 
 @pytest.mark.parametrize("args,fragment", [

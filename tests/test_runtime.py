@@ -26,10 +26,22 @@ def test_tokenizer_is_gpt2s(tiny_model):
     assert tiny_model.token_strings([1315, 2414, 50256]) == [" 15", "64", "<|endoftext|>"]
 
 
-def test_split_utf8_tokens_display_as_bytes(tiny_model):
-    ids = tiny_model.encode("日本")  # CJK characters span several byte-level tokens
-    shown = "".join(tiny_model.token_strings(ids))
-    assert "\ufffd" not in shown and "\\x" in shown
+@pytest.mark.parametrize("text", ["日本", "Hi 🙂!", "café", "naïve 😀😀"])
+def test_split_characters_are_labelled_in_context(tiny_model, text):
+    """A token holding part of a multi-byte character shows that character and which part it is."""
+    ids = tiny_model.encode(text)
+    shown = tiny_model.token_strings(ids)
+    assert tiny_model.decode(ids) == text and "\ufffd" not in "".join(shown)
+    for tok, i in zip(shown, ids):
+        alone = tiny_model.tokenizer.decode([int(i)])
+        if "\ufffd" in alone:  # a partial character: "X[k/n]" with X a character of the text
+            ch, part = tok.split("[", 1)
+            assert ch and ch in text and part.endswith("]"), tok
+        else:
+            assert tok == alone
+    emoji = tiny_model.token_strings(tiny_model.encode("🙂"))
+    assert len(emoji) >= 2 and emoji == [f"🙂[{k}/{len(emoji)}]" for k in range(1, len(emoji) + 1)]
+    assert all(s.startswith("\\x") for s in tiny_model.isolated_strings(tiny_model.encode("🙂")))
 
 
 @pytest.mark.parametrize("n", [1, 5, 33])

@@ -111,3 +111,28 @@ def test_integrated_gradients_incompleteness_is_reported(explainer):
     assert expl.settings["ig_completeness_error"] > 0.05
     assert any("integrated gradients" in w for w in expl.warnings())
     assert "warning: integrated gradients" in expl.summary()
+
+
+def test_counting_factors_split_commas_from_digits(explainer):
+    """The article's two-factor figure on a real model: with the attention-sink position left out
+    (the default), one factor fires at the digits and the other at the commas; with it included,
+    one factor is spent on position 0 and the rest is one blur."""
+    expl = explainer.explain("1, 2, 3,", max_new_tokens=30)
+    digits = [i for i in range(1, expl.n_tokens) if expl.tokens[i].strip().isdigit()]
+    commas = [i for i in range(1, expl.n_tokens) if expl.tokens[i] == ","]
+    assert len(digits) >= 12 and len(commas) >= 10
+    dom = expl.factors(2).dominant()
+    assert len(set(dom[digits])) == 1 and len(set(dom[commas])) == 1 and dom[digits[0]] != dom[commas[0]]
+    blurred = expl.factors(2, include_first=True)
+    assert len(set(blurred.dominant()[digits + commas])) == 1 and blurred.dominant()[0] != blurred.dominant()[1]
+
+
+def test_chat_template_from_the_gguf(explainer, smollm2):
+    m = json.loads((smollm2 / "manifest.json").read_text())
+    assert "<|im_start|>" in m["chat_template"]
+    text = explainer.model.chat_prompt("What is the capital of France?")
+    assert text.endswith("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+    ids = explainer.model.encode(text)
+    assert ids.count(1) == 3 and ids.count(2) == 2  # <|im_start|> and <|im_end|> stay special tokens
+    expl = explainer.explain("What is the capital of France?", max_new_tokens=8, chat=True)
+    assert "Paris" in expl.generated_text and expl.settings["chat"] is True

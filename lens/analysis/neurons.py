@@ -5,7 +5,7 @@ The activation matrix is tokens x neurons: rows are positions (input and generat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,9 +42,12 @@ class Factors:
     method: str
     layers: list[int]
     d_mlp: int
-    token_factors: np.ndarray    # [n_tokens, k] how strongly each factor fires at each token
+    token_factors: np.ndarray    # [n_tokens, k] how strongly each factor fires at each token (0 where left out)
     loadings: np.ndarray         # [k, len(layers) * d_mlp] each factor's weight on each neuron
-    explained: float             # 1 - |A - WH|^2 / |A|^2 (NMF) or explained variance ratio (PCA)
+    explained: float             # over the positions factorised: 1 - |A - WH|^2 / |A|^2 (NMF), or the
+                                 # explained variance ratio (PCA)
+    positions: np.ndarray        # [n_factorised] the token positions the factorisation saw
+    excluded: dict = field(default_factory=dict)  # position -> why it was left out
 
     @property
     def k(self) -> int:
@@ -58,16 +61,24 @@ class Factors:
         cols = np.argsort(-self.loadings[factor])[:n]
         return [(*self.neuron(int(c)), float(self.loadings[factor, c])) for c in cols]
 
+    def n_neurons(self, factor: int, threshold: float = 0.01) -> int:
+        """Neurons the factor loads on: loading above `threshold` of its largest loading."""
+        row = self.loadings[factor]
+        return int((row > threshold * max(float(row.max()), 1e-30)).sum())
+
     def dominant(self) -> np.ndarray:
         """[n_tokens] the factor that fires most at each token."""
         return self.token_factors.argmax(1)
 
 
 def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf", seed: int = 0,
-              max_iter: int = 500) -> Factors:
-    """NMF (default, negatives clipped: GELU's small negative outputs) or PCA into k factors."""
+              max_iter: int = 500, exclude: dict | None = None) -> Factors:
+    """NMF (default, negatives clipped: GELU's small negative outputs) or PCA into k factors, over the
+    positions not in `exclude` ({position: reason}); excluded positions get zero factor values."""
     chosen = select_layers(activations.shape[0], layers)
-    a = activation_matrix(activations, chosen)
+    exclude = {int(p): r for p, r in (exclude or {}).items() if 0 <= int(p) < activations.shape[1]}
+    positions = np.asarray([i for i in range(activations.shape[1]) if i not in exclude], np.int64)
+    a = activation_matrix(activations[:, positions], chosen)
     n_tokens = a.shape[0]
     if not 1 <= k <= min(a.shape):
         raise LensError(f"{k} factors asked for, but {n_tokens} tokens allow 1 to {min(a.shape)}")
@@ -92,7 +103,9 @@ def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf",
         explained = float(pca.explained_variance_ratio_.sum())
     else:
         raise LensError(f"unknown factorisation {method!r}; choose nmf or pca")
-    return Factors(method, chosen, activations.shape[2], w.astype(np.float32), h.astype(np.float32), explained)
+    full = np.zeros((activations.shape[1], k), np.float32)
+    full[positions] = w
+    return Factors(method, chosen, activations.shape[2], full, h.astype(np.float32), explained, positions, exclude)
 
 
 @dataclass

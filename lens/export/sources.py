@@ -92,7 +92,11 @@ def gguf_tokenizer_meta(path: Path | None) -> dict:
     read = lambda key: fields[key].parts[fields[key].data[0]][0].item() if key in fields else None
     meta = {"add_bos": read("tokenizer.ggml.add_bos_token"), "bos_token_id": read("tokenizer.ggml.bos_token_id"),
             "eos_token_id": read("tokenizer.ggml.eos_token_id")}
-    return {k: (bool(v) if k == "add_bos" else int(v)) for k, v in meta.items() if v is not None}
+    meta = {k: (bool(v) if k == "add_bos" else int(v)) for k, v in meta.items() if v is not None}
+    if "tokenizer.chat_template" in fields:
+        f = fields["tokenizer.chat_template"]
+        meta["chat_template"] = bytes(f.parts[f.data[0]]).decode("utf-8")
+    return meta
 
 
 def save_tokenizer(src: Path, work: Path, bos: str, model, gguf_meta: dict) -> dict:
@@ -112,4 +116,10 @@ def save_tokenizer(src: Path, work: Path, bos: str, model, gguf_meta: dict) -> d
     eos_id = gguf_meta.get("eos_token_id") or model.generation_config.eos_token_id or tok.eos_token_id
     if add_bos and bos_id is None:
         raise LensError("the tokenizer has no BOS token to prepend")
-    return {"eos_token_id": eos_id, "bos_token_id": bos_id, "add_bos": add_bos}
+    template = gguf_meta.get("chat_template") or getattr(tok, "chat_template", None)
+    if isinstance(template, dict):  # named templates: the default one
+        template = template.get("default")
+    specials = {"bos_token": tok.bos_token, "eos_token": tok.eos_token}
+    return {"eos_token_id": eos_id, "bos_token_id": bos_id, "add_bos": add_bos,
+            "chat_template": template if isinstance(template, str) else None,
+            "special_tokens": {k: v for k, v in specials.items() if isinstance(v, str)}}

@@ -1,5 +1,5 @@
-"""The standalone report: a header, then the views. Bokeh's JavaScript is inlined, so the file opens
-offline; nothing in it is fetched on demand (no TeX labels, icons or map tiles)."""
+"""The standalone report: a header, then the views top to bottom. Bokeh's JavaScript is inlined, so
+the file opens offline; nothing in it is fetched on demand (no TeX, icons or map tiles)."""
 from __future__ import annotations
 
 import html
@@ -11,35 +11,51 @@ from bokeh.layouts import column
 from bokeh.resources import INLINE
 
 from ..errors import LensError
-from ..settings import DEFAULT_FACTORS
-from .views import activations_view, factors_view, rankings_view, saliency_view, text_div, watch_view
+from ..settings import DEFAULT_FACTORS, HEATMAP_NEURONS
+from .logit_lens import layer_predictions_view, rankings_view, watch_view
+from .neurons import activations_view, factors_view
+from .style import NOTE_STYLE, text_div
+from .text import saliency_view
 
 
-def report_layout(expl, factors: int | None = None, layers=None, activation_layer: int | None = None,
-                  detailed: bool = True):
-    """All views of one explanation, arranged top to bottom. `factors=None` takes up to 5 factors
-    (fewer for a shorter sequence); a number asked for explicitly must fit the tokens."""
+def header_view(expl):
     e = html.escape
-    prompt = "".join(expl.tokens[:expl.n_prompt])
-    generated = "".join(expl.tokens[expl.n_prompt:])
+    prompt = expl.prompt_text or "".join(expl.tokens[:expl.n_prompt])
+    generated = expl.generated_text or "".join(expl.tokens[expl.n_prompt:])
     times = ", ".join(f"{k} {v:.2f}s" for k, v in expl.timings.items())
     warnings = "".join(f"<p style='color:#a05a00'>&#9888; {e(w)}</p>" for w in expl.warnings())
-    header = text_div(f"<h2>lens: {e(expl.model_name)}</h2><p><b>Prompt:</b> {e(prompt)}<br>"
-                      f"<b>Generated:</b> {e(generated)}</p>{warnings}<p style='color:#777'>{e(times)}</p>",
-                      width=900, name="header")
-    parts = [header, saliency_view(expl, detailed=detailed), rankings_view(expl)]
+    chat = " (in the model's chat template)" if expl.settings.get("chat") else ""
+    return text_div(f"<h2>lens: {e(expl.model_name)}</h2><p><b>Prompt{chat}:</b> <span class='lens-text'>"
+                    f"{e(prompt)}</span><br><b>Generated:</b> <span class='lens-text'>{e(generated)}</span></p>"
+                    f"{warnings}<p style='{NOTE_STYLE}'>{e(times)}</p>", width=1200, name="header",
+                    styles={"white-space": "pre-wrap"})
+
+
+def report_layout(expl, factors: int | None = None, layers=None, include_first: bool = False,
+                  heatmap_layer: int | None = None, heatmap_neurons: int = HEATMAP_NEURONS):
+    """All views of one explanation. `factors=None` takes up to 5 factors (fewer for a short
+    sequence); `layers` selects the layers factorised, and the heatmap shows the last of them
+    unless `heatmap_layer` says otherwise (without either: the middle layer)."""
+    from ..analysis.neurons import select_layers
+
+    chosen = select_layers(expl.n_layers, layers) if layers is not None else None
+    parts = [header_view(expl), saliency_view(expl), rankings_view(expl), layer_predictions_view(expl)]
     if expl.watched:
         parts.append(watch_view(expl))
-    k = min(DEFAULT_FACTORS, expl.n_tokens) if factors is None else factors
+    n_factorised = expl.n_tokens - (0 if include_first else 1)
+    k = min(DEFAULT_FACTORS, n_factorised) if factors is None else factors
+    if k > n_factorised:
+        raise LensError(f"{k} factors asked for, but {n_factorised} positions are factorised")
     if k:
-        parts.append(factors_view(expl, expl.factors(k, layers=layers)))
-    layer = expl.n_layers // 2 if activation_layer is None else activation_layer
-    parts.append(activations_view(expl, layer))
+        parts.append(factors_view(expl, expl.factors(k, layers=layers, include_first=include_first)))
+    if heatmap_layer is None:
+        heatmap_layer = chosen[-1] if chosen else expl.n_layers // 2
+    parts.append(activations_view(expl, heatmap_layer, heatmap_neurons))
     return column(*parts, name="report")
 
 
 def report_html(expl, **kw) -> str:
-    title = f"lens: {expl.model_name}: {''.join(expl.tokens[:expl.n_prompt])[:60]}"
+    title = f"lens: {expl.model_name}: {(expl.prompt_text or ''.join(expl.tokens[:expl.n_prompt]))[:60]}"
     return file_html(report_layout(expl, **kw), resources=INLINE, title=title)
 
 

@@ -1,0 +1,146 @@
+"""The hidden-state evolution views: the rank of each produced token after every layer, the top-k
+candidates after every layer at a chosen position, and the ranks of watched tokens."""
+from __future__ import annotations
+
+import numpy as np
+from bokeh.core.properties import value
+from bokeh.layouts import column
+from bokeh.models import (ColorBar, ColumnDataSource, CustomJS, HoverTool, LinearColorMapper,
+                          LogColorMapper, LogTicker, Range1d, Select)
+from bokeh.palettes import Blues256, Viridis256
+from bokeh.plotting import figure
+
+from .style import NOTE_STYLE, label, text_color, text_div
+
+MAX_WIDTH = 1300      # px a grid may take before it scrolls inside its own panel
+PROB_PALETTE = Blues256[::-1]  # white (p = 0) to dark blue (p = 1)
+
+
+def short_rank(r: int) -> str:
+    """A rank that fits a narrow cell: 7, 153, 12k."""
+    return str(r) if r < 1000 else f"{r // 1000}k"
+
+
+def _rank_colors(ranks: np.ndarray, high: int) -> tuple[list, list]:
+    """Cell fill (Viridis, log scale as the colour bar shows it) and a readable text colour per cell."""
+    t = np.log(np.clip(ranks, 1, high)) / np.log(high)
+    fills = [Viridis256[int(round(v * 255))] for v in t.ravel()]
+    return fills, [text_color(f) for f in fills]
+
+
+def rank_grid(ranks: np.ndarray, columns: list[str], name: str, title: str, x_label: str, extra: dict | None = None,
+              tooltips=None):
+    """Layers (rows, layer 1 on top) x columns of rank cells: log colour scale (rank 1 darkest)
+    with a colour bar, the rank in each cell in a colour readable on it, column labels on top."""
+    n_layers, n_cols = ranks.shape
+    high = max(2, int(ranks.max()))
+    cell_w = int(np.clip((MAX_WIDTH - 160) // max(n_cols, 1), 26, 64))
+    cell_h = 22 if n_layers > 16 else 30
+    ys, xs = np.meshgrid(np.arange(1, n_layers + 1), np.arange(n_cols), indexing="ij")
+    fills, colors = _rank_colors(ranks, high)
+    data = dict(x=xs.ravel().tolist(), y=ys.ravel().tolist(), rank=ranks.ravel().tolist(), fill=fills,
+                color=colors, label=[short_rank(int(r)) for r in ranks.ravel()],
+                column=[columns[x] for x in xs.ravel()])
+    data.update(extra or {})
+    src = ColumnDataSource(data, name=f"{name}_cells")
+    p = figure(frame_width=cell_w * n_cols, frame_height=cell_h * n_layers, tools="", toolbar_location=None,
+               x_range=Range1d(-0.5, n_cols - 0.5), y_range=Range1d(n_layers + 0.5, 0.5), name=name,
+               title=title, x_axis_location="above")
+    p.rect("x", "y", 0.96, 0.94, source=src, fill_color="fill", line_color=None)
+    p.text("x", "y", text="label", source=src, text_align="center", text_baseline="middle", text_color="color",
+           text_font_size="10px" if cell_w < 40 else "11px")
+    p.xaxis.ticker = list(range(n_cols))
+    p.xaxis.major_label_overrides = {i: c for i, c in enumerate(columns)}
+    p.xaxis.major_label_orientation = "vertical" if cell_w < 60 else "horizontal"
+    p.xaxis.major_label_text_font_size = "12px"
+    p.xaxis.axis_label = x_label
+    p.yaxis.ticker = list(range(1, n_layers + 1))
+    p.yaxis.axis_label = "after layer"
+    p.grid.visible = False
+    mapper = LogColorMapper(palette=Viridis256, low=1, high=high)
+    p.add_layout(ColorBar(color_mapper=mapper, ticker=LogTicker(), title="rank", width=12), "right")
+    p.add_tools(HoverTool(tooltips=tooltips or [("token", "@column"), ("rank", "@rank")]))
+    return p
+
+
+def rankings_view(expl, k: int = 5):
+    """Layers x generated tokens: the rank of each produced token after each layer (logit lens with
+    the final norm); hover a cell for that layer's top-k."""
+    ranks = expl.rankings()                                          # [n_layers, n_gen]
+    n_layers, n_gen = ranks.shape
+    gen = expl.tokens[expl.n_prompt:]
+    top = [" | ".join(f"{label(expl.top_tokens[l][expl.n_prompt - 1 + t][j])} {expl.top_probs[l, expl.n_prompt - 1 + t, j]:.1%}"
+                      for j in range(min(k, expl.top_ids.shape[-1])))
+           for l in range(n_layers) for t in range(n_gen)]
+    p = rank_grid(ranks, [label(t) for t in gen], "rankings", "Rank of each generated token after each layer "
+                  "(1 = the model's top choice)", "generated token", extra={"top": top},
+                  tooltips=[("token", "@column"), ("rank", "@rank"), ("top", "@top")])
+    return _panel(p, "rankings_view")
+
+
+def layer_predictions_view(expl, position: int | None = None):
+    """The top-k tokens and their probabilities after every layer at one position (default: the
+    position that predicts the first generated token), as Ecco's layer_predictions; a menu picks
+    another position."""
+    n_layers, n, k = expl.top_ids.shape
+    pos = expl.n_prompt - 1 if position is None else position
+    per_position = {}
+    for i in range(n):
+        probs = expl.top_probs[:, i, :]
+        fills = [PROB_PALETTE[int(round(v * 255))] for v in np.clip(probs, 0, 1).ravel()]
+        per_position[str(i)] = dict(text=[label(expl.top_tokens[l][i][j]) for l in range(n_layers) for j in range(k)],
+                                    prob=[f"{v:.0%}" if v >= 0.005 else "<1%" for v in probs.ravel()],
+                                    fill=fills, color=[text_color(f) for f in fills])
+    ys, xs = np.meshgrid(np.arange(1, n_layers + 1), np.arange(1, k + 1), indexing="ij")
+    src = ColumnDataSource(dict(x=xs.ravel().tolist(), y=ys.ravel().tolist(), **per_position[str(pos)]),
+                           name="layer_predictions_cells")
+    cell_w, cell_h = 112, 22 if n_layers > 16 else 30
+    p = figure(frame_width=cell_w * k, frame_height=cell_h * n_layers, tools="", toolbar_location=None,
+               x_range=Range1d(0.5, k + 0.5), y_range=Range1d(n_layers + 0.5, 0.5), name="layer_predictions",
+               x_axis_location="above")
+    p.rect("x", "y", 0.97, 0.92, source=src, fill_color="fill", line_color="#dddddd")
+    p.text("x", "y", text="text", source=src, x_offset=-cell_w / 2 + 5, text_align="left", text_baseline="middle",
+           text_color="color", text_font_size="12px", text_font=value("monospace"))
+    p.text("x", "y", text="prob", source=src, x_offset=cell_w / 2 - 5, text_align="right", text_baseline="middle",
+           text_color="color", text_font_size="10px")
+    p.xaxis.ticker = list(range(1, k + 1))
+    p.xaxis.axis_label = "candidate (1 = most probable)"
+    p.yaxis.ticker = list(range(1, n_layers + 1))
+    p.yaxis.axis_label = "after layer"
+    p.grid.visible = False
+    p.add_layout(ColorBar(color_mapper=LinearColorMapper(palette=PROB_PALETTE, low=0, high=1), title="p",
+                          width=12), "right")
+    options = [(str(i), f"{i}: {label(expl.tokens[i])} → {label(expl.tokens[i + 1]) if i + 1 < n else '(end)'}")
+               for i in range(n)]
+    select = Select(title="position (its token → the token it predicts)", value=str(pos), options=options,
+                    name="position_select", width=420)
+    select.js_on_change("value", CustomJS(args=dict(src=src, data=per_position), code="""
+        src.data = Object.assign({}, src.data, data[cb_obj.value]);"""))
+    title = text_div("<b>Layer predictions</b>: the most probable next tokens after each layer at one position "
+                     "(logit lens through the final norm)")
+    return column(title, select, _panel(p, "layer_predictions_panel"), name="layer_predictions_view")
+
+
+def watch_view(expl):
+    """For each watched token: its rank after each layer at every position that predicts a generated
+    token (a string of several tokens is followed by its first token, and the title says so)."""
+    if not expl.watched:
+        return text_div("")
+    parts = [text_div("<b>Watched tokens</b>: the rank of a token you chose after each layer, at each step "
+                      "of the generation (the column names the token actually generated there)")]
+    cols = [label(t) for t in expl.tokens[expl.n_prompt:]]
+    for i, (name, ranks) in enumerate(expl.watched.items()):
+        pieces = expl.settings.get("watch_tokens", {}).get(name, [name])
+        note = "" if len(pieces) <= 1 else \
+            f" (first of its {len(pieces)} tokens: {' + '.join(label(t) for t in pieces)})"
+        grid = ranks[:, expl.n_prompt - 1:expl.n_tokens - 1]                # [n_layers, n_gen]
+        p = rank_grid(grid, cols, f"watch_{i}", f"Rank of {label(name)}{note}", "generated at this step")
+        parts.append(_panel(p, f"watch_panel_{i}"))
+    parts.append(text_div(f"<span style='{NOTE_STYLE}'>␣ marks a space.</span>"))
+    return column(*parts, name="watch_view")
+
+
+def _panel(p, name: str):
+    """A view that scrolls inside its own box when it is wider than the page."""
+    return column(p, name=name, styles={"overflow-x": "auto", "max-width": f"{MAX_WIDTH + 80}px"})
+

@@ -1,0 +1,160 @@
+"""The neuron views: NMF factors of the MLP activations (sparklines that paint the text), and a
+heatmap of a layer's most active neurons grouped by k-means cluster."""
+from __future__ import annotations
+
+import numpy as np
+from bokeh.events import MouseLeave, Tap
+from bokeh.layouts import column, row
+from bokeh.models import ColorBar, ColumnDataSource, CustomJS, HoverTool, LinearColorMapper, Range1d
+from bokeh.palettes import Blues256, Category10_10
+from bokeh.plotting import figure
+
+from ..analysis.neurons import cluster_neurons, select_layers
+from ..settings import HEATMAP_CLUSTERS, HEATMAP_NEURONS
+from .style import (EXCLUDED_COLOR, INPUT_COLOR, JS_TEXT_COLOR, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
+                    SPARK_BACKGROUND, label, rgb, text_color, text_div)
+from .text import draw_tokens, text_figure, token_layout, token_source
+
+HEAT_PALETTE = Blues256[::-1]    # zero is white: only positive activations are coloured
+
+
+def factors_view(expl, factors, width_chars: int = 110):
+    """Sparklines of each factor over the sequence (left); the text coloured by each token's dominant
+    factor (right), tokens coloured as in the article (a generated token by the activations that
+    produced it). Hovering a sparkline isolates its factor, leaving restores, tapping pins it."""
+    k, n = factors.k, expl.n_tokens
+    factorised = np.zeros(n, bool)
+    factorised[factors.positions] = True
+    tf = factors.token_factors / np.maximum(factors.token_factors[factorised].max(0, keepdims=True), 1e-12)
+    shown = expl.by_token(tf)                                           # [n, k] per token, the article's rule
+    shown_ok = expl.by_token(factorised)                                # [n] False: left out
+    palette = [Category10_10[f % 10] for f in range(k)]
+    dom = shown.argmax(1)
+    dom_alpha = [float(0.15 + 0.75 * shown[i, dom[i]]) if shown_ok[i] else 1.0 for i in range(n)]
+    dom_color = [palette[d] if shown_ok[i] else EXCLUDED_COLOR for i, d in enumerate(dom)]
+    lay = token_layout(expl.tokens, width_chars)
+    bases = [INPUT_COLOR if i < expl.n_prompt else OUTPUT_COLOR for i in range(n)]
+    dom_text = [text_color(_blend(c, b, a)) for c, b, a in zip(dom_color, bases, dom_alpha)]
+    src = token_source(expl, lay, "factor_tokens", color=dom_color, alpha=dom_alpha,
+                       factor=[int(d) + 1 if shown_ok[i] else 0 for i, d in enumerate(dom)],
+                       dom_color=dom_color, dom_alpha=dom_alpha, text_color=dom_text, dom_text=dom_text)
+    src.data.update({f"act_{f}": shown[:, f].tolist() for f in range(k)})
+    src.data["ok"] = shown_ok.tolist()
+    src.tags = [-1]  # the pinned factor, -1 for none
+    p = text_figure(lay, name="factor_text")
+    boxes = draw_tokens(p, src, overlay=dict(fill_color="color", fill_alpha="alpha", name="factor_boxes"))
+    p.add_tools(HoverTool(tooltips=[("token", "@token"), ("dominant factor", "@factor")], renderers=[boxes]))
+    spark_w = int(np.clip(8 * n, 160, 480))
+    sparks = []
+    for f in range(k):
+        y = np.where(shown_ok, shown[:, f], np.nan)
+        s_src = ColumnDataSource(dict(x=list(range(n)), y=y.tolist(), token=list(expl.tokens)))
+        s = figure(frame_width=spark_w, frame_height=40, tools="", toolbar_location=None, name=f"sparkline_{f}",
+                   x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(-0.05, 1.1), min_border=2)
+        s.axis.visible = False
+        s.grid.visible = False
+        s.outline_line_color = None
+        s.background_fill_color = SPARK_BACKGROUND
+        s.varea(x=[-0.5, expl.n_prompt - 0.5], y1=[-0.05, -0.05], y2=[1.1, 1.1], fill_color=PROMPT_SHADE,
+                fill_alpha=0.04)
+        s.line("x", "y", source=s_src, color=palette[f], line_width=2)
+        bars = s.vbar("x", 1, top=1.1, bottom=-0.05, source=s_src, fill_alpha=0, line_alpha=0)
+        s.add_tools(HoverTool(tooltips=[("factor", str(f + 1)), ("token", "@token")], renderers=[bars],
+                              callback=_factor_js(src, palette, f, "hover"), mode="vline"))
+        s.js_on_event(MouseLeave, _factor_js(src, palette, f, "leave"))
+        s.js_on_event(Tap, _factor_js(src, palette, f, "tap"))
+        top = ", ".join(f"{l}.{i}" for l, i, _ in factors.top_neurons(f, 5))
+        n_on = factors.n_neurons(f)
+        total = factors.loadings.shape[1]
+        label_div = text_div(f"<span style='color:{palette[f]};font-weight:bold'>factor {f + 1}</span>"
+                             f"<br><span style='{NOTE_STYLE}'>{n_on:,} neurons ({n_on / total:.0%})<br>top: {top}</span>",
+                             width=190)
+        sparks.append(row(label_div, s))
+    layers = factors.layers
+    where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
+    left_out = "".join(f" Greyed: token {pos} ({label(expl.tokens[pos])}), {why}; "
+                       "--include-first factorises it too." for pos, why in factors.excluded.items())
+    title = text_div(
+        f"<b>Neuron activation factors</b>: {factors.method.upper()} of the MLP neurons of {where} into {k} factors "
+        f"({factors.explained:.0%} of the activations of the positions factorised explained). Hover a sparkline to "
+        f"isolate its factor, tap it to pin.<br><span style='{NOTE_STYLE}'>A prompt token is coloured by the "
+        f"activations at its position; a generated token by the activations that produced it (the position before), "
+        f"as in the article, so the last prompt token and the first generated token share a value. The shaded "
+        f"part of each sparkline is the prompt.{left_out}</span>", width=1200)
+    return column(title, row(column(*sparks), p), name="factors_view")
+
+
+def _factor_js(src, palette, f: int, action: str) -> CustomJS:
+    """Hover paints factor f, leaving restores (the pinned factor, else each token's dominant one),
+    a tap pins f (or unpins it)."""
+    return CustomJS(args=dict(src=src, palette=palette, f=f, action=action, excluded=EXCLUDED_COLOR,
+                              input_rgb=rgb(INPUT_COLOR), output_rgb=rgb(OUTPUT_COLOR)), code=JS_TEXT_COLOR + """
+        if (action == "tap") src.tags = [src.tags[0] == f ? -1 : f];
+        const show = action == "hover" ? f : src.tags[0];
+        const d = src.data, n = d.x.length;
+        if (show < 0) {
+            src.data = Object.assign({}, d, {color: d.dom_color, alpha: d.dom_alpha, text_color: d.dom_text});
+            return;
+        }
+        const acts = d["act_" + show], color = new Array(n), alpha = new Array(n), tc = new Array(n);
+        for (let i = 0; i < n; i++) {
+            color[i] = d.ok[i] ? palette[show] : excluded;
+            alpha[i] = d.ok[i] ? 0.9 * acts[i] : 1.0;
+            tc[i] = textColor(blend(hexrgb(color[i]), d.kind[i] == "input" ? input_rgb : output_rgb, alpha[i]));
+        }
+        src.data = Object.assign({}, d, {color: color, alpha: alpha, text_color: tc});
+    """)
+
+
+def _blend(top: str, bottom: str, alpha: float) -> tuple:
+    return tuple(alpha * t + (1 - alpha) * b for t, b in zip(rgb(top), rgb(bottom)))
+
+
+def activations_view(expl, layer: int, n_neurons: int = HEATMAP_NEURONS, clusters: int = HEATMAP_CLUSTERS,
+                     seed: int = 0):
+    """The `n_neurons` most active neurons of `layer` (rows) over every token (columns), grouped by
+    k-means cluster of their activation patterns into bands; zero is white, only positive
+    activations are coloured (the article's figure). The first position, where attention-sink
+    neurons fire, is drawn but neither picks the neurons nor sets the colour scale."""
+    layer = select_layers(expl.n_layers, layer)[0]
+    acts = expl.activations[layer].astype(np.float32)                    # [n_tokens, d_mlp]
+    rest = acts[1:] if expl.n_tokens > 1 else acts
+    n_neurons = int(min(max(1, n_neurons), acts.shape[1]))
+    top = np.argsort(-np.maximum(rest, 0).sum(0), kind="stable")[:n_neurons]  # most positive activation in all
+    c = cluster_neurons(rest[None], min(clusters, n_neurons), layers=[0], seed=seed, neurons=top)
+    order = top[c.order]
+    cluster_of = c.labels[c.order]                                      # cluster per drawn row
+    n = expl.n_tokens
+    img = np.maximum(acts[:, order].T, 0)                               # [n_neurons, n_tokens]
+    positive = np.maximum(rest[:, order], 0)
+    high = float(max(np.percentile(positive, 98), 1e-6))               # a few outliers saturate, not wash out
+    rows, cols = np.meshgrid(np.arange(n_neurons), np.arange(n), indexing="ij")
+    src = ColumnDataSource(dict(
+        x=cols.ravel().tolist(), y=(rows.ravel() + 0.5).tolist(), value=img.ravel().round(4).tolist(),
+        neuron=[f"{layer}.{int(order[r])}" for r in rows.ravel()], cluster=[int(cluster_of[r]) + 1 for r in rows.ravel()],
+        token=[expl.tokens[t] for t in cols.ravel()], position=cols.ravel().tolist()), name="heatmap_cells")
+    mapper = LinearColorMapper(palette=HEAT_PALETTE, low=0, high=high, high_color=HEAT_PALETTE[-1])
+    cell_w = int(np.clip(1100 // max(n, 1), 14, 40))
+    cell_h = int(np.clip(640 // n_neurons, 5, 14))
+    p = figure(frame_width=cell_w * n, frame_height=cell_h * n_neurons, tools="", toolbar_location=None,
+               x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(n_neurons, 0), x_axis_location="above",
+               title=f"Layer {layer}: the {n_neurons} most active of {acts.shape[1]} MLP neurons, in "
+                     f"{min(clusters, n_neurons)} k-means clusters (bands)", name="activations")
+    p.rect("x", "y", 1, 1, source=src, fill_color={"field": "value", "transform": mapper}, line_color=None)
+    bounds = [i for i in range(1, n_neurons) if cluster_of[i] != cluster_of[i - 1]]
+    p.segment(x0=[-0.5] * len(bounds), x1=[n - 0.5] * len(bounds), y0=bounds, y1=bounds, line_color="#444444",
+              line_width=1.5, name="cluster_boundaries")
+    starts = [0] + bounds
+    ends = bounds + [n_neurons]
+    p.yaxis.ticker = [(a + b) / 2 for a, b in zip(starts, ends)]
+    p.yaxis.major_label_overrides = {(a + b) / 2: f"cluster {int(cluster_of[a]) + 1}" for a, b in zip(starts, ends)}
+    p.yaxis.major_tick_line_color = None
+    p.xaxis.ticker = list(range(n))
+    p.xaxis.major_label_overrides = {i: label(t) for i, t in enumerate(expl.tokens)}
+    p.xaxis.major_label_orientation = "vertical"
+    p.grid.visible = False
+    p.add_tools(HoverTool(tooltips=[("neuron (layer.index)", "@neuron"), ("cluster", "@cluster"),
+                                    ("token", "@token (position @position)"), ("activation", "@value{0.000}")]))
+    p.title.text_font_size = "13px"
+    p.add_layout(ColorBar(color_mapper=mapper, title="activation", width=12), "right")
+    return p

@@ -1,0 +1,77 @@
+"""What every view shares: colours, how a token is written, readable text on any fill (WCAG
+contrast), and the one way to put our own HTML on the page (escaped, never typeset)."""
+from __future__ import annotations
+
+from bokeh.models import Div
+
+CHAR_W = 8.4          # px per character of the 14 px monospace token text
+INPUT_COLOR, OUTPUT_COLOR = "#f0f0f0", "#fff4d6"          # token boxes: prompt, generated
+INPUT_EDGE, OUTPUT_EDGE = "#bbbbbb", "#d08c00"
+SALIENCY_COLOR = "#8c2d04"
+EXCLUDED_COLOR = "#d9d9d9"                                # positions an analysis left out
+SPARK_BACKGROUND, PROMPT_SHADE = "#fafafa", "#000000"
+DARK_TEXT, LIGHT_TEXT = "#000000", "#ffffff"
+NOTE_STYLE = "color:#555;font-size:12px"
+
+
+def text_div(text: str, **kw) -> Div:
+    """A Div whose HTML we built (untrusted parts escaped). MathJax is off: a prompt holding
+    `$$\\href{javascript:...}$$` must stay text, and html.escape alone does not stop TeX."""
+    return Div(text=text, disable_math=True, **kw)
+
+
+def display(token: str) -> str:
+    """A token in running text: a token of spaces only shows as ␣ (it would be invisible), newlines
+    and tabs as ↵ and ⇥."""
+    if token and not token.strip(" "):
+        return "␣" * len(token)
+    return token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+
+
+def label(token: str) -> str:
+    """A token standing alone (axis labels, lists): every space shown as ␣, so ' Paris' and
+    'Paris' differ visibly."""
+    return display(token).replace(" ", "␣") or "∅"
+
+
+def _channel(c: float) -> float:
+    c /= 255
+    return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def luminance(rgb) -> float:
+    """WCAG relative luminance of an (r, g, b) in 0..255."""
+    r, g, b = (_channel(float(v)) for v in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a, b) -> float:
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def rgb(hex_color: str) -> tuple[int, int, int]:
+    h = hex_color.lstrip("#")
+    return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
+
+
+def text_color(fill) -> str:
+    """Black or white, whichever contrasts more with `fill` (hex or rgb): always >= 4.58:1."""
+    fill = rgb(fill) if isinstance(fill, str) else fill
+    return DARK_TEXT if contrast(fill, (0, 0, 0)) >= contrast(fill, (255, 255, 255)) else LIGHT_TEXT
+
+
+# The same rule in the page's JavaScript, for colours that change on hover.
+JS_TEXT_COLOR = """
+function channel(c) { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); }
+function luminance(rgb) { return 0.2126 * channel(rgb[0]) + 0.7152 * channel(rgb[1]) + 0.0722 * channel(rgb[2]); }
+function hexrgb(h) { h = h.replace('#', ''); return [0, 2, 4].map(i => parseInt(h.substr(i, 2), 16)); }
+function blend(top, bottom, a) { return top.map((t, i) => a * t + (1 - a) * bottom[i]); }
+function textColor(fill) {
+    const l = luminance(fill);
+    return (l + 0.05) / 0.05 >= 1.05 / (l + 0.05) ? '#000000' : '#ffffff';
+}
+function escapeHtml(s) {
+    return String(s).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
+}
+"""

@@ -1,0 +1,149 @@
+"""Running text of token boxes, and the article's first interface on it: input saliency.
+
+Token text is drawn by canvas `text` glyphs and the details of a token go into a fixed panel as
+escaped text, never as HTML, so a token like `</script><img onerror=...>` is displayed, not run.
+Interaction is CustomJS working on data shipped in the document: no server, no network."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+from bokeh.core.properties import value
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource, CustomJS, HoverTool, Range1d, Select, TapTool
+from bokeh.plotting import figure
+
+from .style import (CHAR_W, INPUT_COLOR, INPUT_EDGE, JS_TEXT_COLOR, NOTE_STYLE, OUTPUT_COLOR, OUTPUT_EDGE,
+                    SALIENCY_COLOR, display, rgb, text_div)
+
+LINE_H = 50           # px per line: a 24 px box, its percentage label below it, a gap
+BOX_H = 24
+LABEL_DY = 20         # px from a box's centre down to its label's centre
+LABEL_FONT = "10px"   # monospace: "100%" is 4 x ~6 px, inside the narrowest box
+MIN_CHARS = 4         # boxes are at least this many characters wide, so labels never overlap
+GAP_CHARS = 0.4
+PAD = 4
+
+
+def token_layout(tokens: list[str], width_chars: int = 120) -> dict:
+    """Running-text positions in px: tokens left to right, wrapped at `width_chars`, a line break
+    after a token holding a newline. Returns x (centre), y (line centre, downwards), w (box width)."""
+    xs, ys, ws = [], [], []
+    col, line = 0.0, 0
+    for tok in tokens:
+        n = max(len(display(tok)), MIN_CHARS)
+        if col and col + n > width_chars:
+            col, line = 0.0, line + 1
+        xs.append((col + n / 2) * CHAR_W)
+        ys.append(-line * LINE_H)
+        ws.append(n * CHAR_W)
+        col += n + GAP_CHARS
+        if "\n" in tok:
+            col, line = 0.0, line + 1
+    return {"x": xs, "y": ys, "w": ws, "lines": line + 1}
+
+
+def text_figure(lay: dict, **kw):
+    """A figure whose data units are screen pixels (frame sized to the ranges), axes and tools off."""
+    width = int(max(max(x + w / 2 for x, w in zip(lay["x"], lay["w"])) + 2 * PAD, 300))
+    height = int(lay["lines"] * LINE_H)
+    p = figure(frame_width=width, frame_height=height, x_range=Range1d(-PAD, width - PAD),
+               y_range=Range1d(-height + LINE_H / 2, LINE_H / 2), tools="", toolbar_location=None,
+               min_border=0, **kw)
+    p.axis.visible = False
+    p.grid.visible = False
+    p.outline_line_color = None
+    return p
+
+
+def token_source(expl, lay, name: str, **extra) -> ColumnDataSource:
+    n = expl.n_tokens
+    kind = ["input"] * expl.n_prompt + ["output"] * (n - expl.n_prompt)
+    data = dict(x=lay["x"], y=lay["y"], w=lay["w"], text=[display(t) for t in expl.tokens], token=list(expl.tokens),
+                kind=kind, index=list(range(n)), base=[INPUT_COLOR if k == "input" else OUTPUT_COLOR for k in kind],
+                line=[INPUT_EDGE if k == "input" else OUTPUT_EDGE for k in kind], alpha=[0.0] * n, pct=[""] * n,
+                text_color=["#000000"] * n, line_width=[1.0] * n)
+    data.update(extra)
+    return ColumnDataSource(data, name=name)
+
+
+def draw_tokens(p, src, fill="base", fill_alpha=1.0, overlay=None):
+    """Boxes (and an optional painted overlay), then the token text. Returns the box renderer."""
+    boxes = p.rect("x", "y", "w", BOX_H, source=src, fill_color=fill, fill_alpha=fill_alpha, line_color="line",
+                   line_width="line_width", name="token_boxes")
+    boxes.selection_glyph = boxes.nonselection_glyph = None  # a tapped token changes no other box
+    if overlay:
+        p.rect("x", "y", "w", BOX_H, source=src, line_color=None, **overlay)
+    p.text("x", "y", text="text", source=src, text_align="center", text_baseline="middle",
+           text_font=value("monospace"), text_font_size="14px", text_color="text_color")
+    return boxes
+
+
+def saliency_view(expl, method: str | None = None, width_chars: int = 120):
+    """Running text; hovering or tapping a generated token paints the earlier tokens by how much
+    each contributed to it, with the percentage under each; a fixed panel names the token, its
+    probability and its top contributors."""
+    methods = list(expl.attributions)
+    if not methods:
+        return text_div("<p>No attribution was computed.</p>")
+    method = method or methods[0]
+    lay = token_layout(expl.tokens, width_chars)
+    src = token_source(expl, lay, "saliency_tokens")
+    p = text_figure(lay, name="saliency")
+    boxes = draw_tokens(p, src, overlay=dict(fill_color=SALIENCY_COLOR, fill_alpha="alpha", name="saliency_boxes"))
+    p.text("x", "y", text="pct", source=src, y_offset=LABEL_DY, text_align="center", text_baseline="middle",
+           text_font=value("monospace"), text_font_size=LABEL_FONT, text_color="#333333", name="percent_labels")
+    select = Select(title="attribution method", value=method, options=methods, name="method_select",
+                    visible=len(methods) > 1)
+    heading = text_div(_heading(method), name="saliency_title")
+    details = text_div("<span style='color:#777'>Hover or tap a generated (yellow) token.</span>",
+                       name="saliency_details", height=40, width=1100)
+    paint = CustomJS(args=dict(src=src, mats={m: np.round(a, 5).tolist() for m, a in expl.attributions.items()},
+                               probs=[float(v) for v in expl.probabilities], select=select, details=details,
+                               heading=heading, n_prompt=expl.n_prompt, input_rgb=rgb(INPUT_COLOR),
+                               output_rgb=rgb(OUTPUT_COLOR), paint_rgb=rgb(SALIENCY_COLOR),
+                               heading_html=_heading("METHOD")),
+                     code=JS_TEXT_COLOR + """
+        // the hovered token, else the tapped one, else the last one shown (when the method changes)
+        let idx = (cb_data && cb_data.index) ? cb_data.index.indices : [];
+        if (idx.length == 0) idx = src.selected.indices.length ? src.selected.indices : src.tags;
+        heading.text = heading_html.replace('METHOD', escapeHtml(select.value));
+        if (!idx || idx.length == 0) return;
+        const i = idx[idx.length - 1];
+        src.tags = [i];
+        const d = src.data, n = d.x.length;
+        const alpha = new Array(n).fill(0), pct = new Array(n).fill(""), tc = new Array(n), lw = new Array(n).fill(1);
+        let info = "Prompt token " + i + ": <b>" + escapeHtml(JSON.stringify(d.token[i])) + "</b>";
+        if (i >= n_prompt) {
+            const row = mats[select.value][i - n_prompt];
+            const mx = Math.max(...row, 1e-12);
+            for (let j = 0; j < i; j++) {
+                alpha[j] = 0.85 * row[j] / mx;
+                const v = 100 * row[j];
+                pct[j] = v >= 0.5 ? v.toFixed(0) + "%" : (v > 0 ? "<1%" : "");
+            }
+            const top = Array.from(row.keys()).filter(j => j < i).sort((a, b) => row[b] - row[a]).slice(0, 3);
+            info = "Generated token " + i + ": <b>" + escapeHtml(JSON.stringify(d.token[i])) + "</b>, p = " +
+                probs[i - n_prompt].toFixed(3) + ". Top contributors (" + escapeHtml(select.value) + "): " +
+                top.map(j => escapeHtml(JSON.stringify(d.token[j])) + " " + (100 * row[j]).toFixed(1) + "%").join(", ");
+        }
+        lw[i] = 3;
+        for (let j = 0; j < n; j++) {
+            const base = j < n_prompt ? input_rgb : output_rgb;
+            tc[j] = textColor(blend(paint_rgb, base, alpha[j]));
+        }
+        details.text = info;
+        src.data = Object.assign({}, d, {alpha: alpha, pct: pct, text_color: tc, line_width: lw});
+    """)
+    p.add_tools(HoverTool(tooltips=None, callback=paint, renderers=[boxes]), TapTool(renderers=[boxes]))
+    src.selected.js_on_change("indices", paint)
+    select.js_on_change("value", paint)
+    legend = text_div(f"<span style='{NOTE_STYLE}'>Grey boxes: the prompt; yellow: generated tokens. Percentages are "
+                      f"each earlier token's share of the attribution.</span>")
+    return column(heading, select, details, p, legend, name="saliency_view")
+
+
+def _heading(method: str) -> str:
+    return (f"<b>Input saliency</b> ({html.escape(method)}): hover or tap a generated token to paint the "
+            f"tokens that produced it")
+

@@ -1,0 +1,186 @@
+"""The report as a researcher reads it, in real Chromium: labels that never overlap, readable text
+on every fill, a details panel in a fixed place, views that fit a 1400 px page, options that steer
+the views. Values are read from the page's own data and geometry."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lens.viz.style import SALIENCY_COLOR, contrast, rgb
+from lens.viz.text import BOX_H, LABEL_DY
+from test_browser import Page, browser  # noqa: F401 - the shared Chromium fixture and page helper
+
+pytestmark = pytest.mark.browser
+
+PROMPTS = {"counting": "1, 2, 3, 4, 5, 6, 7, 8, 9,",
+           "eu": "A list of EU countries:\n1. Austria\n2. Belgium\n3. Bulgaria\n4. Croatia\n5."}
+
+
+def _open(browser, path):  # noqa: F811
+    pg = Page(browser)
+    pg.page.goto(path.as_uri())
+    pg.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                              "Array.from(Bokeh.index.all_views()).length > 5")
+    return pg
+
+
+@pytest.fixture(scope="module", params=list(PROMPTS))
+def prompt_report(request, tiny_explainer, tmp_path_factory):
+    expl = tiny_explainer.explain(PROMPTS[request.param], max_new_tokens=12)
+    path = expl.report(tmp_path_factory.mktemp("r") / f"{request.param}.html", factors=3)
+    return expl, path
+
+
+def _geometry(pg):
+    """Screen rectangles [x0, y0, x1, y1] of every token box and every visible percentage label."""
+    return pg.page.evaluate("""([boxH, labelDy]) => {
+        const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === 'saliency');
+        const d = Bokeh.documents[0].get_model_by_name('saliency_tokens').data;
+        const r = v.el.getBoundingClientRect(), xs = v.frame.x_scale, ys = v.frame.y_scale;
+        const ctx = document.createElement('canvas').getContext('2d');
+        ctx.font = '10px monospace';
+        const boxes = [], labels = [];
+        for (let i = 0; i < d.x.length; i++) {
+            const cx = r.left + xs.compute(d.x[i]), cy = r.top + ys.compute(d.y[i]);
+            const w = xs.compute(d.x[i] + d.w[i] / 2) - xs.compute(d.x[i] - d.w[i] / 2);
+            boxes.push([cx - w / 2, cy - boxH / 2, cx + w / 2, cy + boxH / 2]);
+            if (d.pct[i]) {
+                const tw = ctx.measureText(d.pct[i]).width;
+                labels.push([cx - tw / 2, cy + labelDy - 6, cx + tw / 2, cy + labelDy + 6]);
+            }
+        }
+        return [boxes, labels, xs.compute(100) - xs.compute(0)];
+    }""", [BOX_H, LABEL_DY])
+
+
+def _overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_labels_never_overlap_labels_or_boxes(browser, prompt_report):  # noqa: F811
+    expl, path = prompt_report
+    pg = _open(browser, path)
+    try:
+        xs, ys = pg.data("saliency_tokens", "x"), pg.data("saliency_tokens", "y")
+        for i in (expl.n_prompt, expl.n_tokens - 1):  # the first and the last generated token
+            pg.hover("saliency", xs[i], ys[i])
+            boxes, labels, px_per_unit = _geometry(pg)
+            assert px_per_unit == pytest.approx(100)  # data units are pixels: the geometry is exact
+            assert len(labels) >= i - 1  # every earlier token with a share of >= 0.5% has its label
+            for a in range(len(labels)):
+                for b in range(a + 1, len(labels)):
+                    assert not _overlap(labels[a], labels[b]), (a, b)
+                for box in boxes:
+                    assert not _overlap(labels[a], box), (a, box)
+            for a in range(len(boxes)):
+                for b in range(a + 1, len(boxes)):
+                    assert not _overlap(boxes[a], boxes[b]), (a, b)
+    finally:
+        pg.close()
+
+
+def test_painted_text_keeps_wcag_contrast(browser, prompt_report):  # noqa: F811
+    expl, path = prompt_report
+    pg = _open(browser, path)
+    try:
+        xs, ys = pg.data("saliency_tokens", "x"), pg.data("saliency_tokens", "y")
+        seen = []
+        for i in range(expl.n_prompt, expl.n_tokens):
+            pg.hover("saliency", xs[i], ys[i])
+            alpha = np.asarray(pg.data("saliency_tokens", "alpha"))
+            base, color = pg.data("saliency_tokens", "base"), pg.data("saliency_tokens", "text_color")
+            for j in range(expl.n_tokens):
+                fill = [alpha[j] * s + (1 - alpha[j]) * b for s, b in zip(rgb(SALIENCY_COLOR), rgb(base[j]))]
+                seen.append(contrast(fill, rgb(color[j])))
+        assert min(seen) >= 4.5
+        assert "#ffffff" in pg.data("saliency_tokens", "text_color") or max(alpha) < 0.5  # dark fills flip
+    finally:
+        pg.close()
+
+
+def test_details_panel_names_the_hovered_token(browser, prompt_report):  # noqa: F811
+    expl, path = prompt_report
+    pg = _open(browser, path)
+    try:
+        xs, ys = pg.data("saliency_tokens", "x"), pg.data("saliency_tokens", "y")
+        i = expl.n_tokens - 2
+        pg.hover("saliency", xs[i], ys[i])
+        text = pg.text_of("saliency_details")
+        t = i - expl.n_prompt
+        row = expl.attributions["grad_x_input"][t]
+        top = np.argsort(-row[:i], kind="stable")[:3]
+        import json
+        assert f"Generated token {i}: {json.dumps(expl.tokens[i])}, p = {expl.probabilities[t]:.3f}" in text
+        want = ", ".join(f"{json.dumps(expl.tokens[j])} {100 * row[j]:.1f}%" for j in top)
+        assert want in text
+        # the panel sits above the text, never over a token
+        box = pg.page.evaluate("""() => {
+            const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === 'saliency_details');
+            return v.el.getBoundingClientRect().bottom; }""")
+        top_of_text = min(b[1] for b in _geometry(pg)[0])
+        assert box <= top_of_text
+        # a tap keeps the token selected after the mouse leaves
+        pg.click("saliency", xs[i], ys[i])
+        pg.page.mouse.move(5, 5)
+        pg.page.wait_for_timeout(300)
+        assert f"Generated token {i}:" in pg.text_of("saliency_details")
+        assert pg.data("saliency_tokens", "line_width")[i] == 3
+    finally:
+        pg.close()
+
+
+def test_views_fit_a_1400px_page_at_30_layers_by_40_tokens(browser, synthetic, tmp_path):  # noqa: F811
+    expl = synthetic(n_layers=30, n_prompt=10, n_gen=40)
+    path = expl.report(tmp_path / "big.html", factors=3)
+    pg = _open(browser, path)
+    try:
+        widths = pg.page.evaluate("""() => {
+            const w = {};
+            for (const v of Bokeh.index.all_views())
+                if (v.model.name) w[v.model.name] = v.el.getBoundingClientRect().width;
+            w.page = document.documentElement.scrollWidth;
+            return w; }""")
+        for name in ("rankings_view", "layer_predictions_view", "watch_view", "saliency_view", "factors_view", "page"):
+            assert widths[name] <= 1400, (name, widths[name])
+        # token labels on top of the grid, and every cell number readable on its colour
+        assert pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('rankings').x_axis_location") == "above" \
+            or pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('rankings').above.length") > 0
+        fills, colors = pg.data("rankings_cells", "fill"), pg.data("rankings_cells", "color")
+        assert min(contrast(rgb(f), rgb(c)) for f, c in zip(fills, colors)) >= 4.5
+        assert pg.data("rankings_cells", "rank") == expl.rankings().ravel().tolist()
+        assert len(pg.data("watch_0_cells", "rank")) == 30 * 40  # every generated position
+    finally:
+        pg.close()
+
+
+def test_layer_predictions_follow_the_chosen_position(browser, synthetic, tmp_path):  # noqa: F811
+    expl = synthetic(n_layers=6, n_prompt=5, n_gen=4, k=5)
+    pg = _open(browser, expl.report(tmp_path / "lp.html", factors=2))
+    try:
+        def shown(pos):
+            return [expl.top_tokens[l][pos][j] for l in range(6) for j in range(5)]
+        from lens.viz.style import label
+        assert pg.data("layer_predictions_cells", "text") == [label(t) for t in shown(4)]  # predicts the 1st generated
+        pg.choose("position_select", "2")
+        assert pg.data("layer_predictions_cells", "text") == [label(t) for t in shown(2)]
+        assert pg.data("layer_predictions_cells", "prob")[0] == f"{expl.top_probs[0, 2, 0]:.0%}"
+    finally:
+        pg.close()
+
+
+@pytest.mark.parametrize("options,layer", [({"layers": (1, 1)}, 1), ({"layers": (0, 1), "heatmap_layer": 0}, 0),
+                                           ({}, 1)])
+def test_heatmap_follows_the_layer_option(browser, tiny_explainer, tmp_path, options, layer):  # noqa: F811
+    expl = tiny_explainer.explain("1, 2, 3, 4,", max_new_tokens=6)
+    pg = _open(browser, expl.report(tmp_path / "h.html", factors=2, heatmap_neurons=20, **options))
+    try:
+        title = pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('activations').title.text")
+        assert title.startswith(f"Layer {layer}: the 20 most active")
+        neurons = pg.data("heatmap_cells", "neuron")
+        assert {n.split(".")[0] for n in neurons} == {str(layer)}
+        values = np.asarray(pg.data("heatmap_cells", "value")).reshape(20, expl.n_tokens)
+        idx = [int(n.split(".")[1]) for n in neurons[::expl.n_tokens]]
+        np.testing.assert_allclose(values, np.maximum(expl.activations[layer][:, idx].T, 0), atol=1e-3)
+        assert len(set(pg.data("heatmap_cells", "cluster"))) > 1
+    finally:
+        pg.close()
