@@ -37,4 +37,14 @@ bench: install
 	$(BIN)/python bench/bench_smollm2.py
 	$(BIN)/python bench/bench_memory_xl.py
 
-.PHONY: install chromium demo test bench
+.PHONY: install chromium demo test bench screenshots
+
+# The README's pictures: the article's prompts on SmolLM2, screenshots of each view in headless Chromium.
+screenshots: install chromium
+	$(BIN)/lens export smollm2
+	mkdir -p build
+	$(BIN)/lens explain --model smollm2 --prompt "William Shakespeare was born in the year" --max-new-tokens 8 \
+		--watch " 1564" --watch " the" -o build/shakespeare.html
+	$(BIN)/lens explain --model smollm2 --prompt "1, 2, 3," --max-new-tokens 30 --factors 2 -o build/counting.html
+	$(BIN)/python scripts/screenshots.py build/shakespeare.html docs/img --prefix shakespeare_ --hover saliency:10
+	$(BIN)/python scripts/screenshots.py build/counting.html docs/img --prefix counting_ --hover-spark 1

@@ -1,9 +1,10 @@
 """Screenshots of a report's views in headless Chromium at 1400 px, for the README and for looking.
 
-    python scripts/screenshots.py REPORT.html OUT_DIR [--hover saliency:INDEX] [--full]
+    python scripts/screenshots.py REPORT.html OUT_DIR [--prefix P] [--hover saliency:INDEX] [--hover-spark F]
 
-Each named view (header, saliency_view, rankings, layer_predictions, watch, factors_view, activations)
-becomes OUT_DIR/<name>.png. `make screenshots` builds the README's reports on SmolLM2 and calls this.
+Each named view (header, saliency_view, rankings, layer_predictions, watch_view, factors_view,
+activations) becomes OUT_DIR/<prefix><name>.png. `make screenshots` builds the README's reports on
+SmolLM2 with the article's prompts and calls this.
 """
 from __future__ import annotations
 
@@ -12,59 +13,59 @@ import shutil
 from pathlib import Path
 
 VIEWS = ("header", "saliency_view", "rankings", "layer_predictions", "watch_view", "factors_view", "activations")
+# hover: which view it belongs to, and the JS returning the viewport point to move the mouse to
+HOVER_TOKEN = """([i]) => {
+    const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === 'saliency');
+    const d = Bokeh.documents[0].get_model_by_name('saliency_tokens').data, r = v.el.getBoundingClientRect();
+    return [r.left + v.frame.x_scale.compute(d.x[i]), r.top + v.frame.y_scale.compute(d.y[i])]; }"""
+HOVER_FACTOR = """([f]) => {
+    const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === 'sparklines');
+    const r = v.el.getBoundingClientRect();
+    return [r.left + v.frame.x_scale.compute(1), r.top + v.frame.y_scale.compute(f + 0.5)]; }"""
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("report")
     ap.add_argument("out")
-    ap.add_argument("--hover", help="PLOT:TOKEN_INDEX to hover before the shots, e.g. saliency:12")
-    ap.add_argument("--hover-spark", type=int, help="factor sparkline to hover before the shots")
-    ap.add_argument("--full", action="store_true", help="also a full-page shot")
     ap.add_argument("--prefix", default="")
+    ap.add_argument("--hover", help="saliency:TOKEN_INDEX to hover in the saliency view")
+    ap.add_argument("--hover-spark", type=int, help="factor whose sparkline to hover in the factors view")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
+    hovers = {}
+    if args.hover:
+        hovers["saliency_view"] = (HOVER_TOKEN, int(args.hover.split(":")[1]))
+    if args.hover_spark is not None:
+        hovers["factors_view"] = (HOVER_FACTOR, args.hover_spark)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        page = b.new_page(viewport={"width": 1400, "height": 2200})
         page.goto(Path(args.report).resolve().as_uri())
         page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
                                "Array.from(Bokeh.index.all_views()).length > 5")
         page.wait_for_timeout(500)
-        if args.hover:
-            plot, index = args.hover.split(":")
-            xy = page.evaluate("""([name, i]) => {
-                const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === name);
-                const src = Bokeh.documents[0].get_model_by_name(name + '_tokens');
-                v.el.scrollIntoView();
-                const r = v.el.getBoundingClientRect();
-                return [r.left + v.frame.x_scale.compute(src.data.x[i]), r.top + v.frame.y_scale.compute(src.data.y[i])];
-            }""", [plot, int(index)])
-            page.mouse.move(*xy)
-            page.wait_for_timeout(400)
-        if args.hover_spark is not None:
-            xy = page.evaluate("""(f) => {
-                const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === 'sparkline_' + f);
-                v.el.scrollIntoView();
-                const r = v.el.getBoundingClientRect();
-                return [r.left + r.width / 2, r.top + r.height / 2];
-            }""", args.hover_spark)
-            page.mouse.move(*xy)
-            page.wait_for_timeout(400)
         for name in VIEWS:
-            el = page.evaluate_handle("""(name) => {
+            rect = page.evaluate("""(name) => {
                 const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === name);
-                return v ? v.el : null; }""", name)
-            if el.as_element() is None:
+                if (!v) return null;
+                v.el.scrollIntoView();
+                const r = v.el.getBoundingClientRect();
+                return {x: r.left, y: r.top, width: r.width, height: r.height}; }""", name)
+            if rect is None:
                 continue
-            el.as_element().screenshot(path=str(out / f"{args.prefix}{name}.png"))
+            if name in hovers:  # hover inside the view as it stands, then shoot without scrolling
+                js, arg = hovers[name]
+                page.mouse.move(*page.evaluate(js, [arg]))
+                page.wait_for_timeout(400)
+            else:
+                page.mouse.move(0, 0)
+            page.screenshot(path=str(out / f"{args.prefix}{name}.png"), clip=rect)
             print(out / f"{args.prefix}{name}.png")
-        if args.full:
-            page.screenshot(path=str(out / f"{args.prefix}full.png"), full_page=True)
         b.close()
 
 

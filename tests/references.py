@@ -102,7 +102,22 @@ def report_sources(html: str) -> dict[str, dict]:
 
 
 def _plain(data):
-    """Bokeh's serialised {type: map, entries: [[key, value], ...]} as a dict of lists."""
+    """Bokeh's serialised {type: map, entries: [[key, value], ...]} as a dict of lists (numpy
+    columns, sent as base64 typed arrays, decoded too)."""
     if isinstance(data, dict) and data.get("type") == "map":
-        return {k: v for k, v in data["entries"]}
+        return {k: _column(v) for k, v in data["entries"]}
     return data
+
+
+def _column(v):
+    if isinstance(v, dict) and v.get("type") == "ndarray":
+        import base64
+        raw = v["array"]["data"] if isinstance(v["array"], dict) else v["array"]
+        if isinstance(raw, list):
+            return raw
+        import gzip
+        data = base64.b64decode(raw)
+        if data[:2] == b"\x1f\x8b":  # Bokeh gzips large buffers
+            data = gzip.decompress(data)
+        return np.frombuffer(data, dtype=v["dtype"]).reshape(v["shape"]).tolist()
+    return v

@@ -163,7 +163,7 @@ def test_sparklines_isolate_restore_and_pin(opened, report):
     f = expl.factors(3)
     dominant = opened.data("factor_tokens", "color")
     for k in range(3):
-        opened.hover(f"sparkline_{k}", expl.n_tokens // 2, 0.5)
+        opened.hover("sparklines", expl.n_tokens // 2, k + 0.5)
         colors = opened.data("factor_tokens", "color")
         assert colors[0] == "#d9d9d9" and len(set(colors[1:])) == 1  # the left-out first position greyed
         np.testing.assert_allclose(opened.data("factor_tokens", "alpha"), _factor_alpha(expl, f, k), atol=1e-4)
@@ -172,11 +172,11 @@ def test_sparklines_isolate_restore_and_pin(opened, report):
     opened.page.wait_for_timeout(300)
     assert opened.data("factor_tokens", "color") == dominant
     # a tap pins factor 1: leaving keeps it, until a second tap unpins it
-    opened.click(f"sparkline_1", expl.n_tokens // 2, 0.5)
+    opened.click("sparklines", expl.n_tokens // 2, 1.5)
     opened.page.mouse.move(5, 5)
     opened.page.wait_for_timeout(300)
     np.testing.assert_allclose(opened.data("factor_tokens", "alpha"), _factor_alpha(expl, f, 1), atol=1e-4)
-    opened.click(f"sparkline_1", expl.n_tokens // 2, 0.5)
+    opened.click("sparklines", expl.n_tokens // 2, 1.5)
     opened.page.mouse.move(5, 5)
     opened.page.wait_for_timeout(300)
     assert opened.data("factor_tokens", "color") == dominant

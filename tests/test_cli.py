@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 
 import numpy as np
 import pytest
@@ -71,6 +72,18 @@ def test_non_ascii_text_is_text_everywhere(cli, tiny, tmp_path, prompt):
     assert html.escape(prompt) in header and "\\x" not in header
 
 
+def test_a_watched_string_of_several_tokens_follows_its_first(cli, tiny, tmp_path, tiny_explainer):
+    rc, _, err = cli("explain", "--model", tiny[1], "--prompt", "Shakespeare was born in", "--max-new-tokens", "3",
+                     "--watch", " 1564", "-o", tmp_path / "r.html", "--save", tmp_path / "e.npz")
+    assert rc == 0, err
+    expl = lens.Explanation.load(tmp_path / "e.npz")
+    assert expl.settings["watch_tokens"][" 1564"] == [" 15", "64"]
+    np.testing.assert_array_equal(expl.watched[" 1564"],
+                                  tiny_explainer.watch_ranks(expl.hidden_states, expl.token_ids, [" 15"])[" 15"])
+    title = report_models((tmp_path / "r.html").read_text())["watch_0"]["title"]
+    assert "first of its 2 tokens: ␣15 + 64" in json.dumps(title, ensure_ascii=False)
+
+
 def test_chat_needs_a_template(cli, tiny, tmp_path):
     rc, _, err = cli("explain", "--model", tiny[1], "--prompt", "Hi", "--chat", "-o", tmp_path / "r.html")
     _error(rc, err, "has no chat template")
@@ -84,7 +97,7 @@ def test_chat_needs_a_template(cli, tiny, tmp_path):
     (["--prompt", "hi", "--factors", "0"], "--factors must be >= 1"),
     (["--prompt", "hi", "--factors", "40", "--max-new-tokens", "3"], "--factors 40 is more than the 4 tokens"),
     (["--prompt", "hi", "--method", "contrastive"], "needs --foil"),
-    (["--prompt", "hi", "--watch", " 1564"], "' 1564' is 2 tokens"),
+    (["--prompt", "hi", "--watch", ""], "must be non-empty text"),
     (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
     (["--prompt", "hi", "--method", "lime"], "invalid choice: 'lime'"),
     (["--prompt", "hi", "--temperature", "inf", "--sample"], "temperature must be a finite number"),
@@ -129,4 +142,5 @@ def test_default_factors_fit_short_sequences(cli, tiny, tmp_path):
     out = tmp_path / "r.html"
     rc, _, err = cli("explain", "--model", tiny[1], "--prompt", "Hi", "--max-new-tokens", "2", "-o", out)
     assert rc == 0, err
-    assert "sparkline_2" in out.read_text() and "sparkline_3" not in out.read_text()  # 3 tokens, 3 factors
+    drawn = report_sources(out.read_text())  # 3 tokens: the first left out, so 2 factors
+    assert sorted(set(drawn["sparkline_cells"]["label"])) == [1, 2]

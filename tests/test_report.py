@@ -137,10 +137,11 @@ def test_views_fit_a_1400px_page_at_30_layers_by_40_tokens(browser, synthetic, t
         widths = pg.page.evaluate("""() => {
             const w = {};
             for (const v of Bokeh.index.all_views())
-                if (v.model.name) w[v.model.name] = v.el.getBoundingClientRect().width;
+                if (v.model.name) w[v.model.name] = v.el.getBoundingClientRect().right;
             w.page = document.documentElement.scrollWidth;
             return w; }""")
-        for name in ("rankings_view", "layer_predictions_view", "watch_view", "saliency_view", "factors_view", "page"):
+        for name in ("rankings_view", "layer_predictions_view", "watch_view", "saliency_view", "factors_view",
+                     "factor_text", "sparklines", "saliency", "activations", "page"):
             assert widths[name] <= 1400, (name, widths[name])
         # token labels on top of the grid, and every cell number readable on its colour
         assert pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('rankings').x_axis_location") == "above" \

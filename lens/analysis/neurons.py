@@ -71,6 +71,10 @@ class Factors:
         return self.token_factors.argmax(1)
 
 
+NMF_TOL = 1e-3  # relative improvement that stops NMF: 1e-4 (scikit-learn's default) took 76 iterations on
+                # SmolLM2's 43 x 46,080 activations for the same explained fraction to 1e-5; this takes 48
+
+
 def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf", seed: int = 0,
               max_iter: int = 500, exclude: dict | None = None) -> Factors:
     """NMF (default, negatives clipped: GELU's small negative outputs) or PCA into k factors, over the
@@ -89,7 +93,7 @@ def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf",
         from sklearn.exceptions import ConvergenceWarning
 
         a = np.maximum(a, 0)
-        nmf = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter)
+        nmf = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter, tol=NMF_TOL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             w = nmf.fit_transform(a)

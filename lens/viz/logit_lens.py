@@ -2,6 +2,8 @@
 candidates after every layer at a chosen position, and the ranks of watched tokens."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from bokeh.core.properties import value
 from bokeh.layouts import column
@@ -14,6 +16,8 @@ from .style import NOTE_STYLE, label, text_color, text_div
 
 MAX_WIDTH = 1300      # px a grid may take before it scrolls inside its own panel
 PROB_PALETTE = Blues256[::-1]  # white (p = 0) to dark blue (p = 1)
+RANK_TEXT = [text_color(c) for c in Viridis256]     # the readable text colour on each palette entry
+PROB_TEXT = [text_color(c) for c in PROB_PALETTE]
 
 
 def short_rank(r: int) -> str:
@@ -23,9 +27,8 @@ def short_rank(r: int) -> str:
 
 def _rank_colors(ranks: np.ndarray, high: int) -> tuple[list, list]:
     """Cell fill (Viridis, log scale as the colour bar shows it) and a readable text colour per cell."""
-    t = np.log(np.clip(ranks, 1, high)) / np.log(high)
-    fills = [Viridis256[int(round(v * 255))] for v in t.ravel()]
-    return fills, [text_color(f) for f in fills]
+    idx = np.rint(255 * np.log(np.clip(ranks, 1, high)) / np.log(high)).astype(int).ravel()
+    return [Viridis256[i] for i in idx], [RANK_TEXT[i] for i in idx]
 
 
 def rank_grid(ranks: np.ndarray, columns: list[str], name: str, title: str, x_label: str, extra: dict | None = None,
@@ -38,7 +41,7 @@ def rank_grid(ranks: np.ndarray, columns: list[str], name: str, title: str, x_la
     cell_h = 22 if n_layers > 16 else 30
     ys, xs = np.meshgrid(np.arange(1, n_layers + 1), np.arange(n_cols), indexing="ij")
     fills, colors = _rank_colors(ranks, high)
-    data = dict(x=xs.ravel().tolist(), y=ys.ravel().tolist(), rank=ranks.ravel().tolist(), fill=fills,
+    data = dict(x=xs.ravel(), y=ys.ravel(), rank=ranks.ravel(), fill=fills,
                 color=colors, label=[short_rank(int(r)) for r in ranks.ravel()],
                 column=[columns[x] for x in xs.ravel()])
     data.update(extra or {})
@@ -86,14 +89,13 @@ def layer_predictions_view(expl, position: int | None = None):
     pos = expl.n_prompt - 1 if position is None else position
     per_position = {}
     for i in range(n):
-        probs = expl.top_probs[:, i, :]
-        fills = [PROB_PALETTE[int(round(v * 255))] for v in np.clip(probs, 0, 1).ravel()]
+        probs = expl.top_probs[:, i, :].ravel()
+        idx = np.rint(255 * np.clip(probs, 0, 1)).astype(int)
         per_position[str(i)] = dict(text=[label(expl.top_tokens[l][i][j]) for l in range(n_layers) for j in range(k)],
-                                    prob=[f"{v:.0%}" if v >= 0.005 else "<1%" for v in probs.ravel()],
-                                    fill=fills, color=[text_color(f) for f in fills])
+                                    prob=[f"{v:.0%}" if v >= 0.005 else "<1%" for v in probs],
+                                    fill=[PROB_PALETTE[c] for c in idx], color=[PROB_TEXT[c] for c in idx])
     ys, xs = np.meshgrid(np.arange(1, n_layers + 1), np.arange(1, k + 1), indexing="ij")
-    src = ColumnDataSource(dict(x=xs.ravel().tolist(), y=ys.ravel().tolist(), **per_position[str(pos)]),
-                           name="layer_predictions_cells")
+    src = ColumnDataSource(dict(x=xs.ravel(), y=ys.ravel(), **per_position[str(pos)]), name="layer_predictions_cells")
     cell_w, cell_h = 112, 22 if n_layers > 16 else 30
     p = figure(frame_width=cell_w * k, frame_height=cell_h * n_layers, tools="", toolbar_location=None,
                x_range=Range1d(0.5, k + 0.5), y_range=Range1d(n_layers + 0.5, 0.5), name="layer_predictions",
@@ -114,8 +116,10 @@ def layer_predictions_view(expl, position: int | None = None):
                for i in range(n)]
     select = Select(title="position (its token → the token it predicts)", value=str(pos), options=options,
                     name="position_select", width=420)
-    select.js_on_change("value", CustomJS(args=dict(src=src, data=per_position), code="""
-        src.data = Object.assign({}, src.data, data[cb_obj.value]);"""))
+    # one JSON string, parsed in the page: Bokeh walks every element of a nested list it serialises
+    select.js_on_change("value", CustomJS(args=dict(src=src, data=json.dumps(per_position)), code="""
+        if (!src.tags.length) src.tags = [JSON.parse(data)];
+        src.data = Object.assign({}, src.data, src.tags[0][cb_obj.value]);"""))
     title = text_div("<b>Layer predictions</b>: the most probable next tokens after each layer at one position "
                      "(logit lens through the final norm)")
     return column(title, select, _panel(p, "layer_predictions_panel"), name="layer_predictions_view")

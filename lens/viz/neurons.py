@@ -3,22 +3,22 @@ heatmap of a layer's most active neurons grouped by k-means cluster."""
 from __future__ import annotations
 
 import numpy as np
-from bokeh.events import MouseLeave, Tap
+from bokeh.events import MouseLeave
 from bokeh.layouts import column, row
-from bokeh.models import ColorBar, ColumnDataSource, CustomJS, HoverTool, LinearColorMapper, Range1d
+from bokeh.models import ColorBar, ColumnDataSource, CustomJS, HoverTool, LinearColorMapper, Range1d, TapTool
 from bokeh.palettes import Blues256, Category10_10
 from bokeh.plotting import figure
 
 from ..analysis.neurons import cluster_neurons, select_layers
 from ..settings import HEATMAP_CLUSTERS, HEATMAP_NEURONS
-from .style import (EXCLUDED_COLOR, INPUT_COLOR, JS_TEXT_COLOR, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
+from .style import (CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, JS_TEXT_COLOR, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
                     SPARK_BACKGROUND, label, rgb, text_color, text_div)
 from .text import draw_tokens, text_figure, token_layout, token_source
 
 HEAT_PALETTE = Blues256[::-1]    # zero is white: only positive activations are coloured
 
 
-def factors_view(expl, factors, width_chars: int = 110):
+def factors_view(expl, factors, page_width: int = 1360):
     """Sparklines of each factor over the sequence (left); the text coloured by each token's dominant
     factor (right), tokens coloured as in the article (a generated token by the activations that
     produced it). Hovering a sparkline isolates its factor, leaving restores, tapping pins it."""
@@ -32,7 +32,8 @@ def factors_view(expl, factors, width_chars: int = 110):
     dom = shown.argmax(1)
     dom_alpha = [float(0.15 + 0.75 * shown[i, dom[i]]) if shown_ok[i] else 1.0 for i in range(n)]
     dom_color = [palette[d] if shown_ok[i] else EXCLUDED_COLOR for i, d in enumerate(dom)]
-    lay = token_layout(expl.tokens, width_chars)
+    # the text takes what the sparklines leave of the page
+    lay = token_layout(expl.tokens, int((page_width - spark_width(n) - LABEL_W - 20) / CHAR_W))
     bases = [INPUT_COLOR if i < expl.n_prompt else OUTPUT_COLOR for i in range(n)]
     dom_text = [text_color(_blend(c, b, a)) for c, b, a in zip(dom_color, bases, dom_alpha)]
     src = token_source(expl, lay, "factor_tokens", color=dom_color, alpha=dom_alpha,
@@ -44,32 +45,7 @@ def factors_view(expl, factors, width_chars: int = 110):
     p = text_figure(lay, name="factor_text")
     boxes = draw_tokens(p, src, overlay=dict(fill_color="color", fill_alpha="alpha", name="factor_boxes"))
     p.add_tools(HoverTool(tooltips=[("token", "@token"), ("dominant factor", "@factor")], renderers=[boxes]))
-    spark_w = int(np.clip(8 * n, 160, 480))
-    sparks = []
-    for f in range(k):
-        y = np.where(shown_ok, shown[:, f], np.nan)
-        s_src = ColumnDataSource(dict(x=list(range(n)), y=y.tolist(), token=list(expl.tokens)))
-        s = figure(frame_width=spark_w, frame_height=40, tools="", toolbar_location=None, name=f"sparkline_{f}",
-                   x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(-0.05, 1.1), min_border=2)
-        s.axis.visible = False
-        s.grid.visible = False
-        s.outline_line_color = None
-        s.background_fill_color = SPARK_BACKGROUND
-        s.varea(x=[-0.5, expl.n_prompt - 0.5], y1=[-0.05, -0.05], y2=[1.1, 1.1], fill_color=PROMPT_SHADE,
-                fill_alpha=0.04)
-        s.line("x", "y", source=s_src, color=palette[f], line_width=2)
-        bars = s.vbar("x", 1, top=1.1, bottom=-0.05, source=s_src, fill_alpha=0, line_alpha=0)
-        s.add_tools(HoverTool(tooltips=[("factor", str(f + 1)), ("token", "@token")], renderers=[bars],
-                              callback=_factor_js(src, palette, f, "hover"), mode="vline"))
-        s.js_on_event(MouseLeave, _factor_js(src, palette, f, "leave"))
-        s.js_on_event(Tap, _factor_js(src, palette, f, "tap"))
-        top = ", ".join(f"{l}.{i}" for l, i, _ in factors.top_neurons(f, 5))
-        n_on = factors.n_neurons(f)
-        total = factors.loadings.shape[1]
-        label_div = text_div(f"<span style='color:{palette[f]};font-weight:bold'>factor {f + 1}</span>"
-                             f"<br><span style='{NOTE_STYLE}'>{n_on:,} neurons ({n_on / total:.0%})<br>top: {top}</span>",
-                             width=190)
-        sparks.append(row(label_div, s))
+    sparks = sparklines(expl, factors, shown, shown_ok, palette, src)
     layers = factors.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
     left_out = "".join(f" Greyed: token {pos} ({label(expl.tokens[pos])}), {why}; "
@@ -81,15 +57,77 @@ def factors_view(expl, factors, width_chars: int = 110):
         f"activations at its position; a generated token by the activations that produced it (the position before), "
         f"as in the article, so the last prompt token and the first generated token share a value. The shaded "
         f"part of each sparkline is the prompt.{left_out}</span>", width=1200)
-    return column(title, row(column(*sparks), p), name="factors_view")
+    return column(title, row(sparks, p), name="factors_view")
 
 
-def _factor_js(src, palette, f: int, action: str) -> CustomJS:
-    """Hover paints factor f, leaving restores (the pinned factor, else each token's dominant one),
-    a tap pins f (or unpins it)."""
-    return CustomJS(args=dict(src=src, palette=palette, f=f, action=action, excluded=EXCLUDED_COLOR,
+SPARK_ROW, LABEL_W = 56, 190   # px per factor row; px of the labels left of the lines
+
+
+def spark_width(n_tokens: int) -> int:
+    """Sparklines grow with the sequence: 8 px a token, 160 to 480 px."""
+    return int(np.clip(8 * n_tokens, 160, 480))
+
+
+def sparklines(expl, factors, shown, shown_ok, palette, src):
+    """One figure, one row per factor: its name, neuron count and top neurons (layer.neuron) drawn
+    left of a line of its value over the sequence. Every factor in one figure: each Bokeh figure
+    costs ~30 models to build and serialise."""
+    k, n = factors.k, expl.n_tokens
+    width = spark_width(n)
+    unit = width / n                                                    # px per position
+    x0 = -LABEL_W / unit - 0.5                                          # labels sit left of position 0
+    p = figure(frame_width=width + LABEL_W, frame_height=SPARK_ROW * k, tools="", toolbar_location=None,
+               x_range=Range1d(x0, n - 0.5), y_range=Range1d(k, 0), min_border=2, name="sparklines")
+    p.axis.visible = False
+    p.grid.visible = False
+    p.outline_line_color = None
+    p.quad(left=-0.5, right=n - 0.5, bottom=[f + 0.95 for f in range(k)], top=[f + 0.05 for f in range(k)],
+           fill_color=SPARK_BACKGROUND, line_color=None)
+    p.quad(left=-0.5, right=expl.n_prompt - 0.5, bottom=k, top=0, fill_color=PROMPT_SHADE, fill_alpha=0.04,
+           line_color=None)
+    total = factors.loadings.shape[1]
+    ys = [np.where(shown_ok, f + 0.9 - 0.8 * shown[:, f], np.nan) for f in range(k)]
+    p.multi_line([np.arange(n)] * k, ys, color=palette, line_width=2)
+    texts, ty, colors, sizes, styles = [], [], [], [], []
+    for f in range(k):
+        n_on = factors.n_neurons(f)
+        top = ", ".join(f"{l}.{i}" for l, i, _ in factors.top_neurons(f, 3))
+        texts += [f"factor {f + 1}", f"{n_on:,} neurons ({n_on / total:.0%})", f"top: {top}"]
+        ty += [f + 0.22, f + 0.5, f + 0.78]
+        colors += [palette[f], "#555555", "#555555"]
+        sizes += ["12px", "11px", "11px"]
+        styles += ["bold", "normal", "normal"]
+    p.text(x=[x0 + 0.3] * len(texts), y=ty, text=texts, text_color=colors, text_font_size=sizes,
+           text_font_style=styles, text_baseline="middle", name="sparkline_labels")
+    fs, xs = np.meshgrid(np.arange(k), np.arange(n), indexing="ij")
+    cells = ColumnDataSource(dict(x=xs.ravel(), y=fs.ravel() + 0.5, factor=fs.ravel(), label=fs.ravel() + 1,
+                                  token=[expl.tokens[i] for i in xs.ravel()]), name="sparkline_cells")
+    hits = p.rect("x", "y", 1, 1, source=cells, fill_alpha=0, line_alpha=0)
+    hits.selection_glyph = hits.nonselection_glyph = None
+    p.add_tools(HoverTool(tooltips=[("factor", "@label"), ("token", "@token")], renderers=[hits],
+                          callback=_factor_js(src, palette, cells, "hover")), TapTool(renderers=[hits]))
+    p.js_on_event(MouseLeave, _factor_js(src, palette, cells, "leave"))
+    cells.selected.js_on_change("indices", _factor_js(src, palette, cells, "tap"))
+    return p
+
+
+def _factor_js(src, palette, cells, action: str) -> CustomJS:
+    """Hovering a factor's row paints that factor on the text; leaving restores (the pinned factor,
+    else each token's dominant one); a tap pins the factor (a tap on the pinned one unpins it)."""
+    return CustomJS(args=dict(src=src, palette=palette, cells=cells, action=action, excluded=EXCLUDED_COLOR,
                               input_rgb=rgb(INPUT_COLOR), output_rgb=rgb(OUTPUT_COLOR)), code=JS_TEXT_COLOR + """
-        if (action == "tap") src.tags = [src.tags[0] == f ? -1 : f];
+        let f = -1;
+        if (action == "hover") {
+            const idx = cb_data.index.indices;
+            if (!idx.length) return;
+            f = cells.data.factor[idx[0]];
+        } else if (action == "tap") {
+            const idx = cells.selected.indices;
+            if (!idx.length) return;
+            f = cells.data.factor[idx[0]];
+            src.tags = [src.tags[0] == f ? -1 : f];
+            cells.selected.indices = [];
+        }
         const show = action == "hover" ? f : src.tags[0];
         const d = src.data, n = d.x.length;
         if (show < 0) {
@@ -129,10 +167,11 @@ def activations_view(expl, layer: int, n_neurons: int = HEATMAP_NEURONS, cluster
     positive = np.maximum(rest[:, order], 0)
     high = float(max(np.percentile(positive, 98), 1e-6))               # a few outliers saturate, not wash out
     rows, cols = np.meshgrid(np.arange(n_neurons), np.arange(n), indexing="ij")
+    names = [f"{layer}.{int(i)}" for i in order]
     src = ColumnDataSource(dict(
-        x=cols.ravel().tolist(), y=(rows.ravel() + 0.5).tolist(), value=img.ravel().round(4).tolist(),
-        neuron=[f"{layer}.{int(order[r])}" for r in rows.ravel()], cluster=[int(cluster_of[r]) + 1 for r in rows.ravel()],
-        token=[expl.tokens[t] for t in cols.ravel()], position=cols.ravel().tolist()), name="heatmap_cells")
+        x=cols.ravel(), y=rows.ravel() + 0.5, value=img.ravel().round(4), neuron=[names[r] for r in rows.ravel()],
+        cluster=cluster_of[rows.ravel()] + 1, token=[expl.tokens[t] for t in cols.ravel()], position=cols.ravel()),
+        name="heatmap_cells")
     mapper = LinearColorMapper(palette=HEAT_PALETTE, low=0, high=high, high_color=HEAT_PALETTE[-1])
     cell_w = int(np.clip(1100 // max(n, 1), 14, 40))
     cell_h = int(np.clip(640 // n_neurons, 5, 14))
