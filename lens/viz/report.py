@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bokeh.embed import file_html
@@ -39,18 +40,22 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
     from ..analysis.neurons import select_layers
 
     chosen = select_layers(expl.n_layers, layers) if layers is not None else None
-    parts = [header_view(expl), saliency_view(expl), rankings_view(expl), layer_predictions_view(expl)]
-    if expl.watched:
-        parts.append(watch_view(expl))
+    heatmap_layer = heatmap_layer if heatmap_layer is not None else chosen[-1] if chosen else expl.n_layers // 2
+    select_layers(expl.n_layers, heatmap_layer)
     n_factorised = expl.n_tokens - (0 if include_first else 1)
     k = min(DEFAULT_FACTORS, n_factorised) if factors is None else factors
     if k > n_factorised:
         raise LensError(f"{k} factors asked for, but {n_factorised} positions are factorised")
-    if k:
-        parts.append(factors_view(expl, expl.factors(k, layers=layers, include_first=include_first)))
-    if heatmap_layer is None:
-        heatmap_layer = chosen[-1] if chosen else expl.n_layers // 2
-    parts.append(activations_view(expl, heatmap_layer, heatmap_neurons))
+    # NMF (scikit-learn's loop runs without the GIL) in a thread while the other views are built
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        nmf = pool.submit(expl.factors, k, layers=layers, include_first=include_first) if k else None
+        parts = [header_view(expl), saliency_view(expl), rankings_view(expl), layer_predictions_view(expl)]
+        if expl.watched:
+            parts.append(watch_view(expl))
+        heatmap = activations_view(expl, heatmap_layer, heatmap_neurons)
+        if nmf is not None:
+            parts.append(factors_view(expl, nmf.result()))
+    parts.append(heatmap)
     return column(*parts, name="report")
 
 
