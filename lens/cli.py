@@ -8,17 +8,28 @@ import sys
 
 from . import settings as S
 from .errors import LensError
+from .files import output_path, same_file
 
 
 def _stage(msg: str) -> None:
     print(f"lens: {msg}", file=sys.stderr, flush=True)
 
 
+EXPORT_NEEDS = ("torch", "transformers", "optimum.exporters.onnx", "onnx", "huggingface_hub")
+
+
 def cmd_export(args) -> int:
-    try:
-        from .export import export_model
-    except ImportError as e:
-        raise LensError(f"exporting needs the export extra (pip install 'lens[export]'): missing {e.name}") from None
+    import importlib.util
+
+    for module in EXPORT_NEEDS:  # before any work: the stages import them one by one
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise LensError(f"exporting needs the export extra: pip install 'lens[export]' (missing {module})")
+    from .export import export_model
+
     path = export_model(args.model, models_dir=args.models_dir, name=args.name, force=args.force,
                         validate=not args.no_validate, revision=args.revision, bos=args.bos, progress=_stage)
     print(path)
@@ -40,7 +51,10 @@ def _layers(text: str | None):
 
 def _read_prompt(prompt: str) -> str:
     """The prompt, or stdin's text for "-" without the one newline that ends a piped line."""
-    text = sys.stdin.read() if prompt == "-" else prompt
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8") if prompt == "-" else prompt
+    except UnicodeDecodeError:
+        raise LensError("the prompt read from stdin is not UTF-8 text") from None
     if prompt == "-" and text.endswith("\n"):
         text = text[:-2] if text.endswith("\r\n") else text[:-1]
     if not text.strip():
@@ -60,6 +74,11 @@ def cmd_explain(args) -> int:
         watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps, chat=args.chat)
     prompt = _read_prompt(args.prompt)
     layers = _layers(args.layers)
+    report = output_path(args.output, "report")        # bad paths fail before the slow stages
+    if args.save is not None:
+        output_path(args.save, "--save")
+        if same_file(args.save, report):
+            raise LensError("--save and -o name the same file")
     explainer = Explainer.load(args.model, models_dir=args.models_dir)
     if layers is not None:  # check before the slow stages
         select_layers(explainer.model.n_layers, layers)
@@ -67,10 +86,10 @@ def cmd_explain(args) -> int:
     if args.factors and args.factors > n_tokens:
         raise LensError(f"--factors {args.factors} is more than the {n_tokens} tokens allow")
     expl = explainer.explain(prompt, settings, progress=_stage)
+    _stage("writing the report")
+    out = expl.report(report, **_report_options(args, layers))  # first: a failing report replaces no saved file
     if args.save:
         expl.save(args.save, compress=args.compress)
-    _stage("writing the report")
-    out = expl.report(args.output, **_report_options(args, layers))
     print(expl.summary())
     print(f"report: {out}" + (f"\nsaved: {args.save}" if args.save else ""))
     return 0
@@ -84,8 +103,11 @@ def _report_options(args, layers) -> dict:
 def cmd_render(args) -> int:
     from .explanation import Explanation
 
+    out = output_path(args.output, "report")
+    if same_file(args.explanation, out):
+        raise LensError("the report would overwrite the explanation it is rendered from; choose another -o")
     expl = Explanation.load(args.explanation)
-    out = expl.report(args.output, **_report_options(args, _layers(args.layers)))
+    out = expl.report(out, **_report_options(args, _layers(args.layers)))
     print(f"report: {out}")
     return 0
 

@@ -4,17 +4,13 @@ with the analyses as methods (inseq's one output object: show, save, load). Save
 dataclass fields, so a new field is saved and loaded without touching this code."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from .errors import LensError
 
-FORMAT = 2          # of the saved file; load() refuses newer ones with a clear message
-_BIG = ("hidden_states", "activations")  # stored as float16 with save(compress=True)
 
 
 @dataclass(eq=False)
@@ -40,11 +36,13 @@ class Explanation:
 
     def __eq__(self, other) -> bool:
         """Same values in every field (arrays compared element-wise, dtype-independent)."""
+        from . import persist
+
         if not isinstance(other, Explanation):
             return NotImplemented
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            kind = _kind(f)
+            kind = persist.kind(f)
             if kind == "array" and not _same_array(a, b):
                 return False
             if kind == "arrays" and (list(a) != list(b) or not all(_same_array(a[k], b[k]) for k in a)):
@@ -128,59 +126,15 @@ class Explanation:
 
     # --------------------------------------------------------------- persistence
     def save(self, path, compress: bool = False) -> Path:
-        """One .npz file; `compress=True` stores hidden states and activations as float16."""
-        path = Path(path)
-        arrays, meta = {}, {"format": FORMAT, "lens_version": __version__, "compressed": compress}
-        for f in fields(self):
-            value, kind = getattr(self, f.name), _kind(f)
-            if kind == "array":
-                arrays[f.name] = value.astype(np.float16) if compress and f.name in _BIG else value
-            elif kind == "arrays":
-                meta[f.name] = list(value)  # the keys, in order
-                arrays.update({f"{f.name}/{k}": v for k, v in value.items()})
-            else:
-                meta[f.name] = value
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        try:
-            np.savez_compressed(tmp, **arrays)
-            tmp.replace(path)
-        except OSError as e:
-            raise LensError(f"cannot write {path}: {e.strerror}") from None
-        return path
+        """One .npz file (`lens.persist`); `compress=True` stores hidden states and activations as float16."""
+        from . import persist
+        return persist.save(self, path, compress)
 
     @classmethod
     def load(cls, path) -> "Explanation":
-        import zipfile
-
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                version = meta.get("format")
-                if isinstance(version, int) and version > FORMAT:
-                    raise LensError(f"{path} was written by a newer lens (file format {version}; this lens "
-                                    f"reads up to {FORMAT}): upgrade lens to read it")
-                if version == 1:  # lens 0.1 named the attribution arrays after the method list
-                    meta["attributions"] = meta["methods"]
-                    rename = {f"attributions/{k}": f"attribution/{k}" for k in meta["methods"]}
-                else:
-                    rename = {}
-                values = {}
-                for f in fields(cls):
-                    kind = _kind(f)
-                    if f.name not in meta and f.name not in z.files and _has_default(f):
-                        continue  # a field added since the file was written
-                    if kind == "array":
-                        values[f.name] = z[f.name]
-                    elif kind == "arrays":
-                        values[f.name] = {k: z[rename.get(f"{f.name}/{k}", f"{f.name}/{k}")] for k in meta[f.name]}
-                    else:
-                        values[f.name] = meta[f.name]
-                return cls(**values)
-        except FileNotFoundError:
-            raise LensError(f"{path} does not exist") from None
-        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
-            raise LensError(f"{path} is not a lens explanation file ({e.__class__.__name__})") from None
+        """Read a saved file; a file that is not a complete, consistent explanation is refused."""
+        from . import persist
+        return persist.load(cls, path)
 
     # --------------------------------------------------------------- display
     def layout(self, **kw):
@@ -236,16 +190,6 @@ class Explanation:
                 parts.append(f"{m}: {self.tokens[top]!r} ({a[t, top]:.0%})")
             lines.append("  ".join(parts))
         return "\n".join(lines)
-
-
-def _kind(f) -> str:
-    """How a field is stored: an array, a dict of arrays (one entry each), or JSON metadata."""
-    return {"np.ndarray": "array", "dict[str, np.ndarray]": "arrays"}.get(f.type, "json")
-
-
-def _has_default(f) -> bool:
-    from dataclasses import MISSING
-    return f.default is not MISSING or f.default_factory is not MISSING
 
 
 def _same_array(a, b) -> bool:

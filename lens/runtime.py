@@ -48,11 +48,14 @@ def _providers(preferred=None) -> list[str]:
 
 
 def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
-         providers: list[str] | None = None, add_bos: bool | None = None) -> "Model":
+         providers: list[str] | None = None, add_bos: bool | None = None, verify: bool | str = True) -> "Model":
     """Open an exported model (a folder, or a name in the model store) for generation and tracing.
 
-    `add_bos` overrides the manifest's choice of prepending the BOS token to prompts."""
-    return Model(ModelFolder.resolve(name_or_path, models_dir), providers=providers, add_bos=add_bos)
+    `add_bos` overrides the manifest's choice of prepending the BOS token to prompts; `verify="full"`
+    hashes every file (by default only files whose size or mtime changed since the last check)."""
+    folder = ModelFolder.resolve(name_or_path, models_dir)
+    verify = "full" if os.environ.get("LENS_VERIFY") == "full" else verify
+    return Model(folder, providers=providers, add_bos=add_bos, manifest_data=folder.read_manifest(verify=verify))
 
 
 class Model:
@@ -91,6 +94,7 @@ class Model:
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self.taps = hooks.all_taps(self.n_layers)
         self._kv_shape = (m["n_kv_heads"], m["d_head"])
+        self._special_ids = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
 
     def __repr__(self):
         return (f"<lens Model {self.name!r}: {self.n_layers} layers x {self.d_model}, "
@@ -103,6 +107,30 @@ class Model:
         if (self.add_bos if bos is None else bos) and ids:
             ids = [self.bos_token_id] + ids
         return ids
+
+    def prompt_ids(self, prompt) -> list[int]:
+        """Token ids of a prompt given as text or as token ids, checked: text must be valid Unicode
+        without NUL characters and hold more than special tokens; ids must be in the vocabulary."""
+        if isinstance(prompt, str):
+            try:
+                prompt.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LensError("the prompt is not valid text (it holds unpaired surrogates: invalid UTF-8 "
+                                "bytes?)") from None
+            if "\x00" in prompt:
+                raise LensError("the prompt holds a NUL character")
+            ids = self.encode(prompt)
+            if ids and all(i in self._special_ids for i in ids):
+                raise LensError(f"the prompt is only special tokens ({self.isolated_strings(ids)}); give some text")
+            return ids
+        if isinstance(prompt, (bytes, bytearray)) or not hasattr(prompt, "__iter__"):
+            raise LensError(f"the prompt must be text or a list of token ids, not {type(prompt).__name__}")
+        ids = list(prompt)
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+            raise LensError("token ids must be integers")
+        if any(not 0 <= int(i) < self.d_vocab for i in ids):
+            raise LensError(f"token ids must be in 0..{self.d_vocab - 1}")
+        return [int(i) for i in ids]
 
     def chat_prompt(self, text: str) -> str:
         """`text` as one user turn of the model's chat template, the assistant's turn opened."""
@@ -171,7 +199,7 @@ class Model:
         generate (prompt pass, then one per token, plus one for the last token), so the result
         carries the full-sequence Trace without running the sequence again.
         """
-        ids = self.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        ids = self.prompt_ids(prompt)
         self.check_length(len(ids), max_new_tokens)
         if sample:
             sampling.check(temperature, top_k, top_p)
@@ -206,7 +234,7 @@ class Model:
 
     def run(self, token_ids) -> Trace:
         """One full-sequence pass with every tap, for all positions."""
-        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        ids = np.asarray(self.prompt_ids(token_ids), dtype=np.int64)
         if not 0 < len(ids) <= self.n_ctx:
             raise LensError(f"sequence of {len(ids)} tokens; this model takes 1 to {self.n_ctx}")
         return self._trace(self.session_run(ids, taps=True))

@@ -2,9 +2,11 @@
 tokenizer. No heavy imports: the runtime, the exporter and the analyses all read folders through here.
 
 The exporter writes `manifest.json` last, inside a temporary folder that is renamed into place, so a
-folder with a valid manifest whose files all match was completely written. Opening a folder checks
-every file's size always, and its sha256 once per file version: a stamp remembers the (size, mtime)
-of files already hashed.
+folder with a valid manifest whose files all match was completely written. What opening a folder
+verifies: the manifest's structure, every file's size always, and its sha256 once per file version
+(a stamp remembers the size and mtime of files already hashed, so a second load does not hash
+540 MB again). A file changed in place with its size and mtime restored passes that check; `lens.load(...,
+verify="full")` (or `LENS_VERIFY=full`) hashes every file on every load.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from .errors import ModelFolderError
@@ -37,6 +40,100 @@ def model_name(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "model"
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(-.*)?")
+
+
+def check_name(name: str) -> str:
+    """A model's folder name in the store: one path component of letters, digits, . _ -."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ModelFolderError(f"model name {name!r} must be letters, digits, '.', '_' or '-', starting with a "
+                               f"letter or digit")
+    return name
+
+
+def work_dir(models_dir: Path, name: str) -> Path:
+    """A temporary folder for an export into `models_dir/name`, named after this process so that
+    another run can tell debris of a dead export from one in progress."""
+    import tempfile
+    return Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=models_dir))
+
+
+def swap_into_place(new: Path, target: Path) -> None:
+    """Put the folder `new` at `target` so that at every instant `target` is either the old model or
+    the new one: one renameat2(RENAME_EXCHANGE) where Linux offers it, else two renames that
+    `repair` completes if the process dies between them."""
+    if target.exists() and _exchange(new, target):
+        _pause_for_tests("swapped")
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old model; if we die here, repair removes it
+        return
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        _pause_for_tests("between-renames")
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _pause_for_tests(point: str) -> None:
+    """LENS_TEST_PAUSE=POINT:SECONDS sleeps at a named point, so the kill tests can hit it."""
+    spec = os.environ.get("LENS_TEST_PAUSE", "")
+    if spec.startswith(point + ":"):
+        import time
+        time.sleep(float(spec.split(":", 1)[1]))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("LENS_NO_EXCHANGE"):  # the fallback, for tests
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    return renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
+
+
+def repair(models_dir: str | os.PathLike) -> None:
+    """Finish what a killed export left: a model moved aside by a two-rename swap goes back into
+    place (or is removed, if its successor made it), and temporary folders of dead processes go."""
+    models_dir = Path(models_dir)
+    try:
+        entries = list(models_dir.iterdir())
+    except OSError:
+        return
+    for p in entries:
+        m = _DEBRIS.fullmatch(p.name)
+        if not m or not p.is_dir() or _alive(int(m.group("pid"))):
+            continue
+        target = models_dir / m.group("name")
+        try:
+            if m.group("kind") == "old" and not target.exists():
+                os.replace(p, target)
+            else:
+                shutil.rmtree(p)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 def sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -58,6 +155,7 @@ class ModelFolder:
         first for bare names: a source checkpoint folder of the same name here must not shadow its export."""
         text = str(name_or_path)
         store = Path(models_dir) if models_dir else default_models_dir()
+        repair(store)
         is_path = isinstance(name_or_path, Path) or os.sep in text or text.startswith(".")
         if not is_path:
             for candidate in (store / text, store / model_name(text)):
@@ -72,7 +170,7 @@ class ModelFolder:
 
     @functools.cached_property
     def manifest(self) -> dict:
-        return self.read_manifest(verify=True)
+        return self.read_manifest(verify="full" if os.environ.get("LENS_VERIFY") == "full" else True)
 
     @functools.cached_property
     def config(self) -> dict:
@@ -80,7 +178,11 @@ class ModelFolder:
 
     def weights(self) -> dict:
         """{Hugging Face name: numpy array} from the safetensors file, read once per process."""
-        return _load_weights(str(self.path / WEIGHTS))
+        try:
+            return _load_weights(str(self.path / WEIGHTS))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for garbage
+            raise ModelFolderError(f"{self.path}: cannot read {WEIGHTS} ({str(e).splitlines()[0][:120]}); "
+                                   f"{_REEXPORT}") from None
 
     # ------------------------------------------------------------ manifest
     def write_manifest(self, data: dict) -> None:
@@ -107,14 +209,14 @@ class ModelFolder:
         if manifest.get("format") != FORMAT_VERSION:
             raise ModelFolderError(f"{self.path} was exported by an incompatible lens (format "
                                    f"{manifest.get('format')}); {_REEXPORT}")
-        for required in (GRAPH, WEIGHTS, TOKENIZER, CONFIG):
-            if required not in files:
-                raise ModelFolderError(f"{path} lists no {required}; {_REEXPORT}")
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise ModelFolderError(f"{path} is corrupt ({problem}); {_REEXPORT}")
         if verify:
-            self._verify(files)
+            self._verify(files, full=verify == "full")
         return manifest
 
-    def _verify(self, files: dict) -> None:
+    def _verify(self, files: dict, full: bool = False) -> None:
         stamp_path = self.path / _STAMP
         try:
             stamp = json.loads(stamp_path.read_text())
@@ -130,7 +232,7 @@ class ModelFolder:
                 raise ModelFolderError(f"{self.path}: file {rel} has {st.st_size} bytes, the manifest says "
                                        f"{want['size']} (truncated or replaced); {_REEXPORT}")
             key = [st.st_size, st.st_mtime_ns, want["sha256"]]
-            if stamp.get(rel) != key and sha256(p) != want["sha256"]:
+            if (full or stamp.get(rel) != key) and sha256(p) != want["sha256"]:
                 raise ModelFolderError(f"{self.path}: file {rel} does not match its sha256 in the manifest "
                                        f"(corrupt); {_REEXPORT}")
             fresh[rel] = key
@@ -139,6 +241,30 @@ class ModelFolder:
                 stamp_path.write_text(json.dumps(fresh))
             except OSError:
                 pass
+
+
+# what the runtime and the analyses read from a manifest, with the type each must have
+_MANIFEST_KEYS = {"architecture": str, "n_layers": int, "d_model": int, "n_heads": int, "n_kv_heads": int,
+                  "d_head": int, "d_mlp": int, "n_ctx": int, "d_vocab": int}
+
+
+def _manifest_problem(m: dict) -> str | None:
+    if not isinstance(m, dict) or not isinstance(m.get("files"), dict):
+        return "no file list"
+    for key, kind in _MANIFEST_KEYS.items():
+        v = m.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < 1):
+            return f"{key} is {v!r}"
+    for required in (GRAPH, WEIGHTS, TOKENIZER, CONFIG):
+        if required not in m["files"]:
+            return f"it lists no {required}"
+    for rel, info in m["files"].items():
+        if not (isinstance(rel, str) and isinstance(info, dict) and isinstance(info.get("size"), int)
+                and isinstance(info.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", info["sha256"])):
+            return f"the entry of {rel!r} has no size and sha256"
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            return f"{rel!r} points outside the folder"
+    return None
 
 
 @functools.lru_cache(maxsize=2)

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1] / "lens"
 BASE = {"errors", "hooks", "settings"}
 # module (or package) -> the lens modules it may import
 ALLOWED = {
-    "errors": set(), "hooks": set(), "settings": {"errors"}, "store": {"errors"},
+    "errors": set(), "hooks": set(), "settings": {"errors"}, "store": {"errors"}, "files": {"errors"},
+    "persist": {"errors", "files"},
     "tokens": {"errors"}, "sampling": {"errors"},
     "chat": {"errors"},
     "runtime": BASE | {"store", "tokens", "sampling", "chat"},
@@ -22,9 +23,9 @@ ALLOWED = {
     "export": BASE | {"store", "families", "runtime", "export"},
     "grad": BASE | {"store", "families", "grad"},
     "analysis": BASE | {"store", "families", "analysis"},
-    "explanation": BASE | {"analysis", "viz"},
+    "explanation": BASE | {"analysis", "viz", "persist"},
     "pipeline": BASE | {"runtime", "grad", "analysis", "explanation"},
-    "viz": BASE | {"analysis", "viz"},
+    "viz": BASE | {"analysis", "viz", "files"},
     "testing": BASE | {"export"},
 }
 # third-party libraries a module must not import (the heavy ones belong to other layers)

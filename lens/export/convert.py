@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,7 +22,8 @@ from typing import Callable
 from .. import __version__, families
 from ..errors import LensError
 from ..settings import BOS_CHOICES
-from ..store import GRAPH, MANIFEST, ModelFolder, default_models_dir, model_name
+from ..store import (GRAPH, MANIFEST, ModelFolder, _pause_for_tests, check_name, default_models_dir, model_name,
+                     repair, swap_into_place, work_dir)
 from .sources import gguf_tokenizer_meta, materialize_gguf, resolve_source, save_tokenizer
 
 _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights as external data
@@ -41,14 +41,15 @@ def export_model(source: str, models_dir: str | os.PathLike | None = None, name:
     if bos not in BOS_CHOICES:
         raise LensError(f"bos must be one of {', '.join(BOS_CHOICES)}")
     models_dir = Path(models_dir) if models_dir else default_models_dir()
-    target = models_dir / (name or model_name(source))
+    target = models_dir / check_name(name if name is not None else model_name(source))
+    repair(models_dir)  # finish what a killed export left behind
     if (target / MANIFEST).is_file() and not force:
         ModelFolder(target).read_manifest()  # reuse only a complete, uncorrupted export
         say(f"reusing {target} (use --force to export again)")
         return target
     try:
         models_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=models_dir))
+        work = work_dir(models_dir, target.name)
     except OSError as e:
         raise LensError(f"cannot write to {models_dir}: {e.strerror}") from None
     interrupts = _Interrupts()
@@ -61,7 +62,8 @@ def export_model(source: str, models_dir: str | os.PathLike | None = None, name:
         with interrupts.catching():
             _export_into(work, source, revision, validate, bos, stage)
             stage(f"[6/6] moving into {target}")
-            _replace_dir(work, target)
+            _pause_for_tests("swap")
+            swap_into_place(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
@@ -99,16 +101,6 @@ class _Interrupts:
             sys.unraisablehook = old_hook
             for sig, h in old.items():
                 signal.signal(sig, h)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say) -> None:

@@ -12,7 +12,7 @@ from bokeh.models import (ColorBar, ColumnDataSource, CustomJS, HoverTool, Linea
 from bokeh.palettes import Blues256, Viridis256
 from bokeh.plotting import figure
 
-from .style import NOTE_STYLE, label, text_color, text_div
+from .style import NOTE_STYLE, label, plain, text_color, text_div
 
 MAX_WIDTH = 1300      # px a grid may take before it scrolls inside its own panel
 PROB_PALETTE = Blues256[::-1]  # white (p = 0) to dark blue (p = 1)
@@ -48,12 +48,13 @@ def rank_grid(ranks: np.ndarray, columns: list[str], name: str, title: str, x_la
     src = ColumnDataSource(data, name=f"{name}_cells")
     p = figure(frame_width=cell_w * n_cols, frame_height=cell_h * n_layers, tools="", toolbar_location=None,
                x_range=Range1d(-0.5, n_cols - 0.5), y_range=Range1d(n_layers + 0.5, 0.5), name=name,
-               title=title, x_axis_location="above")
+               x_axis_location="above")
+    p.title.text = plain(title)
     p.rect("x", "y", 0.96, 0.94, source=src, fill_color="fill", line_color=None)
     p.text("x", "y", text="label", source=src, text_align="center", text_baseline="middle", text_color="color",
            text_font_size="10px" if cell_w < 40 else "11px")
     p.xaxis.ticker = list(range(n_cols))
-    p.xaxis.major_label_overrides = {i: c for i, c in enumerate(columns)}
+    p.xaxis.major_label_overrides = {i: plain(c) for i, c in enumerate(columns)}
     p.xaxis.major_label_orientation = "vertical" if cell_w < 60 else "horizontal"
     p.xaxis.major_label_text_font_size = "12px"
     p.xaxis.axis_label = x_label

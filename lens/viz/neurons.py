@@ -12,7 +12,7 @@ from bokeh.plotting import figure
 from ..analysis.neurons import cluster_neurons, select_layers
 from ..settings import HEATMAP_CLUSTERS, HEATMAP_NEURONS
 from .style import (CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, JS_TEXT_COLOR, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
-                    SPARK_BACKGROUND, label, rgb, text_color, text_div)
+                    SPARK_BACKGROUND, label, plain, rgb, text_color, text_div)
 from .text import draw_tokens, text_figure, token_layout, token_source
 
 HEAT_PALETTE = Blues256[::-1]    # zero is white: only positive activations are coloured
@@ -189,7 +189,7 @@ def activations_view(expl, layer: int, n_neurons: int = HEATMAP_NEURONS, cluster
     p.yaxis.major_label_overrides = {(a + b) / 2: f"cluster {int(cluster_of[a]) + 1}" for a, b in zip(starts, ends)}
     p.yaxis.major_tick_line_color = None
     p.xaxis.ticker = list(range(n))
-    p.xaxis.major_label_overrides = {i: label(t) for i, t in enumerate(expl.tokens)}
+    p.xaxis.major_label_overrides = {i: plain(label(t)) for i, t in enumerate(expl.tokens)}
     p.xaxis.major_label_orientation = "vertical"
     p.grid.visible = False
     p.add_tools(HoverTool(tooltips=[("neuron (layer.index)", "@neuron"), ("cluster", "@cluster"),

@@ -3,7 +3,6 @@ the file opens offline; nothing in it is fetched on demand (no TeX, icons or map
 from __future__ import annotations
 
 import html
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from bokeh.layouts import column
 from bokeh.resources import INLINE
 
 from ..errors import LensError
+from ..files import output_path, write_atomic
 from ..settings import DEFAULT_FACTORS, HEATMAP_NEURONS
 from .logit_lens import layer_predictions_view, rankings_view, watch_view
 from .neurons import activations_view, factors_view
@@ -66,13 +66,6 @@ def report_html(expl, **kw) -> str:
 
 def save_report(expl, path, **kw) -> Path:
     """Write the report atomically (a partial file never replaces a good one)."""
-    path = Path(path)
+    output_path(path, "report")  # a bad path fails before the report is built
     text = report_html(expl, **kw)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise LensError(f"cannot write {path}: {e.strerror}") from None
-    return path
+    return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"), "report")

@@ -2,7 +2,7 @@
 contrast), and the one way to put our own HTML on the page (escaped, never typeset)."""
 from __future__ import annotations
 
-from bokeh.models import Div
+from bokeh.models import Div, PlainText
 
 CHAR_W = 8.4          # px per character of the 14 px monospace token text
 INPUT_COLOR, OUTPUT_COLOR = "#f0f0f0", "#fff4d6"          # token boxes: prompt, generated
@@ -18,6 +18,13 @@ def text_div(text: str, **kw) -> Div:
     """A Div whose HTML we built (untrusted parts escaped). MathJax is off: a prompt holding
     `$$\\href{javascript:...}$$` must stay text, and html.escape alone does not stop TeX."""
     return Div(text=text, disable_math=True, **kw)
+
+
+def plain(text: str):
+    """Text for a property Bokeh would typeset as TeX (titles, axis and tick labels) when it holds
+    delimiters such as $$...$$ or \\[...\\]: wrapped in PlainText, which never is. (Without a $ or a
+    backslash there is no delimiter, and a plain string costs no extra model.)"""
+    return PlainText(text=text) if ("$" in text or "\\" in text) else text
 
 
 def display(token: str) -> str:

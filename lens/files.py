@@ -1,0 +1,54 @@
+"""Writing a user's output file without ever leaving half of it, or replacing what was there with a
+broken one: write a temporary sibling, then rename it into place. A target that exists and is not
+a regular file (/dev/null, a FIFO) is written in place: renaming over it would replace the device."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Callable
+
+from .errors import LensError
+
+
+def output_path(path, what: str = "output") -> Path:
+    """Check an output path before any work: not empty, not a folder, its folder exists."""
+    if path is None or str(path).strip() == "":
+        raise LensError(f"the {what} path is empty")
+    path = Path(path)
+    if path.is_dir():
+        raise LensError(f"{path} is a folder; give a file name for the {what}")
+    if not path.parent.is_dir():
+        raise LensError(f"cannot write {path}: folder {path.parent} does not exist")
+    return path
+
+
+def write_atomic(path, write: Callable[[Path], None], what: str = "output") -> Path:
+    """Call `write(tmp)` on a temporary sibling of `path`, then rename it over `path`."""
+    path = output_path(path, what)
+    try:
+        special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        special = False
+    if special:
+        try:
+            write(path)
+        except OSError as e:
+            raise LensError(f"cannot write {path}: {e.strerror or e}") from None
+        return path
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise LensError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
