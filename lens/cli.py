@@ -66,8 +66,7 @@ def cmd_explain(args) -> int:
     from .analysis.neurons import select_layers
     from .pipeline import Explainer
 
-    if args.factors is not None and args.factors < 1:
-        raise LensError("--factors must be >= 1")
+    _report_options(args, None)  # check the report's options before the slow stages
     settings = S.ExplainSettings(
         max_new_tokens=args.max_new_tokens, methods=tuple(args.method or S.EXPLAIN.methods), target=args.target,
         sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -82,7 +81,7 @@ def cmd_explain(args) -> int:
     explainer = Explainer.load(args.model, models_dir=args.models_dir)
     if layers is not None:  # check before the slow stages
         select_layers(explainer.model.n_layers, layers)
-    n_tokens = len(explainer.model.encode(prompt)) + settings.max_new_tokens
+    n_tokens = len(explainer.model.prompt_ids(prompt)) + settings.max_new_tokens
     if args.factors and args.factors > n_tokens:
         raise LensError(f"--factors {args.factors} is more than the {n_tokens} tokens allow")
     expl = explainer.explain(prompt, settings, progress=_stage)
@@ -96,6 +95,10 @@ def cmd_explain(args) -> int:
 
 
 def _report_options(args, layers) -> dict:
+    if args.factors is not None and args.factors < 1:
+        raise LensError("--factors must be >= 1")
+    if args.heatmap_neurons < 1:
+        raise LensError("--heatmap-neurons must be >= 1")
     return dict(factors=args.factors, layers=layers, include_first=args.include_first,
                 heatmap_layer=args.heatmap_layer, heatmap_neurons=args.heatmap_neurons)
 
@@ -106,8 +109,9 @@ def cmd_render(args) -> int:
     out = output_path(args.output, "report")
     if same_file(args.explanation, out):
         raise LensError("the report would overwrite the explanation it is rendered from; choose another -o")
+    options = _report_options(args, _layers(args.layers))
     expl = Explanation.load(args.explanation)
-    out = expl.report(out, **_report_options(args, _layers(args.layers)))
+    out = expl.report(out, **options)
     print(f"report: {out}")
     return 0
 
