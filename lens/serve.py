@@ -7,6 +7,8 @@ its own session only.
 from __future__ import annotations
 
 import html
+import signal
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -19,25 +21,26 @@ def make_app(explainer, limits: ServeSettings = SERVE):
     from bokeh.application import Application
     from bokeh.application.handlers import FunctionHandler
     from bokeh.layouts import column, row
-    from bokeh.models import Button, Div, Spinner, TextAreaInput
+    from bokeh.models import Button, Spinner, TextAreaInput
 
     from .viz import report_layout
+    from .viz.style import text_div
 
     model = explainer.model
     max_prompt_tokens, max_new_tokens = limits.max_prompt_tokens, limits.max_new_tokens
     worker = ThreadPoolExecutor(max_workers=1)
     lock = threading.Lock()
 
-    def explain(text: str, n_new: int):
-        if not text.strip():
+    def explain(text: str, n_new):
+        if not isinstance(text, str) or not text.strip():
             raise LensError("the prompt is empty")
-        n = len(model.encode(text))
+        n = len(model.prompt_ids(text))
         if n > max_prompt_tokens:
             raise LensError(f"the prompt has {n} tokens; this server takes at most {max_prompt_tokens}")
-        if not 1 <= n_new <= max_new_tokens:
+        if not isinstance(n_new, (int, float)) or n_new != int(n_new) or not 1 <= n_new <= max_new_tokens:
             raise LensError(f"new tokens must be between 1 and {max_new_tokens}")
         with lock:
-            expl = explainer.explain(text, max_new_tokens=n_new)
+            expl = explainer.explain(text, max_new_tokens=int(n_new))
         # the layout is built here too, so its errors reach this session like the explain's do
         return expl, report_layout(expl)
 
@@ -47,9 +50,8 @@ def make_app(explainer, limits: ServeSettings = SERVE):
         n_new = Spinner(title="New tokens", low=1, high=max_new_tokens, step=1,
                         value=min(10, max_new_tokens), width=120, name="new_tokens")
         button = Button(label="Explain", button_type="primary", width=120, name="explain")
-        status = Div(text=f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600,
-                     disable_math=True)  # prompts and generated text must never be typeset as TeX
-        results = column(name="results")
+        status = text_div(f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600)  # never TeX
+        results = column(text_div(""), name="results")  # not empty: Bokeh warns about an empty layout
 
         def show(result=None, error=None):
             button.disabled = False
@@ -72,7 +74,7 @@ def make_app(explainer, limits: ServeSettings = SERVE):
         def clicked():
             button.disabled = True
             status.text = "explaining..."
-            worker.submit(explain, prompt.value, int(n_new.value)).add_done_callback(finished)
+            worker.submit(explain, prompt.value, n_new.value).add_done_callback(finished)
 
         button.on_click(clicked)
         doc.title = f"lens: {model.name}"
@@ -89,13 +91,20 @@ def serve(model_name, models_dir=None, limits: ServeSettings = SERVE, show: bool
     explainer = Explainer.load(model_name, models_dir=models_dir)
     model, port = explainer.model, limits.port
     origins = [f"127.0.0.1:{port}", f"localhost:{port}"]
-    try:
-        server = Server({"/": make_app(explainer, limits)}, port=port,
-                        address="127.0.0.1", allow_websocket_origin=origins)
+    try:  # sessions a browser left are dropped after 10 s, so memory follows the live sessions
+        server = Server({"/": make_app(explainer, limits)}, port=port, address="127.0.0.1",
+                        allow_websocket_origin=origins, check_unused_sessions_milliseconds=5000,
+                        unused_session_lifetime_milliseconds=10000)
     except OSError as e:
         raise LensError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}") from None
     server.start()
     print(f"lens: serving {model.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)", flush=True)
+
+    def stop():
+        print("lens: stopping (SIGTERM)", file=sys.stderr, flush=True)
+        server.io_loop.stop()
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.io_loop.add_callback_from_signal(stop))
     if show:
         server.io_loop.add_callback(server.show, "/")
     server.io_loop.start()

@@ -2,6 +2,8 @@
 heatmap of a layer's most active neurons grouped by k-means cluster."""
 from __future__ import annotations
 
+import html
+
 import numpy as np
 from bokeh.events import MouseLeave
 from bokeh.layouts import column, row
@@ -48,7 +50,7 @@ def factors_view(expl, factors, page_width: int = 1360):
     sparks = sparklines(expl, factors, shown, shown_ok, palette, src)
     layers = factors.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
-    left_out = "".join(f" Greyed: token {pos} ({label(expl.tokens[pos])}), {why}; "
+    left_out = "".join(f" Greyed: token {pos} ({html.escape(label(expl.tokens[pos]))}), {html.escape(why)}; "
                        "--include-first factorises it too." for pos, why in factors.excluded.items())
     title = text_div(
         f"<b>Neuron activation factors</b>: {factors.method.upper()} of the MLP neurons of {where} into {k} factors "

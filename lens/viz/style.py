@@ -27,12 +27,17 @@ def plain(text: str):
     return PlainText(text=text) if ("$" in text or "\\" in text) else text
 
 
+MAX_SHOWN = 40        # characters of a token drawn in a box or a label; the details panel shows it all
+
+
 def display(token: str) -> str:
     """A token in running text: a token of spaces only shows as ␣ (it would be invisible), newlines
-    and tabs as ↵ and ⇥."""
+    and tabs as ↵ and ⇥, and a very long token cut with … (a 5,000-character token is one box)."""
     if token and not token.strip(" "):
-        return "␣" * len(token)
-    return token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+        text = "␣" * len(token)
+    else:
+        text = token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
 
 
 def label(token: str) -> str:

@@ -107,7 +107,7 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
         // the hovered token, else the tapped one, else the last one shown (when the method changes)
         let idx = (cb_data && cb_data.index) ? cb_data.index.indices : [];
         if (idx.length == 0) idx = src.selected.indices.length ? src.selected.indices : src.tags;
-        heading.text = heading_html.replace('METHOD', escapeHtml(select.value));
+        heading.text = heading_html.replace('METHOD', () => escapeHtml(select.value));  // no $-patterns
         if (!idx || idx.length == 0) return;
         const i = idx[idx.length - 1];
         src.tags = [i];

@@ -1,0 +1,91 @@
+"""`lens serve` under load in real Chromium: 10 browser sessions at once, 3 requests each, in two
+waves; no error, no session sees another's result, untrusted prompts stay text, memory flat across
+waves, and SIGTERM stops the server cleanly."""
+from __future__ import annotations
+
+import html
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_browser import Page, _free_port, browser  # noqa: F401 - the shared Chromium fixture and helpers
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+SESSIONS, ROUNDS = 10, 3
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lens", "serve", "--model", str(tiny[1]), "--port", str(port),
+                             "--max-new-tokens", "4", "--max-prompt-tokens", "40"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "serving" in proc.stdout.readline()
+    yield proc, f"http://127.0.0.1:{port}/"
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _submit(pg, prompt):
+    pg.page.fill("textarea", prompt)
+    pg.page.dispatch_event("textarea", "change")
+    pg.page.click("button:has-text('Explain')")
+
+
+def _status(pg, timeout=180_000):
+    pg.page.wait_for_function("() => { const s = Bokeh.documents[0].get_model_by_name('status').text;"
+                              " return s.includes('lens-done') || s.includes('lens-error'); }", timeout=timeout)
+    text = pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('status').text")
+    pg.page.evaluate("() => { Bokeh.documents[0].get_model_by_name('status').text = 'waiting'; }")
+    return text
+
+
+def _wave(browser, url, tiny_explainer, wave):  # noqa: F811
+    pages = [Page(browser, offline=False) for _ in range(SESSIONS)]
+    try:
+        for pg in pages:
+            pg.page.add_init_script("window.__pwned = []")
+            pg.page.goto(url)
+            pg.page.wait_for_selector("textarea")
+        for r in range(ROUNDS):
+            prompts = [f"Session {i} of wave {wave}, round {r}: the capital of France is" for i in range(SESSIONS)]
+            prompts[0] = "$$\\href{javascript:window.__pwned.push(1)}{\\rule{900px}{900px}}$$ is"
+            prompts[1] = "<img src=x onerror=window.__pwned.push(2)> is"
+            for pg, prompt in zip(pages, prompts):
+                _submit(pg, prompt)
+            for pg, prompt in zip(pages, prompts):
+                status = _status(pg)
+                want = tiny_explainer.explain(prompt, max_new_tokens=4).text
+                assert "lens-done" in status and html.escape(want) in status, (prompt, status)  # its own result
+                pg.page.mouse.click(300, 300)
+                assert pg.page.evaluate("() => window.__pwned") == []
+        for pg in pages:
+            assert not [m for m in pg.console if m[0] in ("error", "pageerror")], pg.console
+    finally:
+        for pg in pages:
+            pg.close()
+
+
+def test_ten_sessions_three_requests_two_waves(browser, server, tiny_explainer):  # noqa: F811
+    proc, url = server
+    rss = []
+    for wave in range(2):
+        _wave(browser, url, tiny_explainer, wave)
+        time.sleep(16)  # the server drops sessions 10 s after their browser left (checked every 5 s)
+        rss.append(_rss_mb(proc.pid))
+    assert rss[1] <= rss[0] + 60, rss  # flat: the second wave keeps nothing of the first
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    err = proc.stderr.read()
+    assert "stopping (SIGTERM)" in err and "Traceback" not in err, err
+    assert "EMPTY_LAYOUT" not in err
