@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 
 from . import settings as S
 from .errors import LensError
 from .files import output_path, same_file
 
 
+VERBOSITY = {"level": 1}  # 0: -q (errors only), 1: stages and progress bars, 2: -v (third-party warnings too)
+
+
 def _stage(msg: str) -> None:
-    print(f"lens: {msg}", file=sys.stderr, flush=True)
+    if VERBOSITY["level"] >= 1:
+        print(f"lens: {msg}", file=sys.stderr, flush=True)
+
+
+def _quiet_third_parties() -> None:
+    """Deprecation notes and log lines of torch, transformers and JAX are not a lens user's business
+    (shown again with -v)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "optimum", "jax", "absl", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 EXPORT_NEEDS = ("torch", "transformers", "optimum.exporters.onnx", "onnx", "huggingface_hub")
@@ -27,7 +45,7 @@ def cmd_export(args) -> int:
         except (ImportError, ValueError):
             found = False
         if not found:
-            raise LensError(f"exporting needs the export extra: pip install 'lens[export]' (missing {module})")
+            raise LensError(f"exporting needs the export extra: pip install 'lens-explain[export]' (missing {module})")
     from .export import export_model
 
     path = export_model(args.model, models_dir=args.models_dir, name=args.name, force=args.force,
@@ -84,13 +102,19 @@ def cmd_explain(args) -> int:
     n_tokens = len(explainer.model.prompt_ids(prompt)) + settings.max_new_tokens
     if args.factors and args.factors > n_tokens:
         raise LensError(f"--factors {args.factors} is more than the {n_tokens} tokens allow")
-    expl = explainer.explain(prompt, settings, progress=_stage)
+    expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1)
     _stage("writing the report")
+    t = time.perf_counter()
     out = expl.report(report, **_report_options(args, layers))  # first: a failing report replaces no saved file
+    expl.timings["report"] = time.perf_counter() - t
     if args.save:
         expl.save(args.save, compress=args.compress)
-    print(expl.summary())
-    print(f"report: {out}" + (f"\nsaved: {args.save}" if args.save else ""))
+    if args.json:
+        print(json.dumps(dict(expl.to_dict(), report=str(out), saved=args.save), ensure_ascii=False))
+    else:
+        print(expl.summary())
+        print(f"report: {out}" + (f"\nsaved: {args.save}" if args.save else ""))
+    _stage("took " + ", ".join(f"{k} {v:.2f} s" for k, v in expl.timings.items()))
     return 0
 
 
@@ -113,6 +137,42 @@ def cmd_render(args) -> int:
     expl = Explanation.load(args.explanation)
     out = expl.report(out, **options)
     print(f"report: {out}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .store import default_models_dir, list_models
+
+    store = args.models_dir or default_models_dir()
+    models = list_models(store)
+    if args.json:
+        print(json.dumps({"store": str(store), "models": models}))
+        return 0
+    print(f"model store: {store}")
+    for m in models:
+        shape = f"{m['architecture']} {m['n_layers']} x {m['d_model']}" if m["architecture"] else m["state"]
+        print(f"  {m['name']:<28} {shape:<22} {m['bytes'] / 2**20:8.0f} MiB  {m['folder']}")
+    if not models:
+        print("  (none: `lens export smollm2` exports the one model that installs offline)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import __version__
+    from .store import default_models_dir
+
+    info = {"lens": __version__, "python": sys.version.split()[0], "model store": str(default_models_dir())}
+    try:
+        import onnxruntime as ort
+        from .runtime import _providers
+        info["onnxruntime"] = f"{ort.__version__}, runs on {_providers()[0]} (available: " \
+                              f"{', '.join(ort.get_available_providers())})"
+    except ImportError:
+        info["onnxruntime"] = "not installed: pip install 'lens-explain[cpu]' (or [gpu])"
+    import jax
+    info["jax"] = f"{jax.__version__}, runs on {jax.devices()[0].platform} ({jax.devices()[0]})"
+    for k, v in info.items():
+        print(f"{k}: {v}")
     return 0
 
 
@@ -140,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lens", description="Explain what GPT-2- and Llama-family language models do when they "
                 "generate text: input saliency, logit lens, neuron activation factors.")
     p.add_argument("--version", action="version", version=f"lens {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only: no stages, no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="also the warnings of torch, transformers and JAX")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    store_help = "model store (default: $LENS_MODELS or ./models)"
+    store_help = "model store (default: $LENS_MODELS, else ./models if it exists, else the per-user store)"
 
     e = sub.add_parser("export", help="convert a GPT-2 or Llama checkpoint into a lens model folder", **fmt)
     e.add_argument("model", help="hub id (distilgpt2, gpt2, microsoft/DialoGPT-small, "
@@ -186,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-o", "--output", default="report.html", help="the HTML report to write")
     x.add_argument("--save", help="also save the explanation (.npz) for `lens render`")
     x.add_argument("--compress", action="store_true", help="with --save: float16 activations")
+    x.add_argument("--json", action="store_true", help="print the results as one JSON object (tokens, probabilities, "
+                   "attributions, logit-lens ranks, warnings) instead of the text summary")
     x.set_defaults(func=cmd_explain)
 
     r = sub.add_parser("render", help="re-render a saved explanation without the model", **fmt)
@@ -197,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--heatmap-layer", type=int, help="layer of the neuron heatmap")
     r.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
     r.set_defaults(func=cmd_render)
+
+    li = sub.add_parser("list", help="the exported models in the model store, with their size", **fmt)
+    li.add_argument("--models-dir", help=store_help)
+    li.add_argument("--json", action="store_true", help="as JSON")
+    li.set_defaults(func=cmd_list)
+
+    sub.add_parser("info", help="versions, the model store, and the device each engine runs on",
+                   **fmt).set_defaults(func=cmd_info)
 
     v = S.SERVE
     s = sub.add_parser("serve", help="a Bokeh server app on loopback: a prompt box and the views", **fmt)
@@ -212,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    VERBOSITY["level"] = 0 if args.quiet else 2 if args.verbose else 1
+    if not args.verbose:
+        _quiet_third_parties()
     try:
         return args.func(args)
     except LensError as e:

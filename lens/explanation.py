@@ -136,6 +136,41 @@ class Explanation:
         from . import persist
         return persist.load(cls, path)
 
+    # --------------------------------------------------------------- tables
+    def to_dict(self) -> dict:
+        """Plain JSON-able results: text, tokens, each generated token's probability, every method's
+        attribution rows, logit-lens ranks, watched ranks, warnings, settings and timings."""
+        gen = slice(self.n_prompt - 1, self.n_tokens - 1)
+        return {"model": self.model_name, "prompt": self.prompt_text, "generated": self.generated_text,
+                "tokens": self.tokens, "token_ids": self.token_ids.tolist(), "n_prompt": self.n_prompt,
+                "probabilities": self.probabilities.tolist(),
+                "attributions": {m: a.tolist() for m, a in self.attributions.items()},
+                "rankings": self.rankings().tolist(),
+                "watched": {w: r[:, gen].tolist() for w, r in self.watched.items()},
+                "warnings": self.warnings(), "settings": self.settings, "timings": self.timings}
+
+    def to_pandas(self):
+        """Long format, one row per (generated token, earlier token, method): generated_position,
+        generated_token, input_position, input_token, method, score."""
+        pd = _pandas()
+
+        rows = []
+        for m, a in self.attributions.items():
+            for t in range(self.n_generated):
+                g = self.n_prompt + t
+                rows += [(g, self.tokens[g], j, self.tokens[j], m, float(a[t, j])) for j in range(g)]
+        return pd.DataFrame(rows, columns=["generated_position", "generated_token", "input_position",
+                                           "input_token", "method", "score"])
+
+    def rankings_frame(self):
+        """Long format: layer (1-based, after that block), generated_position, token, rank."""
+        pd = _pandas()
+
+        r = self.rankings()
+        rows = [(l + 1, self.n_prompt + t, self.tokens[self.n_prompt + t], int(r[l, t]))
+                for l in range(r.shape[0]) for t in range(r.shape[1])]
+        return pd.DataFrame(rows, columns=["layer", "generated_position", "token", "rank"])
+
     # --------------------------------------------------------------- display
     def layout(self, **kw):
         """All views as one Bokeh layout (embed it in any Bokeh document or server app)."""
@@ -190,6 +225,14 @@ class Explanation:
                 parts.append(f"{m}: {self.tokens[top]!r} ({a[t, top]:.0%})")
             lines.append("  ".join(parts))
         return "\n".join(lines)
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise LensError("tables need pandas: pip install 'lens-explain[tables]'") from None
+    return pandas
 
 
 def _same_array(a, b) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 
 import numpy as np
@@ -43,6 +44,14 @@ class Explainer:
         from .analysis import LogitLens
         return LogitLens.from_folder(self.model.store)
 
+    def devices(self) -> dict:
+        """Where each engine runs: ONNX Runtime's provider, JAX's platform (once it is loaded)."""
+        out = {"onnxruntime": self.model.providers[0]}
+        if "attributor" in self.__dict__:
+            import jax
+            out["jax"] = jax.devices()[0].platform
+        return out
+
     def watch_id(self, text: str) -> tuple[int, list[str]]:
         """The token a watched string is followed by (its first: " 1564" is " 15" + "64"), and its
         tokens, so a view can say that only the first one is followed."""
@@ -59,11 +68,13 @@ class Explainer:
         ranks = self.logit_lens.analyse(hidden_states, next_tokens(token_ids), top_k=1, watch=ids)["watch_ranks"]
         return {t: ranks[..., i] for i, t in enumerate(tokens)}
 
-    def explain(self, prompt, settings: ExplainSettings | None = None, progress=None, **overrides) -> Explanation:
+    def explain(self, prompt, settings: ExplainSettings | None = None, progress=None, bars: bool = False,
+                **overrides) -> Explanation:
         """Generate, trace every tap, attribute every generated token, and read the logit lens.
 
         `settings` (default `lens.settings.EXPLAIN`) with any field overridden by keyword, e.g.
-        `max_new_tokens=10, methods=("grad_x_input", "gradient"), watch=[" Paris"]`."""
+        `max_new_tokens=10, methods=("grad_x_input", "gradient"), watch=[" Paris"]`. `progress` gets
+        each stage's name; `bars` shows a progress bar over the attribution's chunks (tqdm)."""
         s = (settings or EXPLAIN).replace(**overrides)
         say = progress or (lambda msg: None)
         model = self.model
@@ -89,7 +100,7 @@ class Explainer:
             t = time.perf_counter()
             say(f"attributing ({m})")
             a = self.attributor.attribute(gen.token_ids, gen.n_prompt, method=m, target=s.target,
-                                          foils=foil_id, steps=s.ig_steps)
+                                          foils=foil_id, steps=s.ig_steps, progress=_bar(m) if bars else None)
             attributions[m] = a.scores
             if a.signed is not None:
                 signed[m] = a.signed
@@ -107,7 +118,7 @@ class Explainer:
         settings_used = dict(gen.settings, methods=list(s.methods), target=s.target, foil=s.foil,
                              ig_steps=s.ig_steps, prompt=asked if isinstance(asked, str) else None, chat=s.chat,
                              bos=bool(model.add_bos and gen.token_ids[0] == model.bos_token_id),
-                             watch_tokens={w: v[1] for w, v in watched.items()}, **diagnostics)
+                             watch_tokens={w: v[1] for w, v in watched.items()}, devices=self.devices(), **diagnostics)
         return Explanation(
             model_name=model.name, token_ids=gen.token_ids, tokens=model.token_strings(gen.token_ids),
             n_prompt=gen.n_prompt, probabilities=gen.probabilities, attributions=attributions,
@@ -116,3 +127,19 @@ class Explainer:
             watched={w: ll["watch_ranks"][..., i] for i, w in enumerate(s.watch)}, signed=signed,
             top_tokens=top_tokens, settings=settings_used, timings=timings,
             prompt_text=model.decode(gen.token_ids[:gen.n_prompt]), generated_text=model.decode(gen.generated_ids))
+
+
+def _bar(method: str):
+    """A tqdm bar over one method's attribution chunks (on stderr; gone when it is done)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=f"lens: {method}", unit="token", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+    return update

@@ -1,4 +1,5 @@
-"""`lens serve`: a Bokeh server app on loopback with a prompt box and the report's views.
+"""`lens serve`: a Bokeh server app on loopback with a prompt box and the report's views, and the
+helpers to build your own (`shared_explainer`, `add_explainer`; examples/app.py).
 
 The model is loaded once and shared by every browser session; explanations run one at a time on a
 worker thread (the event loop stays free for other sessions), and a failing request is reported to
@@ -6,6 +7,7 @@ its own session only.
 """
 from __future__ import annotations
 
+import functools
 import html
 import signal
 import sys
@@ -17,9 +19,26 @@ from .errors import LensError
 from .settings import SERVE, ServeSettings
 
 
-def make_app(explainer, limits: ServeSettings = SERVE):
-    from bokeh.application import Application
-    from bokeh.application.handlers import FunctionHandler
+@functools.lru_cache(maxsize=None)
+def shared_explainer(name_or_path: str, models_dir: str | None = None):
+    """One Explainer per model and process: every session of a Bokeh server app shares it (loading a
+    model per session would take seconds and its memory each time)."""
+    from .pipeline import Explainer
+    return Explainer.load(name_or_path, models_dir=models_dir)
+
+
+@functools.lru_cache(maxsize=None)
+def _worker(explainer) -> tuple:
+    """The thread that runs an explainer's requests, one at a time, off the server's event loop."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="lens-explain"), threading.Lock()
+
+
+def add_explainer(doc, explainer, limits: ServeSettings = SERVE, prompt: str = "William Shakespeare was born in the year"):
+    """Add lens's prompt box, Explain button, status line and the report's views to a Bokeh document.
+
+    For your own `bokeh serve` app (see examples/app.py): explanations run on a worker thread, so
+    the event loop keeps serving other sessions; a failing request is shown to its own session only;
+    prompts are capped by `limits`. Returns the root layout added."""
     from bokeh.layouts import column, row
     from bokeh.models import Button, Spinner, TextAreaInput
 
@@ -27,58 +46,65 @@ def make_app(explainer, limits: ServeSettings = SERVE):
     from .viz.style import text_div
 
     model = explainer.model
-    max_prompt_tokens, max_new_tokens = limits.max_prompt_tokens, limits.max_new_tokens
-    worker = ThreadPoolExecutor(max_workers=1)
-    lock = threading.Lock()
+    worker, lock = _worker(explainer)
 
     def explain(text: str, n_new):
         if not isinstance(text, str) or not text.strip():
             raise LensError("the prompt is empty")
         n = len(model.prompt_ids(text))
-        if n > max_prompt_tokens:
-            raise LensError(f"the prompt has {n} tokens; this server takes at most {max_prompt_tokens}")
-        if not isinstance(n_new, (int, float)) or n_new != int(n_new) or not 1 <= n_new <= max_new_tokens:
-            raise LensError(f"new tokens must be between 1 and {max_new_tokens}")
+        if n > limits.max_prompt_tokens:
+            raise LensError(f"the prompt has {n} tokens; this server takes at most {limits.max_prompt_tokens}")
+        if not isinstance(n_new, (int, float)) or n_new != int(n_new) or not 1 <= n_new <= limits.max_new_tokens:
+            raise LensError(f"new tokens must be between 1 and {limits.max_new_tokens}")
         with lock:
             expl = explainer.explain(text, max_new_tokens=int(n_new))
         # the layout is built here too, so its errors reach this session like the explain's do
         return expl, report_layout(expl)
 
+    box = TextAreaInput(title="Prompt", value=prompt, rows=3, width=600, name="prompt")
+    n_new = Spinner(title="New tokens", low=1, high=limits.max_new_tokens, step=1,
+                    value=min(10, limits.max_new_tokens), width=120, name="new_tokens")
+    button = Button(label="Explain", button_type="primary", width=120, name="explain")
+    status = text_div(f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600)  # never TeX
+    results = column(text_div(""), name="results")  # not empty: Bokeh warns about an empty layout
+
+    def show(result=None, error=None):
+        button.disabled = False
+        if error is not None:
+            status.text = f"<span style='color:#b00020' class='lens-error'>{html.escape(error)}</span>"
+            return
+        expl, layout = result
+        status.text = f"<span class='lens-done'>{html.escape(expl.text)}</span>"
+        results.children = [layout]
+
+    def finished(future):
+        try:
+            update = partial(show, result=future.result())
+        except LensError as e:
+            update = partial(show, error=str(e))
+        except Exception as e:  # noqa: BLE001 - this session sees it; the server carries on
+            update = partial(show, error=f"internal error: {e.__class__.__name__}: {e}")
+        doc.add_next_tick_callback(update)
+
+    def clicked():
+        button.disabled = True
+        status.text = "explaining..."
+        worker.submit(explain, box.value, n_new.value).add_done_callback(finished)
+
+    button.on_click(clicked)
+    root = column(row(box, column(n_new, button)), status, results)
+    doc.add_root(root)
+    return root
+
+
+def make_app(explainer, limits: ServeSettings = SERVE):
+    """The Bokeh Application of `lens serve`: every session gets `add_explainer` on one shared model."""
+    from bokeh.application import Application
+    from bokeh.application.handlers import FunctionHandler
+
     def session(doc):
-        prompt = TextAreaInput(title="Prompt", value="William Shakespeare was born in the year", rows=3,
-                               width=600, name="prompt")
-        n_new = Spinner(title="New tokens", low=1, high=max_new_tokens, step=1,
-                        value=min(10, max_new_tokens), width=120, name="new_tokens")
-        button = Button(label="Explain", button_type="primary", width=120, name="explain")
-        status = text_div(f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600)  # never TeX
-        results = column(text_div(""), name="results")  # not empty: Bokeh warns about an empty layout
-
-        def show(result=None, error=None):
-            button.disabled = False
-            if error is not None:
-                status.text = f"<span style='color:#b00020' class='lens-error'>{html.escape(error)}</span>"
-                return
-            expl, layout = result
-            status.text = f"<span class='lens-done'>{html.escape(expl.text)}</span>"
-            results.children = [layout]
-
-        def finished(future):
-            try:
-                update = partial(show, result=future.result())
-            except LensError as e:
-                update = partial(show, error=str(e))
-            except Exception as e:  # noqa: BLE001 - this session sees it; the server carries on
-                update = partial(show, error=f"internal error: {e.__class__.__name__}: {e}")
-            doc.add_next_tick_callback(update)
-
-        def clicked():
-            button.disabled = True
-            status.text = "explaining..."
-            worker.submit(explain, prompt.value, n_new.value).add_done_callback(finished)
-
-        button.on_click(clicked)
-        doc.title = f"lens: {model.name}"
-        doc.add_root(column(row(prompt, column(n_new, button)), status, results))
+        doc.title = f"lens: {explainer.model.name}"
+        add_explainer(doc, explainer, limits)
 
     return Application(FunctionHandler(session))
 

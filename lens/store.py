@@ -27,8 +27,34 @@ _REEXPORT = "re-export with `lens export --force`"
 
 
 def default_models_dir() -> Path:
-    """`$LENS_MODELS`, else `models/` in the current folder."""
-    return Path(os.environ.get("LENS_MODELS") or Path.cwd() / "models")
+    """`$LENS_MODELS`; else `./models` when it exists (a project's own store); else the per-user
+    store (`~/.local/share/lens/models` on Linux), so `lens` works from any folder."""
+    if os.environ.get("LENS_MODELS"):
+        return Path(os.environ["LENS_MODELS"])
+    local = Path.cwd() / "models"
+    if local.is_dir():
+        return local
+    import platformdirs
+    return platformdirs.user_data_path("lens") / "models"
+
+
+def list_models(models_dir: str | os.PathLike | None = None) -> list[dict]:
+    """The exported models of a store: name, family, shape, size on disk, folder."""
+    store = Path(models_dir) if models_dir else default_models_dir()
+    repair(store)
+    out = []
+    for p in sorted(store.iterdir()) if store.is_dir() else []:
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        try:
+            m = ModelFolder(p).read_manifest(verify=False)
+            state = "ok"
+        except ModelFolderError as e:
+            m, state = {}, str(e)
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        out.append(dict(name=p.name, architecture=m.get("architecture"), n_layers=m.get("n_layers"),
+                        d_model=m.get("d_model"), source=m.get("source"), bytes=size, folder=str(p), state=state))
+    return out
 
 
 def model_name(source: str) -> str:

