@@ -18,7 +18,6 @@ def main():
     args = ap.parse_args()
 
     import torch
-    from transformers import AutoModelForCausalLM
 
     import lens
     from lens.export import export_model
@@ -26,7 +25,8 @@ def main():
     folder = export_model("smollm2", models_dir=CACHE / "models", validate=False)
     explainer = lens.Explainer.load(folder)
     model = explainer.model
-    ref = AutoModelForCausalLM.from_pretrained(folder).eval()
+    from lens.testing import smollm2_torch
+    ref = smollm2_torch()
     prompt = "William Shakespeare was born in the year 1564 in Stratford-upon-Avon, England. He"
     ids = model.encode(prompt)
     print(f"SmolLM2-135M, prompt {len(ids)} tokens + {args.new} generated, grad x input, median of {args.repeats}")

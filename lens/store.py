@@ -22,6 +22,7 @@ from .errors import ModelFolderError
 
 FORMAT_VERSION = 1
 MANIFEST, GRAPH, WEIGHTS, TOKENIZER, CONFIG = "manifest.json", "model.onnx", "model.safetensors", "tokenizer.json", "config.json"
+GRAPH_DATA = "model.onnx.data"  # the graph's initializers, which the weight map also points into
 _STAMP = ".lens-verified.json"
 _REEXPORT = "re-export with `lens export --force`"
 
@@ -203,9 +204,10 @@ class ModelFolder:
         return json.loads((self.path / CONFIG).read_text())
 
     def weights(self) -> dict:
-        """{Hugging Face name: numpy array} from the safetensors file, read once per process."""
+        """{Hugging Face name: numpy array}: views of the graph's initializers as the manifest's weight
+        map places them (one copy on disk), plus model.safetensors for the rest; read once per process."""
         try:
-            return _load_weights(str(self.path / WEIGHTS))
+            return _load_weights(str(self.path), json.dumps(self.manifest.get("weights") or {}))
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for garbage
             raise ModelFolderError(f"{self.path}: cannot read {WEIGHTS} ({str(e).splitlines()[0][:120]}); "
                                    f"{_REEXPORT}") from None
@@ -275,13 +277,15 @@ _MANIFEST_KEYS = {"architecture": str, "n_layers": int, "d_model": int, "n_heads
 
 
 def _manifest_problem(m: dict) -> str | None:
+    import numpy as np
+
     if not isinstance(m, dict) or not isinstance(m.get("files"), dict):
         return "no file list"
     for key, kind in _MANIFEST_KEYS.items():
         v = m.get(key)
         if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < 1):
             return f"{key} is {v!r}"
-    for required in (GRAPH, WEIGHTS, TOKENIZER, CONFIG):
+    for required in (GRAPH, TOKENIZER, CONFIG):
         if required not in m["files"]:
             return f"it lists no {required}"
     for rel, info in m["files"].items():
@@ -290,11 +294,36 @@ def _manifest_problem(m: dict) -> str | None:
             return f"the entry of {rel!r} has no size and sha256"
         if rel.startswith("/") or ".." in Path(rel).parts:
             return f"{rel!r} points outside the folder"
+    weights = m.get("weights")
+    if weights is None and WEIGHTS not in m["files"]:
+        return f"it lists no {WEIGHTS} and no weight map"
+    if weights is not None:
+        if not isinstance(weights, dict) or not all(
+                isinstance(w, dict) and w.get("file") in m["files"] and isinstance(w.get("offset"), int)
+                and w["offset"] >= 0 and isinstance(w.get("shape"), list) and isinstance(w.get("dtype"), str)
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in w["shape"])
+                and w["dtype"] in ("<f4", "<f2", "<i8", "<i4") and isinstance(w.get("transposed"), bool)
+                and w["offset"] + int(np.prod(w["shape"]) if w["shape"] else 1) * int(w["dtype"][-1])
+                <= m["files"][w["file"]]["size"] for w in weights.values()):
+            return "its weight map does not fit its files"
     return None
 
 
 @functools.lru_cache(maxsize=2)
-def _load_weights(path: str) -> dict:
-    from safetensors.numpy import load_file
+def _load_weights(folder: str, weight_map: str) -> dict:
+    import numpy as np
 
-    return load_file(path)
+    out = {}
+    mapping = json.loads(weight_map)
+    files = {}
+    for name, w in mapping.items():
+        if w["file"] not in files:
+            files[w["file"]] = np.memmap(Path(folder) / w["file"], dtype=np.uint8, mode="r")
+        dtype = np.dtype(w["dtype"])
+        count = int(np.prod(w["shape"])) if w["shape"] else 1
+        a = np.frombuffer(files[w["file"]], dtype=dtype, count=count, offset=w["offset"]).reshape(w["shape"])
+        out[name] = a.T if w["transposed"] else a
+    if (Path(folder) / WEIGHTS).is_file():
+        from safetensors.numpy import load_file
+        out.update(load_file(str(Path(folder) / WEIGHTS)))
+    return out

@@ -41,8 +41,8 @@ def explainer(model):
 
 @pytest.fixture(scope="module")
 def reference(smollm2):
-    from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(smollm2).eval()
+    from lens.testing import smollm2_torch
+    return smollm2_torch()
 
 
 def test_manifest_follows_the_gguf_tokenizer_config(smollm2, model):

@@ -25,6 +25,7 @@ from ..settings import BOS_CHOICES
 from ..store import (GRAPH, MANIFEST, ModelFolder, _pause_for_tests, check_name, default_models_dir, model_name,
                      repair, swap_into_place, work_dir)
 from .sources import gguf_tokenizer_meta, materialize_gguf, resolve_source, save_tokenizer
+from .weights import externalize, map_weights, state_dict
 
 _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights as external data
 
@@ -144,9 +145,13 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
 
     say("[3/6] adding activation taps")
     taps = _tap_graph(onnx_dir, work, shape)
+    externalize(work)
 
-    say("[4/6] writing weights, tokenizer and config")
-    model.save_pretrained(work, safe_serialization=True, max_shard_size="1000GB")
+    say("[4/6] mapping the weights, writing tokenizer and config")
+    weight_map = map_weights(work, state_dict(model))  # one copy on disk: the graph's
+    model.config.save_pretrained(work)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(work)
     tokenizer = save_tokenizer(src, work, bos, model, gguf_tokenizer_meta(gguf_path))
     shutil.rmtree(onnx_dir)
     shutil.rmtree(work / "hf", ignore_errors=True)
@@ -157,6 +162,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
         **shape,
         "n_params": n_params,
         "taps": {h: _tap_shape(h, shape) for h in taps},
+        "weights": weight_map,
         **tokenizer,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
