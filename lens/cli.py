@@ -99,6 +99,8 @@ def cmd_explain(args) -> int:
     explainer = Explainer.load(args.model, models_dir=args.models_dir)
     if layers is not None:  # check before the slow stages
         select_layers(explainer.model.n_layers, layers)
+    if args.heatmap_layer is not None:
+        select_layers(explainer.model.n_layers, args.heatmap_layer)
     n_tokens = len(explainer.model.prompt_ids(prompt)) + settings.max_new_tokens
     if args.factors and args.factors > n_tokens:
         raise LensError(f"--factors {args.factors} is more than the {n_tokens} tokens allow")
