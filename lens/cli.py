@@ -88,7 +88,8 @@ def cmd_explain(args) -> int:
     settings = S.ExplainSettings(
         max_new_tokens=args.max_new_tokens, methods=tuple(args.method or S.EXPLAIN.methods), target=args.target,
         sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-        watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps, chat=args.chat)
+        watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps, chat=args.chat,
+        continuation=args.continuation)
     prompt = _read_prompt(args.prompt)
     layers = _layers(args.layers)
     report = output_path(args.output, "report")        # bad paths fail before the slow stages
@@ -101,7 +102,8 @@ def cmd_explain(args) -> int:
         select_layers(explainer.model.n_layers, layers)
     if args.heatmap_layer is not None:
         select_layers(explainer.model.n_layers, args.heatmap_layer)
-    n_tokens = len(explainer.model.prompt_ids(prompt)) + settings.max_new_tokens
+    n_new = len(explainer.model.encode(args.continuation, bos=False)) if args.continuation else settings.max_new_tokens
+    n_tokens = len(explainer.model.prompt_ids(prompt)) + n_new
     if args.factors and args.factors > n_tokens:
         raise LensError(f"--factors {args.factors} is more than the {n_tokens} tokens allow")
     expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1)
@@ -227,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--prompt", required=True, help="the prompt; - reads it from stdin (one final newline dropped)")
     x.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template (instruct models)")
     x.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens to generate")
+    x.add_argument("--continuation", help="explain this continuation of the prompt instead of generating one "
+                   "(forced decoding; --max-new-tokens and sampling do not apply)")
     x.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     x.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
     x.add_argument("--top-k", type=int, help="sample among the k most likely tokens")

@@ -84,13 +84,18 @@ class Explainer:
         if s.chat:
             prompt = model.chat_prompt(prompt if isinstance(prompt, str) else model.decode(model.prompt_ids(prompt)))
         ids = model.prompt_ids(prompt)                   # a bad prompt fails before any stage starts
-        model.check_length(len(ids), s.max_new_tokens)
+        if s.continuation is None:
+            model.check_length(len(ids), s.max_new_tokens)
         timings, diagnostics = {}, {}
 
         t = time.perf_counter()
-        say("generating")
-        gen = model.generate(ids, s.max_new_tokens, sample=s.sample, temperature=s.temperature, top_k=s.top_k,
-                             top_p=s.top_p, seed=s.seed, trace=True)
+        if s.continuation is not None:
+            say("tracing the given continuation")
+            gen = model.force(ids, list(s.continuation) if isinstance(s.continuation, tuple) else s.continuation)
+        else:
+            say("generating")
+            gen = model.generate(ids, s.max_new_tokens, sample=s.sample, temperature=s.temperature, top_k=s.top_k,
+                                 top_p=s.top_p, seed=s.seed, trace=True)
         timings["generate"] = time.perf_counter() - t
         if gen.n_prompt == len(gen.token_ids):
             raise LensError("no token was generated")

@@ -232,6 +232,22 @@ class Model:
                                      for k in ["logits", *self.taps]})
         return gen
 
+    def force(self, prompt, continuation) -> Generation:
+        """Explain a given continuation instead of generating one (inseq's forced decoding): one
+        full pass over prompt + continuation with every tap; each continuation token's probability
+        is the model's at the position before it."""
+        ids = self.prompt_ids(prompt)
+        cont = self.encode(continuation, bos=False) if isinstance(continuation, str) else self.prompt_ids(continuation)
+        if not cont:
+            raise LensError("the continuation is empty")
+        self.check_length(len(ids), len(cont))
+        trace = self.run(ids + cont)
+        logits = trace.logits[len(ids) - 1:-1].astype(np.float64)                    # [n_cont, d_vocab]
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        probs = p[np.arange(len(cont)), cont].astype(np.float32)
+        return Generation(np.asarray(ids + cont, np.int64), len(ids), probs, {"forced": True}, trace)
+
     def run(self, token_ids) -> Trace:
         """One full-sequence pass with every tap, for all positions."""
         ids = np.asarray(self.prompt_ids(token_ids), dtype=np.int64)

@@ -52,6 +52,7 @@ class ExplainSettings:
     ig_steps: int = 64                    # integrated-gradients path points
     lens_top_k: int = 10                  # logit-lens candidates kept per layer and position
     chat: bool = False                    # wrap the prompt in the model's chat template (instruct models)
+    continuation: str | tuple | None = None  # explain this continuation (text or token ids) instead of generating
 
     def __post_init__(self):
         # normalise sequences given as lists or single strings, then check every value
@@ -75,6 +76,11 @@ class ExplainSettings:
         for w in self.watch + ((self.foil,) if self.foil is not None else ()):
             if not isinstance(w, str) or not w:
                 raise LensError(f"a watched or foil token must be non-empty text, not {w!r}")
+        if isinstance(self.continuation, list):
+            object.__setattr__(self, "continuation", tuple(self.continuation))
+        if self.continuation is not None and not (isinstance(self.continuation, str) and self.continuation) \
+                and not (isinstance(self.continuation, tuple) and self.continuation):
+            raise LensError("the continuation must be non-empty text or token ids")
         if "contrastive" in self.methods and not self.foil:
             raise LensError("the contrastive method needs --foil TOKEN (the alternative to explain against)")
 

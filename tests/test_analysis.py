@@ -164,3 +164,25 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(LensError, match="not a lens explanation file"):
         lens.Explanation.load(tmp_path / "bad.npz")
+
+
+def test_a_forced_continuation_equals_generating_it(tiny_explainer):
+    """Forced decoding: explaining the tokens greedy decoding would produce gives the generation's
+    own numbers (one full pass instead of KV-cached steps)."""
+    gen = tiny_explainer.explain("William Shakespeare was born in the year", max_new_tokens=7,
+                                 methods=("grad_x_input", "gradient"), watch=[" the"])
+    cont = gen.token_ids[gen.n_prompt:].tolist()
+    forced = tiny_explainer.explain("William Shakespeare was born in the year", continuation=cont,
+                                    methods=("grad_x_input", "gradient"), watch=[" the"])
+    np.testing.assert_array_equal(forced.token_ids, gen.token_ids)
+    np.testing.assert_allclose(forced.probabilities, gen.probabilities, rtol=1e-4)
+    for m in gen.attributions:
+        np.testing.assert_allclose(forced.attributions[m], gen.attributions[m], atol=1e-6)
+    np.testing.assert_array_equal(forced.rankings(), gen.rankings())
+    np.testing.assert_array_equal(forced.watched[" the"], gen.watched[" the"])
+    np.testing.assert_allclose(forced.activations, gen.activations, atol=1e-4)
+    # as text: any continuation, not only the likely one, with each token's probability under the model
+    text = tiny_explainer.explain("The capital of France is", continuation=" Paris, of course")
+    assert text.generated_text == " Paris, of course" and text.n_generated == 4
+    with pytest.raises(LensError, match="continuation must be non-empty"):
+        tiny_explainer.explain("Hi", continuation="")

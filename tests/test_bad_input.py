@@ -141,6 +141,7 @@ CASES = [
     (X + ["--layers", "-1"], None, "--layers takes a layer or a range"),
     (X + ["--heatmap-layer", "99"], None, "layer 99 is out of range"),
     (X + ["--chat"], None, "has no chat template"),
+    (X + ["--continuation", ""], None, "continuation must be non-empty"),
     (X + ["--frobnicate"], None, "unrecognized arguments: --frobnicate"),
     (["explain", "--model", "tiny"], None, "the following arguments are required: --prompt"),
     ([], None, "the following arguments are required: command"),

@@ -84,6 +84,15 @@ def test_a_watched_string_of_several_tokens_follows_its_first(cli, tiny, tmp_pat
     assert "first of its 2 tokens: ␣15 + 64" in json.dumps(title, ensure_ascii=False)
 
 
+def test_forced_continuation_from_the_cli(cli, tiny, tmp_path):
+    rc, out, err = cli("-q", "explain", "--model", tiny[1], "--prompt", "The capital of France is", "--continuation",
+                       " Paris", "--json", "-o", tmp_path / "r.html")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["generated"] == " Paris" and data["settings"]["forced"] is True
+    assert len(data["attributions"]["grad_x_input"]) == 1
+
+
 def test_chat_needs_a_template(cli, tiny, tmp_path):
     rc, _, err = cli("explain", "--model", tiny[1], "--prompt", "Hi", "--chat", "-o", tmp_path / "r.html")
     _error(rc, err, "has no chat template")
