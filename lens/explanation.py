@@ -184,7 +184,9 @@ class Explanation:
 
         try:
             get_ipython  # noqa: F821 - defined inside IPython only
-            output_notebook(INLINE, hide_banner=True)
+            if not _NOTEBOOK["ready"]:  # BokehJS (~4 MB inline) goes into the notebook once per kernel
+                output_notebook(INLINE, hide_banner=True)
+                _NOTEBOOK["ready"] = True
         except NameError:
             pass
         show(self.layout(**kw))
@@ -225,6 +227,9 @@ class Explanation:
                 parts.append(f"{m}: {self.tokens[top]!r} ({a[t, top]:.0%})")
             lines.append("  ".join(parts))
         return "\n".join(lines)
+
+
+_NOTEBOOK = {"ready": False}
 
 
 def _pandas():

@@ -153,3 +153,22 @@ def test_default_factors_fit_short_sequences(cli, tiny, tmp_path):
     assert rc == 0, err
     drawn = report_sources(out.read_text())  # 3 tokens: the first left out, so 2 factors
     assert sorted(set(drawn["sparkline_cells"]["label"])) == [1, 2]
+
+
+def test_notebook_show_loads_bokehjs_once_per_kernel(tiny_explainer, monkeypatch):
+    """`show()` in a notebook: BokehJS (~4 MB inline) is sent with the first call only."""
+    import builtins
+
+    import bokeh.io
+
+    import lens.explanation as E
+
+    loads, shown = [], []
+    monkeypatch.setattr(builtins, "get_ipython", lambda: None, raising=False)
+    monkeypatch.setattr(bokeh.io, "output_notebook", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(bokeh.io, "show", lambda layout: shown.append(layout))
+    monkeypatch.setitem(E._NOTEBOOK, "ready", False)
+    e = tiny_explainer.explain("Hello there", max_new_tokens=2)
+    e.show()
+    e.show()
+    assert len(loads) == 1 and len(shown) == 2 and shown[0] is not shown[1]
