@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_grad.py
 	$(BIN)/python bench/bench_smollm2.py
+	$(BIN)/python bench/bench_report.py
 	$(BIN)/python bench/bench_memory_xl.py
 
 .PHONY: install chromium demo test bench screenshots
