@@ -99,3 +99,20 @@ def synthetic_explanation(n_layers=30, n_prompt=10, n_gen=30, d_mlp=96, k=10, se
 @pytest.fixture
 def synthetic():
     return synthetic_explanation
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, shared by a test module (tests/browser.py has the page helper)."""
+    from browser import CHROMIUM, launch
+
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: `make test` installs it")
+        pytest.skip("chromium is not installed (make chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()

@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parents[1] / "lens"
 BASE = {"errors", "hooks", "settings"}
 # module (or package) -> the lens modules it may import
 ALLOWED = {
-    "errors": set(), "hooks": set(), "settings": {"errors"}, "store": {"errors"}, "files": {"errors"},
+    "errors": set(), "hooks": set(), "settings": {"errors"}, "swap": set(), "store": {"errors", "swap"}, "files": {"errors"},
     "persist": {"errors", "files"},
     "tokens": {"errors"}, "sampling": {"errors"},
     "chat": {"errors"},
     "runtime": BASE | {"store", "tokens", "sampling", "chat"},
     "families": BASE,
-    "export": BASE | {"store", "families", "runtime", "export"},
+    "export": BASE | {"store", "swap", "families", "runtime", "export"},
     "grad": BASE | {"store", "families", "grad"},
     "analysis": BASE | {"store", "families", "analysis"},
     "explanation": BASE | {"analysis", "viz", "persist"},

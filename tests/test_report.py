@@ -8,7 +8,7 @@ import pytest
 
 from lens.viz.style import SALIENCY_COLOR, contrast, rgb
 from lens.viz.text import BOX_H, LABEL_DY
-from test_browser import Page, browser  # noqa: F401 - the shared Chromium fixture and page helper
+from browser import Page
 
 pytestmark = pytest.mark.browser
 
@@ -16,7 +16,7 @@ PROMPTS = {"counting": "1, 2, 3, 4, 5, 6, 7, 8, 9,",
            "eu": "A list of EU countries:\n1. Austria\n2. Belgium\n3. Bulgaria\n4. Croatia\n5."}
 
 
-def _open(browser, path):  # noqa: F811
+def _open(browser, path):
     pg = Page(browser)
     pg.page.goto(path.as_uri())
     pg.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
@@ -57,7 +57,7 @@ def _overlap(a, b):
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def test_labels_never_overlap_labels_or_boxes(browser, prompt_report):  # noqa: F811
+def test_labels_never_overlap_labels_or_boxes(browser, prompt_report):
     expl, path = prompt_report
     pg = _open(browser, path)
     try:
@@ -79,7 +79,7 @@ def test_labels_never_overlap_labels_or_boxes(browser, prompt_report):  # noqa: 
         pg.close()
 
 
-def test_painted_text_keeps_wcag_contrast(browser, prompt_report):  # noqa: F811
+def test_painted_text_keeps_wcag_contrast(browser, prompt_report):
     expl, path = prompt_report
     pg = _open(browser, path)
     try:
@@ -98,7 +98,7 @@ def test_painted_text_keeps_wcag_contrast(browser, prompt_report):  # noqa: F811
         pg.close()
 
 
-def test_details_panel_names_the_hovered_token(browser, prompt_report):  # noqa: F811
+def test_details_panel_names_the_hovered_token(browser, prompt_report):
     expl, path = prompt_report
     pg = _open(browser, path)
     try:
@@ -129,7 +129,7 @@ def test_details_panel_names_the_hovered_token(browser, prompt_report):  # noqa:
         pg.close()
 
 
-def test_views_fit_a_1400px_page_at_30_layers_by_40_tokens(browser, synthetic, tmp_path):  # noqa: F811
+def test_views_fit_a_1400px_page_at_30_layers_by_40_tokens(browser, synthetic, tmp_path):
     expl = synthetic(n_layers=30, n_prompt=10, n_gen=40)
     path = expl.report(tmp_path / "big.html", factors=3)
     pg = _open(browser, path)
@@ -154,7 +154,7 @@ def test_views_fit_a_1400px_page_at_30_layers_by_40_tokens(browser, synthetic, t
         pg.close()
 
 
-def test_layer_predictions_follow_the_chosen_position(browser, synthetic, tmp_path):  # noqa: F811
+def test_layer_predictions_follow_the_chosen_position(browser, synthetic, tmp_path):
     expl = synthetic(n_layers=6, n_prompt=5, n_gen=4, k=5)
     pg = _open(browser, expl.report(tmp_path / "lp.html", factors=2))
     try:
@@ -171,7 +171,7 @@ def test_layer_predictions_follow_the_chosen_position(browser, synthetic, tmp_pa
 
 @pytest.mark.parametrize("options,layer", [({"layers": (1, 1)}, 1), ({"layers": (0, 1), "heatmap_layer": 0}, 0),
                                            ({}, 1)])
-def test_heatmap_follows_the_layer_option(browser, tiny_explainer, tmp_path, options, layer):  # noqa: F811
+def test_heatmap_follows_the_layer_option(browser, tiny_explainer, tmp_path, options, layer):
     expl = tiny_explainer.explain("1, 2, 3, 4,", max_new_tokens=6)
     pg = _open(browser, expl.report(tmp_path / "h.html", factors=2, heatmap_neurons=20, **options))
     try:

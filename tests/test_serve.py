@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from test_browser import Page, _free_port, browser  # noqa: F401 - the shared Chromium fixture and helpers
+from browser import Page, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SESSIONS, ROUNDS = 10, 3
@@ -26,7 +26,7 @@ def _rss_mb(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def server(tiny):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lens", "serve", "--model", str(tiny[1]), "--port", str(port),
                              "--max-new-tokens", "4", "--max-prompt-tokens", "40"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -50,7 +50,7 @@ def _status(pg, timeout=180_000):
     return text
 
 
-def _wave(browser, url, tiny_explainer, wave):  # noqa: F811
+def _wave(browser, url, tiny_explainer, wave):
     pages = [Page(browser, offline=False) for _ in range(SESSIONS)]
     try:
         for pg in pages:
@@ -76,7 +76,7 @@ def _wave(browser, url, tiny_explainer, wave):  # noqa: F811
             pg.close()
 
 
-def test_ten_sessions_three_requests_two_waves(browser, server, tiny_explainer):  # noqa: F811
+def test_ten_sessions_three_requests_two_waves(browser, server, tiny_explainer):
     proc, url = server
     rss = []
     for wave in range(2):

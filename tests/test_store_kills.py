@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import lens
-from lens.store import check_name, repair
+from lens.store import check_name
+from lens.swap import repair
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -126,22 +125,15 @@ def test_export_prints_no_third_party_noise(cli, tiny, tmp_path):
 
 
 @pytest.mark.browser
-def test_a_users_own_server_app(tiny, browser, tiny_explainer):  # noqa: F811
-    from test_browser import Page, _free_port
+def test_a_users_own_server_app(tiny, browser, tiny_explainer):
+    from browser import Page, free_port, wait_for_port
 
-    port = _free_port()
+    port = free_port()
     app = os.path.join(os.path.dirname(__file__), "..", "examples", "app.py")
     proc = subprocess.Popen([sys.executable, "-m", "bokeh", "serve", app, "--port", str(port), "--args", str(tiny[1])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        import socket
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
+        wait_for_port(port)
         pg = Page(browser, offline=False)
         try:
             pg.page.goto(f"http://127.0.0.1:{port}/app")
@@ -160,5 +152,3 @@ def test_a_users_own_server_app(tiny, browser, tiny_explainer):  # noqa: F811
         proc.terminate()
         proc.wait(timeout=30)
 
-
-from test_browser import browser  # noqa: E402,F401 - the shared Chromium fixture

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lens.cli import main
-from test_browser import Page, browser  # noqa: F401 - the shared Chromium fixture and page helper
+from browser import Page
 
 pytestmark = pytest.mark.browser
 
@@ -55,7 +55,7 @@ PAYLOADS = [
 ]
 
 
-def _attack(browser, path):  # noqa: F811
+def _attack(browser, path):
     """Open the report, hover every token and sparkline row, click all over; return the page."""
     pg = Page(browser)
     pg.ctx.add_init_script("window.__pwned = []; window.alert = window.confirm = window.prompt = "
@@ -108,7 +108,7 @@ def _assert_nothing_ran(pg, shown_texts):
 
 
 @pytest.mark.parametrize("chunk", range(0, len(PAYLOADS), 5))
-def test_payloads_as_prompts(browser, tiny_explainer, tmp_path, chunk):  # noqa: F811
+def test_payloads_as_prompts(browser, tiny_explainer, tmp_path, chunk):
     """Through the real tokenizer and model: the payloads become the prompt."""
     prompt = " ".join(p[:300] for p in PAYLOADS[chunk:chunk + 5])
     if len(tiny_explainer.model.encode(prompt)) > 120:
@@ -121,7 +121,7 @@ def test_payloads_as_prompts(browser, tiny_explainer, tmp_path, chunk):  # noqa:
         pg.close()
 
 
-def test_payloads_as_every_string_of_a_crafted_file(browser, tiny_explainer, tmp_path, capsys):  # noqa: F811
+def test_payloads_as_every_string_of_a_crafted_file(browser, tiny_explainer, tmp_path, capsys):
     """A shared .npz is untrusted: every string in it a payload, rendered by `lens render`."""
     expl = tiny_explainer.explain("one two three four five six seven eight", max_new_tokens=30)
     n, L, k = expl.n_tokens, expl.n_layers, expl.top_ids.shape[-1]

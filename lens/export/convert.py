@@ -22,8 +22,8 @@ from typing import Callable
 from .. import __version__, families
 from ..errors import LensError
 from ..settings import BOS_CHOICES
-from ..store import (GRAPH, MANIFEST, ModelFolder, _pause_for_tests, check_name, default_models_dir, model_name,
-                     repair, swap_into_place, work_dir)
+from ..store import GRAPH, MANIFEST, ModelFolder, check_name, default_models_dir, model_name
+from ..swap import _pause_for_tests, repair, swap_into_place, work_dir
 from .sources import gguf_tokenizer_meta, materialize_gguf, resolve_source, save_tokenizer
 from .weights import externalize, map_weights, state_dict
 
