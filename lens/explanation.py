@@ -218,7 +218,8 @@ class Explanation:
     def summary(self) -> str:
         prompt = self.prompt_text or "".join(self.tokens[:self.n_prompt])
         gen = self.generated_text or "".join(self.tokens[self.n_prompt:])
-        lines = [f"model: {self.model_name}", f"prompt: {prompt!r}", f"generated: {gen!r}"] + [f"warning: {w}" for w in self.warnings()]
+        lines = [f"model: {self.model_name}", f"prompt: {prompt!r}", f"generated: {gen!r}"]
+        lines += [f"warning: {w}" for w in self.warnings()]
         for t in range(self.n_generated):
             tok = self.tokens[self.n_prompt + t]
             parts = [f"{tok!r:>16} p={self.probabilities[t]:.3f}"]

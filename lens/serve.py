@@ -33,7 +33,8 @@ def _worker(explainer) -> tuple:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="lens-explain"), threading.Lock()
 
 
-def add_explainer(doc, explainer, limits: ServeSettings = SERVE, prompt: str = "William Shakespeare was born in the year"):
+def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
+                  prompt: str = "William Shakespeare was born in the year"):
     """Add lens's prompt box, Explain button, status line and the report's views to a Bokeh document.
 
     For your own `bokeh serve` app (see examples/app.py): explanations run on a worker thread, so

@@ -21,7 +21,8 @@ from .errors import ModelFolderError
 from .swap import repair
 
 FORMAT_VERSION = 1
-MANIFEST, GRAPH, WEIGHTS, TOKENIZER, CONFIG = "manifest.json", "model.onnx", "model.safetensors", "tokenizer.json", "config.json"
+MANIFEST, GRAPH, WEIGHTS = "manifest.json", "model.onnx", "model.safetensors"
+TOKENIZER, CONFIG = "tokenizer.json", "config.json"
 GRAPH_DATA = "model.onnx.data"  # the graph's initializers, which the weight map also points into
 _STAMP = ".lens-verified.json"
 _REEXPORT = "re-export with `lens export --force`"

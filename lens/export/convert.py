@@ -1,4 +1,5 @@
-"""`lens export`: a Hugging Face checkpoint of a supported family (`lens.families`) -> a self-contained, validated model folder.
+"""`lens export`: a Hugging Face checkpoint of a supported family (`lens.families`) -> a self-contained,
+validated model folder.
 
 Stages: resolve the source (hub id, local folder, GGUF file, or `smollm2`) -> check the
 architecture -> optimum ONNX export

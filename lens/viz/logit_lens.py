@@ -73,11 +73,12 @@ def rankings_view(expl, k: int = 5):
     ranks = expl.rankings()                                          # [n_layers, n_gen]
     n_layers, n_gen = ranks.shape
     gen = expl.tokens[expl.n_prompt:]
-    top = [" | ".join(f"{label(expl.top_tokens[l][expl.n_prompt - 1 + t][j])} {expl.top_probs[l, expl.n_prompt - 1 + t, j]:.1%}"
-                      for j in range(min(k, expl.top_ids.shape[-1])))
-           for l in range(n_layers) for t in range(n_gen)]
+    def top(l, pos):  # this layer's top-k at the position that predicts the generated token
+        return " | ".join(f"{label(expl.top_tokens[l][pos][j])} {expl.top_probs[l, pos, j]:.1%}"
+                          for j in range(min(k, expl.top_ids.shape[-1])))
+    tops = [top(l, expl.n_prompt - 1 + t) for l in range(n_layers) for t in range(n_gen)]
     p = rank_grid(ranks, [label(t) for t in gen], "rankings", "Rank of each generated token after each layer "
-                  "(1 = the model's top choice)", "generated token", extra={"top": top},
+                  "(1 = the model's top choice)", "generated token", extra={"top": tops},
                   tooltips=[("token", "@column"), ("rank", "@rank"), ("top", "@top")])
     return _panel(p, "rankings_view")
 
