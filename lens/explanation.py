@@ -136,6 +136,14 @@ class Explanation:
         from . import persist
         return persist.load(cls, path)
 
+    def faithfulness(self) -> dict:
+        """{method: (AOPC most-relevant-first, AOPC least-relevant-first)} computed when explaining with
+        faithfulness=True, `random` the control: a method worth believing has a high first and a low second."""
+        f = self.settings.get("faithfulness")
+        if not f:
+            raise LensError("faithfulness was not measured: explain with faithfulness=True (--faithfulness)")
+        return {m: (v["aopc_morf"], v["aopc_lerf"]) for m, v in f.items()}
+
     # --------------------------------------------------------------- tables
     def to_dict(self) -> dict:
         """Plain JSON-able results: text, tokens, each generated token's probability, every method's

@@ -62,6 +62,29 @@ class Explainer:
             raise LensError(f"{text!r} is no token for this model")
         return ids[0], self.model.isolated_strings(ids)
 
+    def faithfulness(self, expl, seed: int = 0) -> dict:
+        """AOPC per method (and for a random ranking, the control), per generated token and averaged:
+        {method: {"morf": [n_gen], "lerf": [n_gen], "aopc_morf": mean, "aopc_lerf": mean}}. One batched
+        ONNX Runtime call per generated token and ranking."""
+        from .analysis import faithfulness as F
+
+        rankings = dict(expl.attributions)
+        rankings["random"] = None
+        out = {m: {"morf": [], "lerf": []} for m in rankings}
+        for t in range(expl.n_generated):
+            pos = expl.n_prompt + t                                   # the generated token, scored from pos - 1
+            ids, target = expl.token_ids[:pos], int(expl.token_ids[pos])
+            p0 = float(expl.probabilities[t])
+            for m, a in rankings.items():
+                scores = F.random_scores(pos, seed + t) if a is None else a[t, :pos]
+                masks = np.concatenate([F.removal_masks(scores, True), F.removal_masks(scores, False)])
+                probs = self.model.masked_probabilities(ids, masks, target)
+                out[m]["morf"].append(F.aopc(p0, probs[:F.STEPS]))
+                out[m]["lerf"].append(F.aopc(p0, probs[F.STEPS:]))
+        for v in out.values():
+            v["aopc_morf"], v["aopc_lerf"] = float(np.mean(v["morf"])), float(np.mean(v["lerf"]))
+        return out
+
     def watch_ranks(self, hidden_states: np.ndarray, token_ids: np.ndarray, tokens) -> dict[str, np.ndarray]:
         """{token: [n_layers, n_tokens] logit-lens rank after each layer at each position}."""
         ids = [self.watch_id(t)[0] for t in tokens]
@@ -124,7 +147,7 @@ class Explainer:
                              ig_steps=s.ig_steps, prompt=asked if isinstance(asked, str) else None, chat=s.chat,
                              bos=bool(model.add_bos and gen.token_ids[0] == model.bos_token_id),
                              watch_tokens={w: v[1] for w, v in watched.items()}, devices=self.devices(), **diagnostics)
-        return Explanation(
+        expl = Explanation(
             model_name=model.name, token_ids=gen.token_ids, tokens=model.token_strings(gen.token_ids),
             n_prompt=gen.n_prompt, probabilities=gen.probabilities, attributions=attributions,
             hidden_states=tr.hidden_states, activations=tr.activations, ranks=ll["ranks"],
@@ -132,6 +155,13 @@ class Explainer:
             watched={w: ll["watch_ranks"][..., i] for i, w in enumerate(s.watch)}, signed=signed,
             top_tokens=top_tokens, settings=settings_used, timings=timings,
             prompt_text=model.decode(gen.token_ids[:gen.n_prompt]), generated_text=model.decode(gen.generated_ids))
+        if s.faithfulness:
+            t = time.perf_counter()
+            say("faithfulness (AOPC)")
+            faithful = self.faithfulness(expl)
+            expl.timings["faithfulness"] = time.perf_counter() - t
+            expl.settings["faithfulness"] = faithful
+        return expl
 
 
 def _bar(method: str):

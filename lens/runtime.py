@@ -189,6 +189,24 @@ class Model:
         out["present"] = values[1:1 + len(self._present_names)]
         return out
 
+    def masked_probabilities(self, token_ids, masks: np.ndarray, target: int) -> np.ndarray:
+        """p(target) after the last position of `token_ids` [L], once per row of `masks` [B, L] (1 = kept,
+        0 = masked out of attention; positions unchanged): one batched graph call."""
+        masks = np.asarray(masks, dtype=np.int64)
+        B, L = masks.shape
+        feed = {"input_ids": np.broadcast_to(np.asarray(token_ids, np.int64)[None], (B, L)).copy()}
+        if "attention_mask" not in self._inputs:
+            raise LensError(f"{self.name}'s graph takes no attention mask")
+        feed["attention_mask"] = masks
+        if "position_ids" in self._inputs:
+            feed["position_ids"] = np.broadcast_to(np.arange(L, dtype=np.int64)[None], (B, L)).copy()
+        empty = np.zeros((B, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)
+        feed.update({name: empty for name in self._past_names})
+        logits = self.session.run(["logits"], feed)[0][:, -1].astype(np.float64)  # [B, d_vocab]
+        logits -= logits.max(-1, keepdims=True)
+        p = np.exp(logits)
+        return (p[:, target] / p.sum(-1)).astype(np.float64)
+
     def generate(self, prompt: str | list[int], max_new_tokens: int = 20, sample: bool = False,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, stop_at_eos: bool = True, trace: bool = False) -> Generation:

@@ -53,6 +53,7 @@ class ExplainSettings:
     lens_top_k: int = 10                  # logit-lens candidates kept per layer and position
     chat: bool = False                    # wrap the prompt in the model's chat template (instruct models)
     continuation: str | tuple | None = None  # explain this continuation (text or token ids) instead of generating
+    faithfulness: bool = False            # AOPC of every method (and a random control) from masked model runs
 
     def __post_init__(self):
         # normalise sequences given as lists or single strings, then check every value

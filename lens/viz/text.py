@@ -138,9 +138,23 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
     p.add_tools(HoverTool(tooltips=None, callback=paint, renderers=[boxes]), TapTool(renderers=[boxes]))
     src.selected.js_on_change("indices", paint)
     select.js_on_change("value", paint)
+    parts = [heading, select, details, p]
+    if isinstance(expl.settings.get("faithfulness"), dict):
+        parts.insert(2, faithfulness_view(expl.settings["faithfulness"]))
     legend = text_div(f"<span style='{NOTE_STYLE}'>Grey boxes: the prompt; yellow: generated tokens. Percentages are "
                       f"each earlier token's share of the attribution.</span>")
-    return column(heading, select, details, p, legend, name="saliency_view")
+    return column(*parts, legend, name="saliency_view")
+
+
+def faithfulness_view(f: dict):
+    """Which method the model's behaviour supports: AOPC when removing the most relevant positions
+    first (higher: the ranking found what mattered) and the least relevant first (lower is better)."""
+    rows = "".join(f"<tr><td>{html.escape(str(m))}</td><td>{float(v['aopc_morf']):.3f}</td>"
+                   f"<td>{float(v['aopc_lerf']):.3f}</td></tr>" for m, v in f.items() if isinstance(v, dict))
+    return text_div(f"<span style='{NOTE_STYLE}'>Faithfulness (mean drop of p(token) as 10-90% of the earlier "
+                    f"tokens are masked out, by the method's ranking): </span><table style='font-size:12px'>"
+                    f"<tr><th>ranking</th><th>most relevant first (higher is better)</th><th>least relevant first "
+                    f"(lower is better)</th></tr>{rows}</table>", name="faithfulness")
 
 
 def _heading(method: str) -> str:
