@@ -84,14 +84,14 @@ def cmd_explain(args) -> int:
     from .analysis.neurons import select_layers
     from .pipeline import Explainer
 
-    _report_options(args, None)  # check the report's options before the slow stages
+    layers = _layers(args.layers)
+    options = _report_options(args, layers)  # the report's options are checked before the slow stages
     settings = S.ExplainSettings(
         max_new_tokens=args.max_new_tokens, methods=tuple(args.method or S.EXPLAIN.methods), target=args.target,
         sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps, chat=args.chat,
         continuation=args.continuation, faithfulness=args.faithfulness)
     prompt = _read_prompt(args.prompt)
-    layers = _layers(args.layers)
     report = output_path(args.output, "report")        # bad paths fail before the slow stages
     if args.save is not None:
         output_path(args.save, "--save")
@@ -104,12 +104,14 @@ def cmd_explain(args) -> int:
         select_layers(explainer.model.n_layers, args.heatmap_layer)
     n_new = len(explainer.model.encode(args.continuation, bos=False)) if args.continuation else settings.max_new_tokens
     n_tokens = len(explainer.model.prompt_ids(prompt)) + n_new
-    if args.factors and args.factors > n_tokens:
-        raise LensError(f"--factors {args.factors} is more than the {n_tokens} tokens allow")
+    n_factorised = n_tokens - (0 if args.include_first else 1)  # the report's rule: the first position is left out
+    if args.factors and args.factors > n_factorised:
+        raise LensError(f"--factors {args.factors} is more than the {n_factorised} positions factorised allow "
+                        f"({n_tokens} tokens{'' if args.include_first else ', the first left out'})")
     expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1)
     _stage("writing the report")
     t = time.perf_counter()
-    out = expl.report(report, **_report_options(args, layers))  # first: a failing report replaces no saved file
+    out = expl.report(report, **options)  # first: a failing report replaces no saved file
     expl.timings["report"] = time.perf_counter() - t
     if args.save:
         expl.save(args.save, compress=args.compress)

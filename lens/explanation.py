@@ -67,7 +67,17 @@ class Explanation:
     @property
     def text(self) -> str:
         """Prompt and generation as text, decoded from the ids."""
-        return self.prompt_text + self.generated_text if self.prompt_text else "".join(self.tokens)
+        return self.prompt + self.generated
+
+    @property
+    def prompt(self) -> str:
+        """The prompt as text, decoded from the ids (files of lens 0.1: its tokens joined)."""
+        return self.prompt_text or "".join(self.tokens[:self.n_prompt])
+
+    @property
+    def generated(self) -> str:
+        """The generated text, decoded from the ids (files of lens 0.1: its tokens joined)."""
+        return self.generated_text or "".join(self.tokens[self.n_prompt:])
 
     def by_token(self, per_position: np.ndarray) -> np.ndarray:
         """Values per position -> the value each token is coloured with in the article: an input
@@ -149,7 +159,7 @@ class Explanation:
         """Plain JSON-able results: text, tokens, each generated token's probability, every method's
         attribution rows, logit-lens ranks, watched ranks, warnings, settings and timings."""
         gen = slice(self.n_prompt - 1, self.n_tokens - 1)
-        return {"model": self.model_name, "prompt": self.prompt_text, "generated": self.generated_text,
+        return {"model": self.model_name, "prompt": self.prompt, "generated": self.generated,
                 "tokens": self.tokens, "token_ids": self.token_ids.tolist(), "n_prompt": self.n_prompt,
                 "probabilities": self.probabilities.tolist(),
                 "attributions": {m: a.tolist() for m, a in self.attributions.items()},
@@ -224,9 +234,7 @@ class Explanation:
         return out
 
     def summary(self) -> str:
-        prompt = self.prompt_text or "".join(self.tokens[:self.n_prompt])
-        gen = self.generated_text or "".join(self.tokens[self.n_prompt:])
-        lines = [f"model: {self.model_name}", f"prompt: {prompt!r}", f"generated: {gen!r}"]
+        lines = [f"model: {self.model_name}", f"prompt: {self.prompt!r}", f"generated: {self.generated!r}"]
         lines += [f"warning: {w}" for w in self.warnings()]
         for t in range(self.n_generated):
             tok = self.tokens[self.n_prompt + t]

@@ -54,7 +54,6 @@ def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None =
     `add_bos` overrides the manifest's choice of prepending the BOS token to prompts; `verify="full"`
     hashes every file (by default only files whose size or mtime changed since the last check)."""
     folder = ModelFolder.resolve(name_or_path, models_dir)
-    verify = "full" if os.environ.get("LENS_VERIFY") == "full" else verify
     return Model(folder, providers=providers, add_bos=add_bos, manifest_data=folder.read_manifest(verify=verify))
 
 
@@ -167,21 +166,24 @@ class Model:
                             f"model's context of {self.n_ctx} tokens")
 
     # ---------------------------------------------------------------- engine
-    def session_run(self, token_ids, past=None, taps: bool = False) -> dict:
-        """One graph call on token_ids [1, seq] after an optional cache; raw outputs by name.
-
-        `present` in the result is the cache to pass as `past` to the next call.
-        """
-        ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)
+    def session_run(self, token_ids, past=None, taps: bool = False, attention_mask=None) -> dict:
+        """One graph call on token_ids [seq] or [batch, seq] after an optional cache; raw outputs by
+        name. `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; positions stay
+        0, 1, 2, ... whatever the mask. `present` in the result is the cache to pass as `past` next."""
+        ids = np.asarray(token_ids, dtype=np.int64)
+        ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
+        batch, seq = ids.shape
         n_past = 0 if past is None else past[0].shape[2]
-        seq = ids.shape[1]
         feed = {"input_ids": ids}
+        if attention_mask is not None and "attention_mask" not in self._inputs:
+            raise LensError(f"{self.name}'s graph takes no attention mask")
         if "attention_mask" in self._inputs:
-            feed["attention_mask"] = np.ones((1, n_past + seq), dtype=np.int64)
+            feed["attention_mask"] = (np.ones((batch, n_past + seq), dtype=np.int64) if attention_mask is None
+                                      else np.asarray(attention_mask, dtype=np.int64))
         if "position_ids" in self._inputs:
-            feed["position_ids"] = np.arange(n_past, n_past + seq, dtype=np.int64)[None]
+            feed["position_ids"] = np.broadcast_to(np.arange(n_past, n_past + seq, dtype=np.int64), (batch, seq)).copy()
         if past is None:
-            past = [np.zeros((1, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
+            past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
         names = ["logits", *self._present_names] + (self.taps if taps else [])
         values = self.session.run(names, feed)
@@ -193,19 +195,9 @@ class Model:
         """p(target) after the last position of `token_ids` [L], once per row of `masks` [B, L] (1 = kept,
         0 = masked out of attention; positions unchanged): one batched graph call."""
         masks = np.asarray(masks, dtype=np.int64)
-        B, L = masks.shape
-        feed = {"input_ids": np.broadcast_to(np.asarray(token_ids, np.int64)[None], (B, L)).copy()}
-        if "attention_mask" not in self._inputs:
-            raise LensError(f"{self.name}'s graph takes no attention mask")
-        feed["attention_mask"] = masks
-        if "position_ids" in self._inputs:
-            feed["position_ids"] = np.broadcast_to(np.arange(L, dtype=np.int64)[None], (B, L)).copy()
-        empty = np.zeros((B, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)
-        feed.update({name: empty for name in self._past_names})
-        logits = self.session.run(["logits"], feed)[0][:, -1].astype(np.float64)  # [B, d_vocab]
-        logits -= logits.max(-1, keepdims=True)
-        p = np.exp(logits)
-        return (p[:, target] / p.sum(-1)).astype(np.float64)
+        ids = np.broadcast_to(np.asarray(token_ids, np.int64), masks.shape)
+        logits = self.session_run(ids, attention_mask=masks)["logits"][:, -1].astype(np.float64)  # [B, d_vocab]
+        return sampling.softmax(logits)[:, target]
 
     def generate(self, prompt: str | list[int], max_new_tokens: int = 20, sample: bool = False,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -260,9 +252,7 @@ class Model:
             raise LensError("the continuation is empty")
         self.check_length(len(ids), len(cont))
         trace = self.run(ids + cont)
-        logits = trace.logits[len(ids) - 1:-1].astype(np.float64)                    # [n_cont, d_vocab]
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
+        p = sampling.softmax(trace.logits[len(ids) - 1:-1].astype(np.float64))      # [n_cont, d_vocab]
         probs = p[np.arange(len(cont)), cont].astype(np.float32)
         return Generation(np.asarray(ids + cont, np.int64), len(ids), probs, {"forced": True}, trace)
 

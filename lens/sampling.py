@@ -8,8 +8,9 @@ from .errors import LensError
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
+    """Softmax over the last axis (one distribution, or one per row)."""
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 def check(temperature, top_k, top_p) -> None:

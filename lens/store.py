@@ -115,7 +115,7 @@ class ModelFolder:
 
     @functools.cached_property
     def manifest(self) -> dict:
-        return self.read_manifest(verify="full" if os.environ.get("LENS_VERIFY") == "full" else True)
+        return self.read_manifest()
 
     @functools.cached_property
     def config(self) -> dict:
@@ -127,7 +127,7 @@ class ModelFolder:
         try:
             return _load_weights(str(self.path), json.dumps(self.manifest.get("weights") or {}))
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for garbage
-            raise ModelFolderError(f"{self.path}: cannot read {WEIGHTS} ({str(e).splitlines()[0][:120]}); "
+            raise ModelFolderError(f"{self.path}: cannot read the weights ({str(e).splitlines()[0][:120]}); "
                                    f"{_REEXPORT}") from None
 
     # ------------------------------------------------------------ manifest
@@ -139,8 +139,11 @@ class ModelFolder:
         tmp.write_text(json.dumps(dict(data, format=FORMAT_VERSION, files=files), indent=2))
         os.replace(tmp, self.path / MANIFEST)
 
-    def read_manifest(self, verify: bool = True) -> dict:
-        """Read and check the manifest; raise ModelFolderError naming what is wrong."""
+    def read_manifest(self, verify: bool | str = True) -> dict:
+        """Read and check the manifest; raise ModelFolderError naming what is wrong. `verify`: False,
+        True (hash files whose size or mtime changed), "full" (hash every file; also LENS_VERIFY=full)."""
+        if verify and os.environ.get("LENS_VERIFY") == "full":
+            verify = "full"
         path = self.path / MANIFEST
         if not self.path.is_dir():
             raise ModelFolderError(f"model folder {self.path} does not exist; run `lens export MODEL` first")

@@ -23,20 +23,20 @@ def swap_into_place(new: Path, target: Path) -> None:
     the new one: one renameat2(RENAME_EXCHANGE) where Linux offers it, else two renames that
     `repair` completes if the process dies between them."""
     if target.exists() and _exchange(new, target):
-        _pause_for_tests("swapped")
+        pause_for_tests("swapped")
         shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old model; if we die here, repair removes it
         return
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
-        _pause_for_tests("between-renames")
+        pause_for_tests("between-renames")
     os.replace(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _pause_for_tests(point: str) -> None:
+def pause_for_tests(point: str) -> None:
     """LENS_TEST_PAUSE=POINT:SECONDS sleeps at a named point, so the kill tests can hit it."""
     spec = os.environ.get("LENS_TEST_PAUSE", "")
     if spec.startswith(point + ":"):

@@ -24,6 +24,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_process(folder, max_new_tokens: int, max_prompt_tokens: int):
+    """`lens serve` on a free loopback port, once it says it is serving: (process, url)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lens", "serve", "--model", str(folder), "--port", str(port),
+                             "--max-new-tokens", str(max_new_tokens), "--max-prompt-tokens", str(max_prompt_tokens)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "serving" in proc.stdout.readline()
+    return proc, f"http://127.0.0.1:{port}/"
+
+
 def wait_for_port(port: int, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -2,13 +2,11 @@
 real mouse hovers, offline, and untrusted token text that must stay text."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from browser import Page, free_port, wait_for_port
+from browser import Page, serve_process
 
 pytestmark = pytest.mark.browser
 XSS = "</script><img src=x onerror=alert(1)><script>alert(2)</script> Shakespeare was born in"
@@ -116,12 +114,8 @@ def test_untrusted_tokens_stay_text(opened, report):
 
 @pytest.fixture(scope="module")
 def server(tiny):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lens.cli", "serve", "--model", str(tiny[1]), "--port", str(port),
-                             "--max-new-tokens", "8", "--max-prompt-tokens", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for_port(port)
-    yield f"http://127.0.0.1:{port}/"
+    proc, url = serve_process(tiny[1], max_new_tokens=8, max_prompt_tokens=20)
+    yield url
     proc.terminate()
     proc.wait(timeout=30)
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import html
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from browser import Page, free_port
+from browser import Page, serve_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SESSIONS, ROUNDS = 10, 3
@@ -26,12 +24,8 @@ def _rss_mb(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def server(tiny):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lens", "serve", "--model", str(tiny[1]), "--port", str(port),
-                             "--max-new-tokens", "4", "--max-prompt-tokens", "40"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert "serving" in proc.stdout.readline()
-    yield proc, f"http://127.0.0.1:{port}/"
+    proc, url = serve_process(tiny[1], max_new_tokens=4, max_prompt_tokens=40)
+    yield proc, url
     if proc.poll() is None:
         proc.kill()
 

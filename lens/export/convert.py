@@ -24,9 +24,9 @@ from .. import __version__, families
 from ..errors import LensError
 from ..settings import BOS_CHOICES
 from ..store import GRAPH, MANIFEST, ModelFolder, check_name, default_models_dir, model_name
-from ..swap import _pause_for_tests, repair, swap_into_place, work_dir
+from ..swap import pause_for_tests, repair, swap_into_place, work_dir
 from .sources import gguf_tokenizer_meta, materialize_gguf, resolve_source, save_tokenizer
-from .weights import externalize, map_weights, state_dict
+from .weights import map_weights, save_graph, state_dict
 
 _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights as external data
 
@@ -71,7 +71,7 @@ def export_model(source, models_dir: str | os.PathLike | None = None, name: str 
         with interrupts.catching():
             _export_into(work, source, revision, validate, bos, stage, target.name)
             stage(f"[6/6] moving into {target}")
-            _pause_for_tests("swap")
+            pause_for_tests("swap")
             swap_into_place(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -146,7 +146,6 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
 
     say("[3/6] adding activation taps")
     taps = _tap_graph(onnx_dir, work, shape)
-    externalize(work)
 
     say("[4/6] mapping the weights, writing tokenizer and config")
     weight_map = map_weights(work, state_dict(model))  # one copy on disk: the graph's
@@ -217,14 +216,10 @@ def _tap_graph(onnx_dir: Path, work: Path, shape: dict) -> dict[str, str]:
     from .optimize import gemm_for_transposed_weights
     from .taps import add_tap_outputs, find_taps
 
-    graph_path = onnx_dir / GRAPH
-    model = onnx.load(str(graph_path), load_external_data=False)
+    model = onnx.load(str(onnx_dir / GRAPH), load_external_data=True)  # the data is rewritten beside the new graph
     taps = find_taps(model.graph, shape["n_layers"], shape["d_model"])
     add_tap_outputs(model, taps)
     gemm_for_transposed_weights(model)
     model.ir_version = min(model.ir_version, 10)  # onnxruntime-gpu refuses newer IR versions
-    external = [p for p in onnx_dir.iterdir() if p.suffix not in (".onnx", ".json", ".txt")]
-    for p in external:  # external-data files keep their relative names next to the graph
-        os.replace(p, work / p.name)
-    onnx.save(model, str(work / GRAPH))
+    save_graph(model, work)
     return taps

@@ -14,17 +14,13 @@ import numpy as np
 from ..store import GRAPH, GRAPH_DATA, WEIGHTS
 
 
-def externalize(work: Path) -> None:
-    """Rewrite the graph with every initializer in one external-data file beside it."""
+def save_graph(model, work: Path) -> None:
+    """Write the graph with every initializer of 1 KB or more in one external-data file beside it
+    (smaller ones, such as the shapes Reshape reads, stay inline where ONNX Runtime expects them)."""
     import onnx
 
-    path = work / GRAPH
-    model = onnx.load(str(path), load_external_data=True)
-    old = {e.value for init in model.graph.initializer for e in init.external_data if e.key == "location"}
-    for name in old:  # the data is in memory now; the exporter's own external files go
-        (work / name).unlink(missing_ok=True)
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=GRAPH_DATA, size_threshold=1024, convert_attribute=False)  # shapes stay inline
+    onnx.save_model(model, str(work / GRAPH), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=GRAPH_DATA, size_threshold=1024, convert_attribute=False)
 
 
 def initializer_table(work: Path) -> dict[str, dict]:
