@@ -21,15 +21,13 @@ from .text import saliency_view
 
 def header_view(expl):
     e = html.escape
-    prompt = expl.prompt_text or "".join(expl.tokens[:expl.n_prompt])
-    generated = expl.generated_text or "".join(expl.tokens[expl.n_prompt:])
     times = ", ".join(f"{k} {v:.2f}s" for k, v in expl.timings.items())
     warnings = "".join(f"<p style='color:#a05a00'>&#9888; {e(w)}</p>" for w in expl.warnings())
     chat = " (in the model's chat template)" if expl.settings.get("chat") else ""
     devices = ", ".join(f"{k} on {v}" for k, v in expl.settings.get("devices", {}).items())
     times = times + (f" ({devices})" if devices else "")
     return text_div(f"<h2>lens: {e(expl.model_name)}</h2><p><b>Prompt{chat}:</b> <span class='lens-text'>"
-                    f"{e(prompt)}</span><br><b>Generated:</b> <span class='lens-text'>{e(generated)}</span></p>"
+                    f"{e(expl.prompt)}</span><br><b>Generated:</b> <span class='lens-text'>{e(expl.generated)}</span></p>"
                     f"{warnings}<p style='{NOTE_STYLE}'>{e(times)}</p>", width=1200, name="header",
                     styles={"white-space": "pre-wrap"})
 
@@ -48,7 +46,11 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
     k = min(DEFAULT_FACTORS, n_factorised) if factors is None else factors
     if k > n_factorised:
         raise LensError(f"{k} factors asked for, but {n_factorised} positions are factorised")
-    # NMF (scikit-learn's loop runs without the GIL) in a thread while the other views are built
+    # NMF (scikit-learn's loop runs without the GIL) in a thread while the other views are built. Both
+    # threads use scikit-learn (NMF there, k-means here): import it first, here, since two threads
+    # importing one package's submodules at once can meet it half-initialised.
+    import sklearn.cluster  # noqa: F401
+    import sklearn.decomposition  # noqa: F401
     with ThreadPoolExecutor(max_workers=1) as pool:
         nmf = pool.submit(expl.factors, k, layers=layers, include_first=include_first) if k else None
         parts = [header_view(expl), saliency_view(expl), rankings_view(expl), layer_predictions_view(expl)]
@@ -62,7 +64,7 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
 
 
 def report_html(expl, **kw) -> str:
-    title = f"lens: {expl.model_name}: {(expl.prompt_text or ''.join(expl.tokens[:expl.n_prompt]))[:60]}"
+    title = f"lens: {expl.model_name}: {expl.prompt[:60]}"
     return file_html(report_layout(expl, **kw), resources=INLINE, title=title)
 
 
