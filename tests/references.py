@@ -47,6 +47,21 @@ def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit",
     return scores, signed, np.asarray(values)
 
 
+def lxt_relevance(source, ids, n_prompt, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """(relevance [n_gen, n], logits [n_gen]) from lxt, the AttnLRP authors' PyTorch library, in a
+    subprocess (lxt patches torch and transformers process-wide); source: a checkpoint or "smollm2"."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = Path(tmp_path) / "lxt.npz"
+    script = Path(__file__).with_name("lxt_reference.py")
+    subprocess.run([sys.executable, str(script), str(source), str(out), str(n_prompt), *map(str, ids)],
+                   check=True, timeout=900)
+    with np.load(out) as f:
+        return f["relevance"], f["logits"]
+
+
 def torch_logit_lens(model, token_ids) -> np.ndarray:
     """[n_layers, n, d_vocab] float64: each block's output through the model's own final norm and
     lm_head, from transformers' hidden states (the last one is already normalised there)."""

@@ -16,10 +16,8 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    from lens.testing import build_and_export
-
-    return build_and_export(tmp_path_factory.mktemp("llama"), "tiny-llama", "tiny", init=0.2, family="llama")
+def llama(tiny_llama):
+    return tiny_llama
 
 
 @pytest.fixture(scope="module")

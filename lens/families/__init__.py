@@ -41,8 +41,9 @@ class Family(Protocol):
     def torch_modules(self, model) -> tuple:
         """(blocks, final norm, MLP down-projections) of the transformers model."""
 
-    def final_hidden(self, tok_emb, params, **static):
-        """JAX forward: [n_seq, d_model] token embeddings -> [n_seq, d_model] after the final norm."""
+    def final_hidden(self, tok_emb, params, lrp: bool = False, **static):
+        """JAX forward: [n_seq, d_model] token embeddings -> [n_seq, d_model] after the final norm.
+        lrp=True: AttnLRP's backward rules (`layers.py`), same forward values."""
 
 
 def get(config_or_name: dict | str) -> Family:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import layer_norm, multi_head, scan_blocks, split_heads, stack
+from .layers import activation, layer_norm, multi_head, scan_blocks, split_heads, stack
 
 NAME = "gpt2"
 
@@ -47,8 +47,8 @@ def unembedding(params):  # [d_vocab, d_model], tied with the token embedding
     return params["wte"]
 
 
-def final_norm(x, params, eps, **_):  # [n_seq, d] -> [n_seq, d]; numpy or JAX
-    return layer_norm(x, **params["ln_f"], eps=eps)
+def final_norm(x, params, eps, lrp=False, **_):  # [n_seq, d] -> [n_seq, d]; numpy or JAX
+    return layer_norm(x, **params["ln_f"], eps=eps, lrp=lrp)
 
 
 # ---------------------------------------------------------------- the exporter's PyTorch reference
@@ -67,22 +67,22 @@ def linear(x, w, b):  # [n_seq, d_in] @ [d_in, d_out] + [d_out] -> [n_seq, d_out
     return x @ w + b
 
 
-def mha(x, c_attn, c_proj, n_head):  # [n_seq, d] -> [n_seq, d]
+def mha(x, c_attn, c_proj, n_head, lrp=False):  # [n_seq, d] -> [n_seq, d]
     q, k, v = jnp.split(linear(x, **c_attn), 3, axis=-1)      # 3 x [n_seq, d]
     heads = [split_heads(t, n_head) for t in (q, k, v)]      # 3 x [n_head, n_seq, d_head]
-    return linear(multi_head(*heads), **c_proj)
+    return linear(multi_head(*heads, lrp=lrp), **c_proj)
 
 
-def ffn(x, c_fc, c_proj):  # [n_seq, d] -> [n_seq, d], through [n_seq, d_mlp]
-    return linear(gelu(linear(x, **c_fc)), **c_proj)
+def ffn(x, c_fc, c_proj, lrp=False):  # [n_seq, d] -> [n_seq, d], through [n_seq, d_mlp]
+    return linear(activation(gelu, linear(x, **c_fc), lrp), **c_proj)
 
 
-def block(x, p, n_head, eps):  # [n_seq, d] -> [n_seq, d]
-    x = x + mha(layer_norm(x, **p["ln_1"], eps=eps), **p["attn"], n_head=n_head)
-    return x + ffn(layer_norm(x, **p["ln_2"], eps=eps), **p["mlp"])
+def block(x, p, n_head, eps, lrp=False):  # [n_seq, d] -> [n_seq, d]
+    x = x + mha(layer_norm(x, **p["ln_1"], eps=eps, lrp=lrp), **p["attn"], n_head=n_head, lrp=lrp)
+    return x + ffn(layer_norm(x, **p["ln_2"], eps=eps, lrp=lrp), **p["mlp"], lrp=lrp)
 
 
-def final_hidden(tok_emb, params, n_head, eps):  # [n_seq, d] token embeddings -> [n_seq, d] after ln_f
+def final_hidden(tok_emb, params, n_head, eps, lrp=False):  # [n_seq, d] token embeddings -> [n_seq, d] after ln_f
     x = tok_emb + params["wpe"][: tok_emb.shape[0]]           # [n_seq, d] plus position embeddings
-    x = scan_blocks(lambda h, p: block(h, p, n_head, eps), x, params["blocks"])
-    return final_norm(x, params, eps)
+    x = scan_blocks(lambda h, p: block(h, p, n_head, eps, lrp), x, params["blocks"])
+    return final_norm(x, params, eps, lrp)

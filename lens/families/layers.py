@@ -1,20 +1,66 @@
 """Layers every family shares, written once. They only use array methods and operators, so the
-same function runs on numpy arrays (the logit lens) and inside JAX traces (the attribution ports)."""
+same function runs on numpy arrays (the logit lens) and inside JAX traces (the attribution ports).
+
+`lrp=True` swaps the gradient of the non-linear parts for AttnLRP's rules (Achtibat et al., ICML
+2024, as its authors' `lxt` implements them): relevance is then gradient x input of the modified
+backward, so the same one-forward, vmapped-VJP engine computes it. The forward values never change.
+  norms             the variance is a constant (identity rule): only the centring and scale pass gradient
+  GELU, SiLU        identity rule: the gradient is act(z) / z
+  x * y             uniform rule: each factor of a product gets half (SwiGLU's gate * up)
+  attention         uniform rule through its two products: softmax(q k^T) v gives v half, q and k a quarter
+"""
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-def layer_norm(x, g, b, eps):  # [n_seq, d] -> [n_seq, d]
+# ---------------------------------------------------------------- AttnLRP's backward rules
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def divide_gradient(x, factor):  # forward: x; backward: the gradient divided by factor (uniform rule)
+    return x
+
+
+divide_gradient.defvjp(lambda x, factor: (x, None), lambda factor, _, g: (g / factor,))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def identity_rule(fn, z):  # forward: fn(z); backward: the gradient times fn(z) / z (element-wise)
+    return fn(z)
+
+
+def _identity_fwd(fn, z):
+    y = fn(z)
+    return y, y / (z + 1e-10)  # lxt's epsilon, so both implementations divide alike
+
+
+identity_rule.defvjp(_identity_fwd, lambda fn, ratio, g: (g * ratio,))
+
+
+def _constant(t, lrp):  # AttnLRP holds a norm's scale constant; numpy inputs never ask for it
+    return jax.lax.stop_gradient(t) if lrp else t
+
+
+# ---------------------------------------------------------------- layers
+def layer_norm(x, g, b, eps, lrp=False):  # [n_seq, d] -> [n_seq, d]
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return g * (x - mean) * (var + eps) ** -0.5 + b
+    return g * (x - mean) * _constant((var + eps) ** -0.5, lrp) + b
 
 
-def rms_norm(x, g, eps):  # [n_seq, d] -> [n_seq, d]
-    return g * x * ((x ** 2).mean(-1, keepdims=True) + eps) ** -0.5
+def rms_norm(x, g, eps, lrp=False):  # [n_seq, d] -> [n_seq, d]
+    return g * x * _constant(((x ** 2).mean(-1, keepdims=True) + eps) ** -0.5, lrp)
+
+
+def activation(fn, z, lrp=False):  # an element-wise non-linearity, under the identity rule for AttnLRP
+    return identity_rule(fn, z) if lrp else fn(z)
+
+
+def product(a, b, lrp=False):  # a * b, each factor getting half the gradient for AttnLRP
+    return divide_gradient(a * b, 2) if lrp else a * b
 
 
 def causal_mask(n, dtype):  # [n_seq, n_seq]: 0 on and below the diagonal, the dtype's minimum above
@@ -25,7 +71,9 @@ def attention(q, k, v, mask):  # [n_q, d_k], [n_k, d_k], [n_k, d_v], [n_q, n_k] 
     return jax.nn.softmax(q @ k.T / jnp.sqrt(q.shape[-1]) + mask, axis=-1) @ v
 
 
-def multi_head(q, k, v):  # [n_head, n_seq, d_head] x 3 -> [n_seq, n_head * d_head], causal
+def multi_head(q, k, v, lrp=False):  # [n_head, n_seq, d_head] x 3 -> [n_seq, n_head * d_head], causal
+    if lrp:  # two products (q k^T, then the weights times v): half for v, a quarter for q and k
+        q, k, v = divide_gradient(q, 4), divide_gradient(k, 4), divide_gradient(v, 2)
     n = q.shape[1]
     out = jax.vmap(attention, in_axes=(0, 0, 0, None))(q, k, v, causal_mask(n, q.dtype))
     return out.transpose(1, 0, 2).reshape(n, -1)

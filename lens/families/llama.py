@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import LensError
-from .layers import multi_head, rms_norm, scan_blocks, split_heads, stack
+from .layers import activation, multi_head, product, rms_norm, scan_blocks, split_heads, stack
 
 NAME = "llama"
 
@@ -56,8 +56,8 @@ def unembedding(params):  # [d_vocab, d_model], tied unless the checkpoint store
     return params.get("unembed", params["embed"])
 
 
-def final_norm(x, params, eps, **_):  # [n_seq, d] -> [n_seq, d]; numpy or JAX
-    return rms_norm(x, params["norm"], eps)
+def final_norm(x, params, eps, lrp=False, **_):  # [n_seq, d] -> [n_seq, d]; numpy or JAX
+    return rms_norm(x, params["norm"], eps, lrp)
 
 
 # ---------------------------------------------------------------- the exporter's PyTorch reference
@@ -78,24 +78,25 @@ def rope(x, theta):  # [n_head, n_seq, d_head] -> same, rotated by position (rot
     return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
 
 
-def gqa(x, q, k, v, o, n_head, n_kv_head, theta):  # [n_seq, d] -> [n_seq, d]
+def gqa(x, q, k, v, o, n_head, n_kv_head, theta, lrp=False):  # [n_seq, d] -> [n_seq, d]
     qh = rope(split_heads(x @ q, n_head), theta)                          # [n_head, n_seq, d_head]
     kh = rope(split_heads(x @ k, n_kv_head), theta)                       # [n_kv_head, n_seq, d_head]
     vh = split_heads(x @ v, n_kv_head)
     group = n_head // n_kv_head                                           # query heads per key/value head
     kh, vh = jnp.repeat(kh, group, axis=0), jnp.repeat(vh, group, axis=0)  # [n_head, n_seq, d_head]
-    return multi_head(qh, kh, vh) @ o                                     # [n_seq, d]
+    return multi_head(qh, kh, vh, lrp) @ o                                # [n_seq, d]
 
 
-def swiglu(x, gate, up, down):  # [n_seq, d] -> [n_seq, d], through [n_seq, d_mlp]
-    return (jax.nn.silu(x @ gate) * (x @ up)) @ down
+def swiglu(x, gate, up, down, lrp=False):  # [n_seq, d] -> [n_seq, d], through [n_seq, d_mlp]
+    return product(activation(jax.nn.silu, x @ gate, lrp), x @ up, lrp) @ down
 
 
-def block(x, p, n_head, n_kv_head, theta, eps):  # [n_seq, d] -> [n_seq, d]
-    x = x + gqa(rms_norm(x, p["attn_norm"], eps), **p["attn"], n_head=n_head, n_kv_head=n_kv_head, theta=theta)
-    return x + swiglu(rms_norm(x, p["mlp_norm"], eps), **p["mlp"])
+def block(x, p, n_head, n_kv_head, theta, eps, lrp=False):  # [n_seq, d] -> [n_seq, d]
+    attn_in = rms_norm(x, p["attn_norm"], eps, lrp)
+    x = x + gqa(attn_in, **p["attn"], n_head=n_head, n_kv_head=n_kv_head, theta=theta, lrp=lrp)
+    return x + swiglu(rms_norm(x, p["mlp_norm"], eps, lrp), **p["mlp"], lrp=lrp)
 
 
-def final_hidden(tok_emb, params, n_head, n_kv_head, theta, eps):  # [n_seq, d] -> [n_seq, d] after the norm
-    x = scan_blocks(lambda h, p: block(h, p, n_head, n_kv_head, theta, eps), tok_emb, params["blocks"])
-    return final_norm(x, params, eps)                                     # no position embedding: RoPE
+def final_hidden(tok_emb, params, n_head, n_kv_head, theta, eps, lrp=False):  # [n_seq, d] -> [n_seq, d] normed
+    x = scan_blocks(lambda h, p: block(h, p, n_head, n_kv_head, theta, eps, lrp), tok_emb, params["blocks"])
+    return final_norm(x, params, eps, lrp)                                # no position embedding: RoPE

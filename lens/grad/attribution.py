@@ -14,6 +14,9 @@ Methods (all share the gradient computation):
   integrated_gradients  (x - x') * mean over the path of grad (Gauss-Legendre on alpha = s^3); signed
                         sums to f(x) - f(x') (completeness)
   contrastive           grad_x_input of score(target) - score(foil)
+  attnlrp               AttnLRP (Achtibat et al., ICML 2024): gradient x input through the families'
+                        forwards with LRP's backward rules (`lens.families.layers`); signed is each
+                        position's relevance, scores its normalised magnitude. Explains the logit.
 """
 from __future__ import annotations
 
@@ -89,7 +92,7 @@ def _bucket(n: int, size: int, cap: int | None = None) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(arch: str, static: tuple, target: str, contrastive: bool):
+def _compiled(arch: str, static: tuple, target: str, contrastive: bool, lrp: bool = False):
     """Jitted (gradients, values) for one scoring rule.
 
     gradients(params, x [L,d], baseline [L,d], positions [C], targets [C], foils [C], alphas [S],
@@ -100,7 +103,7 @@ def _compiled(arch: str, static: tuple, target: str, contrastive: bool):
     import jax.numpy as jnp
 
     family = families.get(arch)
-    final_hidden = functools.partial(family.final_hidden, **dict(static))
+    final_hidden = functools.partial(family.final_hidden, **dict(static), lrp=lrp)
 
     def score(h, unembed, tokens):  # [C, d] hidden states -> [C] score of one token each
         if target == "logit":
@@ -169,7 +172,7 @@ class Attributor:
             raise LensError(f"baseline has shape {base.shape}; it must be [tokens, d_model] = {x.shape}")
         chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
         grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, contrastive,
-                                               _path(steps) if ig else None, progress)
+                                               _path(steps) if ig else None, progress, method == "attnlrp")
         scores, signed = _score(method, grads, x - base, n_prompt)
         settings = dict(steps=steps if ig else None, foils=foil_ids.tolist() if contrastive else None,
                         baseline="zero" if baseline is None else "custom")
@@ -186,6 +189,8 @@ class Attributor:
             raise LensError(f"token ids must be in 0..{self.wte.shape[0] - 1}")
         if method == "integrated_gradients" and steps < 1:
             raise LensError("integrated_gradients needs steps >= 1")
+        if method == "attnlrp" and target != "logit":
+            raise LensError("attnlrp explains the logit: use --target logit with it")
 
     def plan(self, n: int, n_prompt: int, rows_per_chunk: int | None = None) -> list[Chunk]:
         """Chunks of target rows: as many as fit memory at the longest prefix any row could need,
@@ -199,13 +204,14 @@ class Attributor:
             t0 += C
         return chunks
 
-    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, contrastive, path, progress=None):
+    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, contrastive, path, progress=None,
+             lrp=False):
         """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline).
         `progress(done, total)` is called as each chunk's rows come back."""
         import jax
 
         n, n_gen = len(ids), len(ids) - n_prompt
-        grad_fn, value_fn = _compiled(self.arch, self.static, target, contrastive)
+        grad_fn, value_fn = _compiled(self.arch, self.static, target, contrastive, lrp)
         alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
         pending = []
         with jax.default_matmul_precision("highest"):
@@ -259,6 +265,9 @@ def _score(method: str, grads: np.ndarray, delta: np.ndarray, n_prompt: int):
     grads *= (np.arange(n)[None, :] < (n_prompt + np.arange(n_gen))[:, None])[..., None]
     if method == "gradient":
         scores, signed = np.linalg.norm(grads, axis=-1), None
+    elif method == "attnlrp":  # relevance is the signed sum over the embedding; its size is the score
+        signed = np.einsum("tnd,nd->tn", grads, delta).astype(np.float32)
+        scores = np.abs(signed)
     else:
         gxi = grads * delta[None]                                           # [n_gen, n, d]
         scores, signed = np.linalg.norm(gxi, axis=-1), gxi.sum(-1).astype(np.float32)
