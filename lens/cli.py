@@ -89,7 +89,8 @@ def cmd_explain(args) -> int:
     settings = S.ExplainSettings(
         max_new_tokens=args.max_new_tokens, methods=tuple(args.method or S.EXPLAIN.methods), target=args.target,
         sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-        watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps, chat=args.chat,
+        watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps, ig_baseline=args.baseline,
+        chat=args.chat,
         continuation=args.continuation, faithfulness=args.faithfulness)
     prompt = _read_prompt(args.prompt)
     report = output_path(args.output, "report")        # bad paths fail before the slow stages
@@ -244,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="differentiate the token's logit (the article) or its probability (Ecco 0.1)")
     x.add_argument("--foil", help="for --method contrastive: the token to explain against, e.g. ' 16'")
     x.add_argument("--ig-steps", type=int, default=d.ig_steps, help="integrated-gradients path points")
+    x.add_argument("--baseline", default=d.ig_baseline, metavar="zero|mean|pad|TOKEN",
+                   help="integrated gradients' baseline at every position but the first (which keeps its own): "
+                        "zero, the mean embedding, the end-of-text token, or a text of one token (default %(default)r)")
     x.add_argument("--faithfulness", action="store_true", help="measure each method's AOPC (masking the earlier "
                    "tokens it ranks highest / lowest) against a random ranking; shown beside the method menu")
     x.add_argument("--factors", type=int, help=f"NMF factors of the neuron activations (default {S.DEFAULT_FACTORS})")

@@ -228,9 +228,10 @@ class Explanation:
         err = self.settings.get("ig_completeness_error")
         if err is not None and err > 0.05:
             out.append(f"integrated gradients is {err:.0%} away from completeness (sum of attributions vs "
-                       f"f(input) - f(baseline)): its scores are unreliable here. Models whose normalisation "
-                       f"makes the output jump at the zero baseline (Llama: RMSNorm, no biases) do this "
-                       f"whatever the number of steps; prefer grad_x_input.")
+                       f"f(input) - f(baseline)): its scores are unreliable here. On the straight path from "
+                       f"the baseline the output crosses near-jumps that {self.settings.get('ig_steps')} points "
+                       f"cannot integrate (more --ig-steps help; SmolLM2 needs ~256); prefer grad_x_input "
+                       f"or attnlrp.")
         return out
 
     def summary(self) -> str:

@@ -62,6 +62,21 @@ class Explainer:
             raise LensError(f"{text!r} is no token for this model")
         return ids[0], self.model.isolated_strings(ids)
 
+    def baseline(self, spec: str):
+        """An integrated-gradients baseline setting -> what `Attributor.attribute` takes: "zero" and
+        "mean" as they are, "pad" the end-of-text token, any other text its one token."""
+        if spec in ("zero", "mean"):
+            return spec
+        if spec == "pad":
+            if not self.model.eos_ids:
+                raise LensError(f"{self.model.name} has no end-of-text token to use as the baseline")
+            return min(self.model.eos_ids)
+        ids = self.model.encode(spec, bos=False)
+        if len(ids) != 1:
+            raise LensError(f"the baseline {spec!r} is {len(ids)} tokens for this model; give zero, mean, pad "
+                            f"or a text of one token")
+        return ids[0]
+
     def faithfulness(self, expl, seed: int = 0) -> dict:
         """AOPC per method (and for a random ranking, the control), per generated token and averaged:
         {method: {"morf": [n_gen], "lerf": [n_gen], "aopc_morf": mean, "aopc_lerf": mean}}. One batched
@@ -103,6 +118,7 @@ class Explainer:
         model = self.model
         watched = {w: self.watch_id(w) for w in s.watch}  # bad tokens fail before the slow stages
         foil_id = model.token_id(s.foil) if s.foil else None
+        baseline = self.baseline(s.ig_baseline) if "integrated_gradients" in s.methods else None
         asked = prompt
         if s.chat:
             prompt = model.chat_prompt(prompt if isinstance(prompt, str) else model.decode(model.prompt_ids(prompt)))
@@ -127,8 +143,8 @@ class Explainer:
         for m in s.methods:
             t = time.perf_counter()
             say(f"attributing ({m})")
-            a = self.attributor.attribute(gen.token_ids, gen.n_prompt, method=m, target=s.target,
-                                          foils=foil_id, steps=s.ig_steps, progress=_bar(m) if bars else None)
+            a = self.attributor.attribute(gen.token_ids, gen.n_prompt, method=m, target=s.target, foils=foil_id,
+                                          steps=s.ig_steps, baseline=baseline, progress=_bar(m) if bars else None)
             attributions[m] = a.scores
             if a.signed is not None:
                 signed[m] = a.signed
@@ -144,7 +160,7 @@ class Explainer:
         timings["logit_lens"] = time.perf_counter() - t
         top_tokens = [[model.isolated_strings(row) for row in layer] for layer in ll["top_ids"]]
         settings_used = dict(gen.settings, methods=list(s.methods), target=s.target, foil=s.foil,
-                             ig_steps=s.ig_steps, prompt=asked if isinstance(asked, str) else None, chat=s.chat,
+                             ig_steps=s.ig_steps, ig_baseline=s.ig_baseline, prompt=asked if isinstance(asked, str) else None, chat=s.chat,
                              bos=bool(model.add_bos and gen.token_ids[0] == model.bos_token_id),
                              watch_tokens={w: v[1] for w, v in watched.items()}, devices=self.devices(), **diagnostics)
         expl = Explanation(

@@ -74,7 +74,7 @@ class Model:
         self.n_layers, self.d_model, self.d_mlp = m["n_layers"], m["d_model"], m["d_mlp"]
         self.n_heads, self.n_ctx, self.d_vocab = m["n_heads"], m["n_ctx"], m["d_vocab"]
         eos = m.get("eos_token_id")  # an id, or a list of ids
-        self._eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         self.bos_token_id = m.get("bos_token_id")
         self.add_bos = bool(m.get("add_bos", False) if add_bos is None else add_bos)
         if self.add_bos and self.bos_token_id is None:
@@ -227,7 +227,7 @@ class Model:
                 nxt = int(np.argmax(logits))
             out_ids.append(nxt)
             probs.append(p[nxt])
-            if stop_at_eos and nxt in self._eos:
+            if stop_at_eos and nxt in self.eos_ids:
                 break
             past, step = res["present"], np.asarray([nxt])
         settings = dict(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,

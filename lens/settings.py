@@ -49,7 +49,8 @@ class ExplainSettings:
     seed: int | None = None
     watch: tuple = ()                     # tokens whose logit-lens rank to follow
     foil: str | None = None               # the alternative token for the contrastive method
-    ig_steps: int = 64                    # integrated-gradients path points
+    ig_steps: int = 16                    # integrated-gradients path points (cost: ~1x grad_x_input each)
+    ig_baseline: str = " "                # "zero", "mean", "pad" (the end-of-text token) or a one-token text
     lens_top_k: int = 10                  # logit-lens candidates kept per layer and position
     chat: bool = False                    # wrap the prompt in the model's chat template (instruct models)
     continuation: str | tuple | None = None  # explain this continuation (text or token ids) instead of generating
@@ -74,6 +75,8 @@ class ExplainSettings:
         _int("seed", self.seed, 0, 2 ** 63 - 1, optional=True)
         _int("ig_steps", self.ig_steps, 1, MAX_IG_STEPS)
         _int("lens_top_k", self.lens_top_k, 1, 100)
+        if not isinstance(self.ig_baseline, str) or not self.ig_baseline:
+            raise LensError(f"the baseline must be zero, mean, pad or a one-token text, not {self.ig_baseline!r}")
         for w in self.watch + ((self.foil,) if self.foil is not None else ()):
             if not isinstance(w, str) or not w:
                 raise LensError(f"a watched or foil token must be non-empty text, not {w!r}")
@@ -82,6 +85,8 @@ class ExplainSettings:
         if self.continuation is not None and not (isinstance(self.continuation, str) and self.continuation) \
                 and not (isinstance(self.continuation, tuple) and self.continuation):
             raise LensError("the continuation must be non-empty text or token ids")
+        if "attnlrp" in self.methods and self.target != "logit":
+            raise LensError("attnlrp explains the logit: use --target logit with it")
         if "contrastive" in self.methods and not self.foil:
             raise LensError("the contrastive method needs --foil TOKEN (the alternative to explain against)")
 

@@ -10,9 +10,11 @@ import numpy as np
 from lens.grad.attribution import _path
 
 
-def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit", foil=None, steps=64):
+def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit", foil=None, steps=64,
+                    baseline=None, power=3):
     """scores [n_gen, n] (normalised), signed [n_gen, n], values [n_gen] via torch autograd, one
-    forward and backward per generated token (as Ecco and Captum do)."""
+    forward and backward per generated token (as Ecco and Captum do). Integrated gradients from
+    `baseline` [n, d] (default zero) with the same quadrature rule as lens."""
     import torch
 
     ids = torch.as_tensor(ids)
@@ -22,6 +24,7 @@ def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit",
     for t in range(n - n_prompt):
         pos = n_prompt + t
         x = wte[ids[:pos]].clone()
+        base = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline[:pos], dtype=x.dtype)
 
         def f(e):
             logits = model(inputs_embeds=e[None]).logits[0, -1]
@@ -29,10 +32,10 @@ def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit",
             return s[ids[pos]] - (s[foil] if foil is not None else 0)
 
         if method == "integrated_gradients":
-            alphas, weights = _path(steps)  # the same quadrature rule, so the numbers are comparable
+            alphas, weights = _path(steps, power)  # the same quadrature rule, so the numbers compare
             g = torch.zeros_like(x)
             for a, w in zip(alphas, weights):
-                e = (float(a) * x).requires_grad_(True)
+                e = (base + float(a) * (x - base)).requires_grad_(True)
                 f(e).backward()
                 g += float(w) * e.grad
         else:
@@ -41,9 +44,9 @@ def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit",
             g = e.grad
         with torch.no_grad():
             values.append(float(f(x)))
-        s = g.norm(dim=-1) if method == "gradient" else (g * x).norm(dim=-1)
+        s = g.norm(dim=-1) if method == "gradient" else (g * (x - base)).norm(dim=-1)
         scores[t, :pos] = (s / s.sum()).numpy()
-        signed[t, :pos] = (g * x).sum(-1).numpy()
+        signed[t, :pos] = (g * (x - base)).sum(-1).numpy()
     return scores, signed, np.asarray(values)
 
 

@@ -41,17 +41,39 @@ def test_methods_match_pytorch_autograd(tiny_attr, tiny_torch, tiny_seqs, kind, 
 
 def test_integrated_gradients_match_pytorch_and_are_complete(tiny_attr, tiny_torch, tiny_seqs):
     g = tiny_seqs["greedy"]
-    got = tiny_attr.attribute(g.token_ids, g.n_prompt, method="integrated_gradients", steps=64)
-    want, signed, _ = torch_reference(tiny_torch, g.token_ids, g.n_prompt, "integrated_gradients", steps=64)
+    got = tiny_attr.attribute(g.token_ids, g.n_prompt, method="integrated_gradients", steps=64, baseline="zero")
+    base = tiny_attr.baseline(tiny_attr.wte[g.token_ids], "zero", keep_first=True)
+    want, signed, _ = torch_reference(tiny_torch, g.token_ids, g.n_prompt, "integrated_gradients", steps=64,
+                                      baseline=base)
     np.testing.assert_allclose(got.scores, want, atol=1e-5, rtol=0)
     assert got.completeness_error().max() < 0.01
-    # the baseline value is the score with all-zero token embeddings (position embeddings kept)
+    assert np.all(got.signed[:, 0] == 0)  # the first position keeps its embedding: nothing to attribute
+    # the baseline value is the score with all-zero token embeddings but the first (position embeddings kept)
     import torch
     with torch.no_grad():
         pos = g.n_prompt
         zero = torch.zeros(pos, tiny_torch.config.n_embd)
+        zero[0] = torch.tensor(tiny_attr.wte[g.token_ids[0]])
         want0 = float(tiny_torch(inputs_embeds=zero[None]).logits[0, -1, int(g.token_ids[pos])])
     assert got.baseline_values[0] == pytest.approx(want0, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("baseline", ["mean", 220])
+def test_integrated_gradients_from_a_token_or_the_mean(tiny_attr, tiny_torch, tiny_seqs, baseline):
+    """A baseline of one embedding everywhere (the vocabulary's mean, or a token's: 220 is " "), on the
+    uniform path; equal to autograd along the same path, and complete."""
+    g = tiny_seqs["greedy"]
+    got = tiny_attr.attribute(g.token_ids, g.n_prompt, method="integrated_gradients", steps=16, baseline=baseline)
+    x = tiny_attr.wte[g.token_ids]
+    base = tiny_attr.baseline(x, baseline, keep_first=True)
+    vector = tiny_attr.wte.mean(0) if baseline == "mean" else tiny_attr.wte[220]
+    np.testing.assert_array_equal(base[1:], np.broadcast_to(vector, base[1:].shape))
+    np.testing.assert_array_equal(base[0], x[0])
+    want, signed, _ = torch_reference(tiny_torch, g.token_ids, g.n_prompt, "integrated_gradients", steps=16,
+                                      baseline=base, power=1)
+    np.testing.assert_allclose(got.scores, want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got.signed, signed, rtol=1e-3, atol=1e-5 * np.abs(signed).max())
+    assert got.completeness_error().max() < 0.01
 
 
 def test_rows_are_causal_and_normalised(tiny_attr, tiny_seqs):

@@ -88,8 +88,11 @@ def test_attributions_match_pytorch_autograd(llama_model, llama_explainer, llama
 
 def test_integrated_gradients_match_pytorch(llama_model, llama_explainer, llama_torch):
     gen = llama_model.generate("One, two, three,", 4)
-    got = llama_explainer.attributor.attribute(gen.token_ids, gen.n_prompt, method="integrated_gradients", steps=64)
-    want, _, _ = torch_reference(llama_torch, gen.token_ids, gen.n_prompt, "integrated_gradients", steps=64)
+    attr = llama_explainer.attributor
+    got = attr.attribute(gen.token_ids, gen.n_prompt, method="integrated_gradients", steps=64, baseline="zero")
+    base = attr.baseline(attr.wte[gen.token_ids], "zero", keep_first=True)
+    want, _, _ = torch_reference(llama_torch, gen.token_ids, gen.n_prompt, "integrated_gradients", steps=64,
+                                 baseline=base)
     np.testing.assert_allclose(got.scores, want, atol=1e-5, rtol=0)
 
 
@@ -102,7 +105,8 @@ def test_integrated_gradients_complete(tmp_path):
     _, folder = build_and_export(tmp_path, "llama", seed=5, family="llama", validate=False)
     explainer = lens.Explainer.load(folder)
     gen = explainer.model.generate("One, two, three, four", 5)
-    got = explainer.attributor.attribute(gen.token_ids, gen.n_prompt, method="integrated_gradients", steps=64)
+    got = explainer.attributor.attribute(gen.token_ids, gen.n_prompt, method="integrated_gradients", steps=64,
+                                         baseline="zero")
     assert got.completeness_error().max() < 0.01
 
 

@@ -11,8 +11,10 @@ in a persistent cache across processes.
 Methods (all share the gradient computation):
   grad_x_input          |grad * x|_2 per position, normalised to sum 1 (Alammar 2020); signed: sum(grad * x)
   gradient              |grad|_2 per position, normalised
-  integrated_gradients  (x - x') * mean over the path of grad (Gauss-Legendre on alpha = s^3); signed
-                        sums to f(x) - f(x') (completeness)
+  integrated_gradients  (x - x') * mean over the path of grad (Gauss-Legendre); signed sums to
+                        f(x) - f(x') (completeness). The baseline x' is one embedding at every position
+                        (zero, the vocabulary's mean, or a token's), the first position keeping its own:
+                        it is the attention sink, and moving it moves the model through near-jumps
   contrastive           grad_x_input of score(target) - score(foil)
   attnlrp               AttnLRP (Achtibat et al., ICML 2024): gradient x input through the families'
                         forwards with LRP's backward rules (`lens.families.layers`); signed is each
@@ -158,25 +160,51 @@ class Attributor:
         return int(max(1, min(CHUNK_ROWS, self.memory_budget // per_row)))
 
     def attribute(self, token_ids, n_prompt: int, method: str = "grad_x_input", target: str = "logit",
-                  foils=None, steps: int = 64, baseline: np.ndarray | None = None,
-                  rows_per_chunk: int | None = None, progress=None) -> Attribution:
-        """Attribute every generated token (positions n_prompt.. of token_ids) to all earlier tokens."""
+                  foils=None, steps: int = 16, baseline: str | int | np.ndarray | None = None,
+                  keep_first: bool = True, rows_per_chunk: int | None = None, progress=None) -> Attribution:
+        """Attribute every generated token (positions n_prompt.. of token_ids) to all earlier tokens.
+
+        Integrated gradients' `baseline`: "zero" (None), "mean" (the vocabulary's mean embedding), a
+        token id, or a [tokens, d_model] array (used as given); `keep_first` keeps the first position's
+        real embedding in the others, so that position gets no attribution."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         self._check(ids, n_prompt, method, target, steps)
         n_gen = len(ids) - n_prompt
         contrastive, ig = method == "contrastive", method == "integrated_gradients"
         foil_ids = self._foils(foils, n_gen) if contrastive else np.zeros(n_gen, np.int64)
         x = self.wte[ids]                                                   # [n, d] token embeddings
-        base = np.zeros_like(x) if baseline is None else np.asarray(baseline, np.float32)
-        if base.shape != x.shape:
-            raise LensError(f"baseline has shape {base.shape}; it must be [tokens, d_model] = {x.shape}")
+        base = self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x)
         chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
+        zero = baseline is None or isinstance(baseline, str) and baseline == "zero"
+        path = _path(steps, power=3 if zero else 1) if ig else None
         grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, contrastive,
-                                               _path(steps) if ig else None, progress, method == "attnlrp")
+                                               path, progress, method == "attnlrp")
         scores, signed = _score(method, grads, x - base, n_prompt)
         settings = dict(steps=steps if ig else None, foils=foil_ids.tolist() if contrastive else None,
-                        baseline="zero" if baseline is None else "custom")
+                        baseline=(baseline if isinstance(baseline, (str, int, np.integer)) or baseline is None
+                                  else "custom") if ig else None, keep_first=keep_first if ig else None)
+        if ig and isinstance(settings["baseline"], np.integer):
+            settings["baseline"] = int(settings["baseline"])
         return Attribution(method, target, scores, signed, values, base_values, settings)
+
+    def baseline(self, x: np.ndarray, spec: str | int | np.ndarray | None, keep_first: bool) -> np.ndarray:
+        """The integrated-gradients baseline [n, d] for token embeddings x [n, d]."""
+        if isinstance(spec, np.ndarray):
+            if spec.shape != x.shape:
+                raise LensError(f"baseline has shape {spec.shape}; it must be [tokens, d_model] = {x.shape}")
+            return spec.astype(np.float32)
+        if spec is None or isinstance(spec, str) and spec == "zero":
+            vector = np.zeros(x.shape[1], np.float32)
+        elif isinstance(spec, str) and spec == "mean":
+            vector = self.wte.mean(0)
+        elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool) and 0 <= spec < len(self.wte):
+            vector = self.wte[spec]
+        else:
+            raise LensError(f"baseline must be 'zero', 'mean', a token id or an array, not {spec!r}")
+        base = np.repeat(np.asarray(vector, np.float32)[None], len(x), 0)
+        if keep_first:
+            base[0] = x[0]
+        return base
 
     def _check(self, ids, n_prompt, method, target, steps):
         if method not in METHODS:
@@ -277,10 +305,11 @@ def _score(method: str, grads: np.ndarray, delta: np.ndarray, n_prompt: int):
 def _path(steps: int, power: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Points alpha in (0, 1) and weights for the path integral of integrated gradients.
 
-    Gauss-Legendre nodes in s, on the reparametrised path alpha = s**3 (weights times d alpha/ds):
-    the same integral, with points gathered near the baseline. There a model without additive
-    position embeddings (Llama) sees inputs near zero, where RMSNorm is steep: uniform points left
-    21% completeness error at 64 steps on a tiny Llama, this leaves 2e-4 (GPT-2: 6e-7 either way).
+    Gauss-Legendre nodes in s, on the reparametrised path alpha = s**power (weights times d alpha/ds).
+    From the zero baseline (power 3) points gather near alpha = 0: a model without additive position
+    embeddings (Llama) sees inputs near zero there, where RMSNorm is steep; uniform points left 21%
+    completeness error at 64 steps on a tiny Llama, this leaves 2e-4 (GPT-2: 6e-7 either way). From a
+    token's embedding (power 1) nothing is steep at either end.
     """
     nodes, w = np.polynomial.legendre.leggauss(steps)
     s, w = (nodes + 1) / 2, w / 2
