@@ -31,6 +31,7 @@ def main():
     explainer.explain("warm up", max_new_tokens=2, methods=METHODS)
     rows, cost, times, complete = {}, [], {}, []
     for prompt in PROMPTS:
+        explainer.explain(prompt, max_new_tokens=args.new, methods=METHODS)  # compiles this prompt's shapes
         expl = explainer.explain(prompt, max_new_tokens=args.new, methods=METHODS)
         for m in METHODS:
             times.setdefault(m, []).append(expl.timings[f"attribution/{m}"] / expl.timings["attribution/grad_x_input"])

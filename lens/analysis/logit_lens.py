@@ -3,13 +3,41 @@
 Unlike Ecco, which skips the final LayerNorm for intermediate layers, every layer here gets it
 (LayerNorm for GPT-2, RMSNorm for Llama: the family adapter's `final_norm`), so the last layer
 reproduces the model's real logits exactly (rank 1 for greedy tokens).
+
+Every layer's rows go through one compiled XLA function in blocks of rows: one GEMM against the
+unembedding per block (rather than one per layer, which re-read the 113 MB unembedding of SmolLM2 30
+times), with the ranks, top-k and the log-sum-exp for probabilities read from the logits while they
+are in memory (numpy's argpartition over 49,152 columns per row cost more than the GEMM).
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from .. import families
 from ..store import ModelFolder
+
+
+ROWS = 256  # (layer, position) rows per block: [256, d_vocab] float32 logits, 50 MB for SmolLM2
+
+
+@functools.lru_cache(maxsize=None)
+def _reader(k: int):
+    """Jitted block reader: normalised hidden states [R, d] -> ranks of targets [R], ranks of watched
+    ids [R, W], top-k ids [R, k] and their probabilities [R, k]."""
+    import jax
+    import jax.numpy as jnp
+
+    def read(h, unembed, targets, watch):
+        z = h @ unembed.T                                                     # [R, V] logits
+        ranks = (z > jnp.take_along_axis(z, targets[:, None], 1)).sum(-1) + 1  # [R]
+        watched = jax.lax.map(lambda c: (z > c[:, None]).sum(-1) + 1, z[:, watch].T).T  # [R, W], one at a time
+        top, ids = jax.lax.top_k(z, k)                                        # [R, k], sorted
+        probs = jnp.exp(top - jax.nn.logsumexp(z, axis=-1, keepdims=True))
+        return ranks, watched, ids, probs
+
+    return jax.jit(read)
 
 
 class LogitLens:
@@ -26,29 +54,39 @@ class LogitLens:
     def logits(self, hidden: np.ndarray) -> np.ndarray:  # [n, d] -> [n, d_vocab]
         return self.final_norm(hidden.astype(np.float32)) @ self.unembed.T
 
+    @functools.cached_property
+    def _unembed_device(self):
+        import jax
+        return jax.device_put(np.asarray(self.unembed, np.float32))
+
     def analyse(self, hidden_states: np.ndarray, targets: np.ndarray, top_k: int = 10,
                 watch: np.ndarray | None = None) -> dict:
         """For layers 1..n (hidden_states[1:]) and every position: the rank of `targets[pos]`, the top-k
-        tokens and probabilities, and the ranks of watched token ids. One layer at a time keeps
-        memory at [n_positions, d_vocab] (gpt2-xl: 49 layers x 80 positions fit easily).
+        tokens and probabilities, and the ranks of watched token ids. Rows go in blocks of ROWS, so
+        memory stays at [ROWS, d_vocab] (gpt2-xl: 49 layers x 80 positions fit easily).
 
         Returns ranks [n_layers, n], top_ids/top_probs [n_layers, n, k], watch_ranks [n_layers, n, w].
         """
-        n_layers, n = hidden_states.shape[0] - 1, hidden_states.shape[1]
-        watch = np.asarray([] if watch is None else watch, np.int64)
-        ranks = np.zeros((n_layers, n), np.int64)
-        top_ids = np.zeros((n_layers, n, top_k), np.int64)
-        top_probs = np.zeros((n_layers, n, top_k), np.float32)
-        watch_ranks = np.zeros((n_layers, n, len(watch)), np.int64)
-        rows = np.arange(n)
-        for l in range(n_layers):
-            z = self.logits(hidden_states[l + 1])                                  # [n, V]
-            ranks[l] = (z > z[rows, targets][:, None]).sum(-1) + 1
-            if len(watch):
-                watch_ranks[l] = (z[:, None, :] > z[:, watch][:, :, None]).sum(-1) + 1
-            idx = np.argpartition(-z, top_k - 1, axis=-1)[:, :top_k]
-            idx = np.take_along_axis(idx, np.argsort(-np.take_along_axis(z, idx, -1), -1), -1)
-            p = np.exp(z - z.max(-1, keepdims=True))
-            p /= p.sum(-1, keepdims=True)
-            top_ids[l], top_probs[l] = idx, np.take_along_axis(p, idx, -1)
-        return {"ranks": ranks, "top_ids": top_ids, "top_probs": top_probs, "watch_ranks": watch_ranks}
+        import jax
+
+        n_layers, n, d = hidden_states.shape[0] - 1, hidden_states.shape[1], hidden_states.shape[2]
+        watch = np.asarray([] if watch is None else watch, np.int32)
+        h = self.final_norm(hidden_states[1:].reshape(-1, d).astype(np.float32))   # [L * n, d]
+        tg = np.tile(np.asarray(targets, np.int32), n_layers)                      # [L * n]
+        read, rows = _reader(top_k), len(h)
+        size = min(ROWS, -(-rows // 64) * 64)          # a few block shapes: compiled once each
+        out = []
+        with jax.default_matmul_precision("highest"):
+            for r0 in range(0, rows, size):
+                block, m = h[r0:r0 + size], min(size, rows - r0)
+                if m < size:                           # pad the last block to the compiled shape
+                    block = np.concatenate([block, np.zeros((size - m, d), np.float32)])
+                    t = np.concatenate([tg[r0:], np.zeros(size - m, np.int32)])
+                else:
+                    t = tg[r0:r0 + size]
+                out.append((m, read(block, self._unembed_device, t, watch)))
+        ranks, watched, ids, probs = (np.concatenate([np.asarray(o[1][i])[:o[0]] for o in out]) for i in range(4))
+        return {"ranks": ranks.reshape(n_layers, n).astype(np.int64),
+                "top_ids": ids.reshape(n_layers, n, top_k).astype(np.int64),
+                "top_probs": probs.reshape(n_layers, n, top_k).astype(np.float32),
+                "watch_ranks": watched.reshape(n_layers, n, len(watch)).astype(np.int64)}
