@@ -90,8 +90,7 @@ def cmd_explain(args) -> int:
         max_new_tokens=args.max_new_tokens, methods=tuple(args.method or S.EXPLAIN.methods), target=args.target,
         sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         watch=tuple(args.watch or ()), foil=args.foil, ig_steps=args.ig_steps, ig_baseline=args.baseline,
-        chat=args.chat,
-        continuation=args.continuation, faithfulness=args.faithfulness)
+        chat=args.chat, continuation=args.continuation, faithfulness=args.faithfulness)
     prompt = _read_prompt(args.prompt)
     report = output_path(args.output, "report")        # bad paths fail before the slow stages
     if args.save is not None:

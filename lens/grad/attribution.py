@@ -175,16 +175,12 @@ class Attributor:
         x = self.wte[ids]                                                   # [n, d] token embeddings
         base = self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x)
         chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
-        zero = baseline is None or isinstance(baseline, str) and baseline == "zero"
-        path = _path(steps, power=3 if zero else 1) if ig else None
+        path = _path(steps, power=3 if _baseline_label(baseline) == "zero" else 1) if ig else None
         grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, contrastive,
                                                path, progress, method == "attnlrp")
         scores, signed = _score(method, grads, x - base, n_prompt)
         settings = dict(steps=steps if ig else None, foils=foil_ids.tolist() if contrastive else None,
-                        baseline=(baseline if isinstance(baseline, (str, int, np.integer)) or baseline is None
-                                  else "custom") if ig else None, keep_first=keep_first if ig else None)
-        if ig and isinstance(settings["baseline"], np.integer):
-            settings["baseline"] = int(settings["baseline"])
+                        baseline=_baseline_label(baseline) if ig else None, keep_first=keep_first if ig else None)
         return Attribution(method, target, scores, signed, values, base_values, settings)
 
     def baseline(self, x: np.ndarray, spec: str | int | np.ndarray | None, keep_first: bool) -> np.ndarray:
@@ -300,6 +296,12 @@ def _score(method: str, grads: np.ndarray, delta: np.ndarray, n_prompt: int):
         gxi = grads * delta[None]                                           # [n_gen, n, d]
         scores, signed = np.linalg.norm(gxi, axis=-1), gxi.sum(-1).astype(np.float32)
     return (scores / np.maximum(scores.sum(1, keepdims=True), 1e-30)).astype(np.float32), signed
+
+
+def _baseline_label(spec) -> str | int:  # what settings record of a baseline: its name, token id or "custom"
+    if isinstance(spec, np.ndarray):
+        return "custom"
+    return "zero" if spec is None else spec if isinstance(spec, str) else int(spec)
 
 
 def _path(steps: int, power: int = 3) -> tuple[np.ndarray, np.ndarray]:
