@@ -42,7 +42,10 @@ class Explainer:
     @functools.cached_property
     def logit_lens(self):
         from .analysis import LogitLens
-        return LogitLens.from_folder(self.model.store)
+        lens = LogitLens.from_folder(self.model.store)
+        if "attributor" in self.__dict__:  # one copy of the unembedding in JAX's memory, not two
+            lens.unembed_device = self.attributor.unembedding
+        return lens
 
     def devices(self) -> dict:
         """Where each engine runs: ONNX Runtime's provider, JAX's platform (once it is loaded)."""

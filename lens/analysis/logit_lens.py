@@ -55,7 +55,8 @@ class LogitLens:
         return self.final_norm(hidden.astype(np.float32)) @ self.unembed.T
 
     @functools.cached_property
-    def _unembed_device(self):
+    def unembed_device(self):
+        """The unembedding as a JAX array; an engine that already holds one (the attributor) may set it."""
         import jax
         return jax.device_put(np.asarray(self.unembed, np.float32))
 
@@ -84,7 +85,7 @@ class LogitLens:
                     t = np.concatenate([tg[r0:], np.zeros(size - m, np.int32)])
                 else:
                     t = tg[r0:r0 + size]
-                out.append((m, read(block, self._unembed_device, t, watch)))
+                out.append((m, read(block, self.unembed_device, t, watch)))
         ranks, watched, ids, probs = (np.concatenate([np.asarray(o[1][i])[:o[0]] for o in out]) for i in range(4))
         return {"ranks": ranks.reshape(n_layers, n).astype(np.int64),
                 "top_ids": ids.reshape(n_layers, n, top_k).astype(np.int64),

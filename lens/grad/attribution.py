@@ -152,6 +152,11 @@ class Attributor:
         self.static = tuple(sorted(static.items()))
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
 
+    @property
+    def unembedding(self):
+        """[d_vocab, d_model] output embedding as a JAX array (the logit lens can share it)."""
+        return families.get(self.arch).unembedding(self.params)
+
     def rows_per_chunk(self, seq_len: int) -> int:
         """Target rows whose backward passes fit the memory budget together."""
         per_position = (RESIDUAL_VECTORS * self.d_model + MLP_VECTORS * self.d_mlp
