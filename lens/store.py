@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import mmap
 import os
 import re
 from pathlib import Path
@@ -130,6 +131,13 @@ class ModelFolder:
             raise ModelFolderError(f"{self.path}: cannot read the weights ({str(e).splitlines()[0][:120]}); "
                                    f"{_REEXPORT}") from None
 
+    def release_weight_pages(self) -> None:
+        """Drop this process's resident pages of the weight file once an engine has copied what it
+        needs (JAX's device buffers): they count in the process's memory while mapped, and are read
+        again from the page cache if a view is used later."""
+        for mapping in _MAPPINGS.get(str(self.path), {}).values():
+            mapping.madvise(mmap.MADV_DONTNEED)
+
     # ------------------------------------------------------------ manifest
     def write_manifest(self, data: dict) -> None:
         """Describe every file (size, sha256) and write the manifest atomically: the folder's last write."""
@@ -230,16 +238,20 @@ def _manifest_problem(m: dict) -> str | None:
     return None
 
 
+_MAPPINGS: dict[str, dict[str, mmap.mmap]] = {}  # folder -> {file: its latest read-only mapping}
+
+
 @functools.lru_cache(maxsize=2)
 def _load_weights(folder: str, weight_map: str) -> dict:
     import numpy as np
 
     out = {}
     mapping = json.loads(weight_map)
-    files = {}
+    files = _MAPPINGS[folder] = {}  # fresh mappings: a re-exported folder has new files
     for name, w in mapping.items():
         if w["file"] not in files:
-            files[w["file"]] = np.memmap(Path(folder) / w["file"], dtype=np.uint8, mode="r")
+            with open(Path(folder) / w["file"], "rb") as f:
+                files[w["file"]] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         dtype = np.dtype(w["dtype"])
         count = int(np.prod(w["shape"])) if w["shape"] else 1
         a = np.frombuffer(files[w["file"]], dtype=dtype, count=count, offset=w["offset"]).reshape(w["shape"])

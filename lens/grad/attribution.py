@@ -149,6 +149,9 @@ class Attributor:
         params, static = family.load_params(folder.weights(), config)
         self.wte = np.asarray(family.embedding(params))              # [d_vocab, d_model] input embeddings
         self.params = jax.device_put(params)
+        # JAX holds its own buffers now: drop the mapped file pages the copies were read from (pages
+        # still needed fault back in from the page cache), so the process does not count them twice
+        folder.release_weight_pages()
         self.static = tuple(sorted(static.items()))
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
 
