@@ -74,11 +74,10 @@ class Explainer:
             if not self.model.eos_ids:
                 raise LensError(f"{self.model.name} has no end-of-text token to use as the baseline")
             return min(self.model.eos_ids)
-        ids = self.model.encode(spec, bos=False)
-        if len(ids) != 1:
-            raise LensError(f"the baseline {spec!r} is {len(ids)} tokens for this model; give zero, mean, pad "
-                            f"or a text of one token")
-        return ids[0]
+        try:
+            return self.model.token_id(spec)
+        except LensError as e:
+            raise LensError(f"the baseline {e}; give zero, mean, pad or a text of one token") from None
 
     def faithfulness(self, expl, seed: int = 0) -> dict:
         """AOPC per method (and for a random ranking, the control), per generated token and averaged:

@@ -65,6 +65,12 @@ def lxt_relevance(source, ids, n_prompt, tmp_path) -> tuple[np.ndarray, np.ndarr
         return f["relevance"], f["logits"]
 
 
+def assert_equal_to_lxt(ours, want):
+    """Per-position relevance within 1e-4 of the row's largest |value|, every generated token."""
+    err = np.abs(ours - want).max(1) / np.abs(want).max(1)
+    assert err.max() < 1e-4, err
+
+
 def torch_logit_lens(model, token_ids) -> np.ndarray:
     """[n_layers, n, d_vocab] float64: each block's output through the model's own final norm and
     lm_head, from transformers' hidden states (the last one is already normalised there)."""

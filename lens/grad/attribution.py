@@ -182,13 +182,14 @@ class Attributor:
         foil_ids = self._foils(foils, n_gen) if contrastive else np.zeros(n_gen, np.int64)
         x = self.wte[ids]                                                   # [n, d] token embeddings
         base = self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x)
+        label = _baseline_label(baseline) if ig else None
         chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
-        path = _path(steps, power=3 if _baseline_label(baseline) == "zero" else 1) if ig else None
+        path = _path(steps, power=3 if label == "zero" else 1) if ig else None
         grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, contrastive,
                                                path, progress, method == "attnlrp")
         scores, signed = _score(method, grads, x - base, n_prompt)
         settings = dict(steps=steps if ig else None, foils=foil_ids.tolist() if contrastive else None,
-                        baseline=_baseline_label(baseline) if ig else None, keep_first=keep_first if ig else None)
+                        baseline=label, keep_first=keep_first if ig else None)
         return Attribution(method, target, scores, signed, values, base_values, settings)
 
     def baseline(self, x: np.ndarray, spec: str | int | np.ndarray | None, keep_first: bool) -> np.ndarray:
