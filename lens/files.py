@@ -47,6 +47,19 @@ def write_atomic(path, write: Callable[[Path], None], what: str = "output") -> P
     return path
 
 
+def savez_atomic(path, arrays: dict) -> None:
+    """np.savez through a temporary sibling renamed into place: an interrupted run leaves no half file."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def same_file(a, b) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)

@@ -48,20 +48,23 @@ def _providers(preferred=None) -> list[str]:
 
 
 def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
-         providers: list[str] | None = None, add_bos: bool | None = None, verify: bool | str = True) -> "Model":
+         providers: list[str] | None = None, add_bos: bool | None = None, verify: bool | str = True,
+         threads: int | None = None) -> "Model":
     """Open an exported model (a folder, or a name in the model store) for generation and tracing.
 
     `add_bos` overrides the manifest's choice of prepending the BOS token to prompts; `verify="full"`
-    hashes every file (by default only files whose size or mtime changed since the last check)."""
+    hashes every file (by default only files whose size or mtime changed since the last check);
+    `threads` caps ONNX Runtime's threads (default: one per core)."""
     folder = ModelFolder.resolve(name_or_path, models_dir)
-    return Model(folder, providers=providers, add_bos=add_bos, manifest_data=folder.read_manifest(verify=verify))
+    return Model(folder, providers=providers, add_bos=add_bos, manifest_data=folder.read_manifest(verify=verify),
+                 threads=threads)
 
 
 class Model:
     """An exported model: one ORT session, its tokenizer and its manifest."""
 
     def __init__(self, folder: ModelFolder | str | os.PathLike, providers: list[str] | None = None,
-                 manifest_data: dict | None = None, add_bos: bool | None = None):
+                 manifest_data: dict | None = None, add_bos: bool | None = None, threads: int | None = None):
         """`manifest_data` skips reading the manifest: the exporter validates before writing it."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -83,6 +86,8 @@ class Model:
             self.tokenizer = Tokenizer.from_file(str(self.store.tokenizer))
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
+            if threads:  # several models on one machine (corpus actors) each take a share of the cores
+                opts.intra_op_num_threads = int(threads)
             self.session = ort.InferenceSession(str(self.store.graph), opts, providers=_providers(providers))
         except Exception as e:  # corrupt files that still match a (tampered) manifest
             raise ModelFolderError(f"{self.folder}: cannot open the model ({str(e).splitlines()[0][:200]}); "
@@ -166,9 +171,10 @@ class Model:
                             f"model's context of {self.n_ctx} tokens")
 
     # ---------------------------------------------------------------- engine
-    def session_run(self, token_ids, past=None, taps: bool = False, attention_mask=None) -> dict:
+    def session_run(self, token_ids, past=None, taps: bool = False, attention_mask=None, outputs=()) -> dict:
         """One graph call on token_ids [seq] or [batch, seq] after an optional cache; raw outputs by
-        name. `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; positions stay
+        name (logits, the cache, every tap with `taps`, and the taps named in `outputs`).
+        `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; positions stay
         0, 1, 2, ... whatever the mask. `present` in the result is the cache to pass as `past` next."""
         ids = np.asarray(token_ids, dtype=np.int64)
         ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
@@ -185,11 +191,20 @@ class Model:
         if past is None:
             past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
-        names = ["logits", *self._present_names] + (self.taps if taps else [])
+        names = ["logits", *self._present_names] + (self.taps if taps else [t for t in outputs if t in self.taps])
         values = self.session.run(names, feed)
         out = dict(zip(names, values))
         out["present"] = values[1:1 + len(self._present_names)]
         return out
+
+    def mlp_activations(self, token_ids, layers: list[int]) -> np.ndarray:
+        """MLP neuron activations [batch, len(layers), seq, d_mlp] of a batch of sequences [batch, seq]
+        in one graph call. Pad short sequences at the end: causal attention keeps padding out of
+        every real position."""
+        ids = np.asarray(token_ids, dtype=np.int64)
+        names = [hooks.mlp_post(l) for l in layers]
+        out = self.session_run(ids, taps=False, outputs=names)
+        return np.stack([out[n] for n in names], axis=1)
 
     def masked_probabilities(self, token_ids, masks: np.ndarray, target: int) -> np.ndarray:
         """p(target) after the last position of `token_ids` [L], once per row of `masks` [B, L] (1 = kept,

@@ -110,5 +110,36 @@ class ServeSettings:
         _int("max_new_tokens", self.max_new_tokens, 1)
 
 
+@dataclass(frozen=True)
+class CorpusSettings:
+    """What `lens corpus` does to every prompt of a corpus (see `lens.corpus`)."""
+    max_new_tokens: int = 0               # 0: profile the text itself (forward only, the neuron-study mode)
+    methods: tuple = ("grad_x_input",)    # attributions of the generated tokens (none when nothing is generated)
+    layers: tuple | None = None           # (first, last) layers profiled, inclusive; None: all
+    top_k: int = 20                       # strongest activations kept per neuron and per factor
+    factors: int = 8                      # streaming NMF factors of the activations (0: none)
+    batch_size: int = 16                  # prompts per shard: one padded ONNX Runtime call profiles them
+    max_tokens: int = 128                 # prompts are cut to their first max_tokens tokens
+    include_first: bool = False           # rank the first position too (attention-sink neurons fire there)
+
+    def __post_init__(self):
+        object.__setattr__(self, "methods", (self.methods,) if isinstance(self.methods, str)
+                           else tuple(dict.fromkeys(self.methods or ())))
+        _int("max_new_tokens", self.max_new_tokens, 0)
+        for m in self.methods:
+            if m not in METHODS or m == "contrastive":
+                raise LensError(f"corpus attribution method {m!r}: choose from "
+                                f"{', '.join(x for x in METHODS if x != 'contrastive')}")
+        if self.max_new_tokens and not self.methods:
+            raise LensError("choose at least one attribution method")
+        _int("top_k", self.top_k, 1, 1000)
+        _int("factors", self.factors, 0, 256)
+        _int("batch_size", self.batch_size, 1, 4096)
+        _int("max_tokens", self.max_tokens, 1)
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(v) for v in self.layers))
+
+
 EXPLAIN = ExplainSettings()
+CORPUS = CorpusSettings()
 SERVE = ServeSettings()

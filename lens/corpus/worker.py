@@ -1,0 +1,138 @@
+"""What one actor does to one shard of a corpus. Each actor holds one loaded model (ONNX Runtime
+session, and the JAX attributor when tokens are generated) for its whole life; Ray Data hands it
+shards, one row each, and takes back one pickled result per shard.
+
+Pass 1 (`Profiler`): generate and attribute (when asked), read every MLP neuron of the profiled
+layers, and return the shard's per-neuron top-k and the rows the streaming NMF learns from.
+Pass 2 (`Contexts`): with the fitted factors, read each token's factor values, and the activations
+around the top contexts the report paints."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+from . import topk as T
+from .factors import factor_values
+
+WINDOW = (12, 4)  # tokens shown before and after a top context's firing token
+
+
+def pad_batch(seqs: list[np.ndarray]) -> np.ndarray:
+    """[batch, longest] token ids, short sequences padded at the end with token 0 (causal attention
+    keeps padding out of every real position)."""
+    out = np.zeros((len(seqs), max(len(s) for s in seqs)), np.int64)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out
+
+
+def token_rows(acts: list[np.ndarray], examples, include_first: bool):
+    """Activations of all kept tokens of a shard, [tokens, units], and each token's example and
+    position, ordered by (example, position). `acts[i]` is example i's [layers, seq, d_mlp]."""
+    rows, ex, pos = [], [], []
+    start = 0 if include_first else 1
+    for a, e in zip(acts, examples):
+        n = a.shape[1]
+        if n <= start:
+            continue
+        rows.append(a[:, start:].transpose(1, 0, 2).reshape(n - start, -1))   # [seq', layers * d_mlp]
+        ex.append(np.full(n - start, e, np.int64))
+        pos.append(np.arange(start, n, dtype=np.int64))
+    if not rows:
+        return np.zeros((0, acts[0].shape[0] * acts[0].shape[2]), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(ex), np.concatenate(pos)
+
+
+class _Actor:
+    """A model loaded once per actor; Ray Data calls it with a batch of shard rows."""
+
+    def __init__(self, folder: str, layers: list[int], threads: int | None):
+        import lens
+        self.model = lens.load(folder, threads=threads, verify=False)  # the driver verified the folder
+        self.layers = list(layers)
+        self._explainer = None
+
+    @property
+    def explainer(self):
+        if self._explainer is None:
+            from ..pipeline import Explainer
+            self._explainer = Explainer(self.model)
+        return self._explainer
+
+    def activations(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
+        """[layers, seq, d_mlp] for each sequence, from one padded graph call."""
+        acts = self.model.mlp_activations(pad_batch(seqs), self.layers)       # [B, layers, S, d_mlp]
+        return [acts[i, :, :len(s)] for i, s in enumerate(seqs)]
+
+    def __call__(self, batch: dict) -> dict:
+        import ray
+        node = ray.get_runtime_context().get_node_id()  # which machine did the work (the driver counts them)
+        results = [pickle.dumps(dict(self.shard(pickle.loads(bytes(job))), node=node), protocol=5)
+                   for job in batch["job"]]
+        return {"shard": np.asarray(batch["shard"]), "result": np.asarray(results, dtype=object)}
+
+
+class Profiler(_Actor):
+    """Pass 1. A job: {"examples": [ids], "token_ids": [[...]], "settings": CorpusSettings fields}."""
+
+    def __init__(self, folder, layers, threads, settings: dict, factors: int):
+        super().__init__(folder, layers, threads)
+        self.s = settings
+        self.factors = factors
+
+    def shard(self, job: dict) -> dict:
+        s, examples = self.s, job["examples"]
+        seqs = [np.asarray(t, np.int64) for t in job["token_ids"]]
+        out = {"examples": examples, "n_prompt": [len(t) for t in seqs], "token_ids": seqs,
+               "probabilities": [np.zeros(0, np.float32)] * len(seqs), "attributions": [{} for _ in seqs]}
+        if s["max_new_tokens"]:
+            acts = []
+            for i, ids in enumerate(seqs):
+                gen = self.model.generate(ids.tolist(), s["max_new_tokens"], trace=True)
+                out["token_ids"][i], out["probabilities"][i] = gen.token_ids, gen.probabilities
+                if len(gen.token_ids) > gen.n_prompt:
+                    out["attributions"][i] = {m: self.attribute(gen, m) for m in s["methods"]}
+                acts.append(gen.trace.activations[self.layers])
+        else:
+            acts = self.activations(seqs)
+        rows, ex, pos = token_rows(acts, examples, s["include_first"])
+        out["topk"] = T.of_tokens(rows, ex, pos, s["top_k"]).to_dict()
+        if self.factors:  # what the streaming NMF learns from: negatives clipped, half precision in transit
+            out["nmf_rows"] = np.maximum(rows, 0).astype(np.float16)
+        return out
+
+
+    def attribute(self, gen, method: str) -> np.ndarray:
+        """Scores [n_generated, n_tokens] as `Explainer.explain` computes them with default settings."""
+        from ..settings import EXPLAIN
+        ig = method == "integrated_gradients"
+        return self.explainer.attributor.attribute(
+            gen.token_ids, gen.n_prompt, method=method, steps=EXPLAIN.ig_steps,
+            baseline=self.explainer.baseline(EXPLAIN.ig_baseline) if ig else None).scores
+
+
+class Contexts(_Actor):
+    """Pass 2. A job: {"examples", "token_ids" (the full sequences), "paint": [(unit, example, position)]}."""
+
+    def __init__(self, folder, layers, threads, loadings, top_k: int, include_first: bool):
+        super().__init__(folder, layers, threads)
+        self.loadings, self.top_k, self.include_first = loadings, top_k, include_first
+
+    def shard(self, job: dict) -> dict:
+        seqs = [np.asarray(t, np.int64) for t in job["token_ids"]]
+        acts = self.activations(seqs)
+        out = {}
+        if self.loadings is not None:
+            rows, ex, pos = token_rows(acts, job["examples"], self.include_first)
+            w = factor_values(rows, self.loadings)
+            out.update(topk=T.of_tokens(w, ex, pos, self.top_k).to_dict(), factor_values=w, examples=ex, positions=pos)
+        where = {e: i for i, e in enumerate(job["examples"])}
+        windows = []
+        for unit, example, position in job["paint"]:  # a neuron's activation around one of its top contexts
+            a = acts[where[example]]
+            lo, hi = max(0, position - WINDOW[0]), min(a.shape[1], position + WINDOW[1] + 1)
+            layer, neuron = divmod(unit, a.shape[2])
+            windows.append((unit, example, position, lo, a[layer, lo:hi, neuron].astype(np.float32)))
+        out["windows"] = windows
+        return out
