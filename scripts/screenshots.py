@@ -1,6 +1,7 @@
 """Screenshots of a report's views in headless Chromium at 1400 px, for the README and for looking.
 
     python scripts/screenshots.py REPORT.html OUT_DIR [--prefix P] [--hover saliency:INDEX] [--hover-spark F]
+    python scripts/screenshots.py DIR/report.html OUT_DIR --views corpus_browser --select "unit_select=factor 0"
 
 Each named view (header, saliency_view, rankings, layer_predictions, watch_view, factors_view,
 activations) becomes OUT_DIR/<prefix><name>.png. `make screenshots` builds the README's reports on
@@ -31,7 +32,11 @@ def main():
     ap.add_argument("--prefix", default="")
     ap.add_argument("--hover", help="saliency:TOKEN_INDEX to hover in the saliency view")
     ap.add_argument("--hover-spark", type=int, help="factor whose sparkline to hover in the factors view")
+    ap.add_argument("--views", help="comma-separated view names (default: the explain report's)")
+    ap.add_argument("--select", action="append", default=[],
+                    help="NAME=PREFIX: set the Select widget NAME to its first option starting with PREFIX")
     args = ap.parse_args()
+    views = args.views.split(",") if args.views else VIEWS
     from playwright.sync_api import sync_playwright
 
     hovers = {}
@@ -47,9 +52,14 @@ def main():
         page = b.new_page(viewport={"width": 1400, "height": 2200})
         page.goto(Path(args.report).resolve().as_uri())
         page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
-                               "Array.from(Bokeh.index.all_views()).length > 5")
+                               "Array.from(Bokeh.index.all_views()).length > 2")
+        for choice in args.select:
+            name, prefix = choice.split("=", 1)
+            page.evaluate("""([name, prefix]) => {
+                const s = Bokeh.documents[0].get_model_by_name(name);
+                s.value = s.options.find(o => o.startsWith(prefix)); }""", [name, prefix])
         page.wait_for_timeout(500)
-        for name in VIEWS:
+        for name in views:
             rect = page.evaluate("""(name) => {
                 const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === name);
                 if (!v) return null;

@@ -34,6 +34,7 @@ from .worker import WINDOW, Contexts, Profiler
 STATE_VERSION = 1
 REPORT_NEURONS_PER_LAYER = 4     # most strongly firing neurons of each layer shown in the report
 REPORT_NEURONS_PER_FACTOR = 4    # and each factor's top-loading neurons
+SORT_BLOCK = 16                  # shards whose prompts are sorted by length together
 
 
 def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None, models_dir=None,
@@ -63,8 +64,7 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
                   sort_keys=True).encode()), prompts=_digest(Path(prompts).read_bytes()) if Path(prompts).is_file()
                   else str(Path(prompts).resolve()), settings=asdict(s), layers=layers)
     state = _prepare(out, config)
-    shards = [[examples[j] for j in range(i, min(i + s.batch_size, len(examples)))]
-              for i in range(0, len(examples), s.batch_size)]
+    shards = plan_shards(examples, [len(i) for i in ids], s.batch_size)
     prompt_ids = dict(zip(examples, ids))
     actor_args = (str(m.folder), layers)
 
@@ -74,23 +74,31 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
         done = nmf.shards_done
         say(f"profiling {len(examples)} prompts in {len(shards)} shards ({done} done before)")
         jobs = {i: dict(examples=sh, token_ids=[prompt_ids[e] for e in sh]) for i, sh in enumerate(shards) if i >= done}
+        if jobs:
+            pool.start()  # before the progress bar: Ray's start redirects the terminal's stderr
+        t = time.perf_counter()
         bar, nodes = _bar(len(examples), sum(map(len, shards[:done])), progress), set()
+        busy = 0.0
         for shard, res in pool.map(Profiler, (*actor_args, _worker_settings(s), s.factors), jobs):
             nodes.add(res["node"])
+            busy += res["seconds"]
             _write_examples(state / f"examples-{shard:06d}.parquet", m, dict(zip(examples, texts)), res, s)
             savez_atomic(state / f"topk-{shard:06d}.npz", res["topk"])
             nmf.learn(res.get("nmf_rows"), shard)                    # records the shard as done, last
             bar.update(len(res["examples"]))
         bar.close()
         if nodes:
-            say(f"{len(jobs)} shards profiled by {pool.actors} actor{'s' * (pool.actors > 1)} on {len(nodes)} "
-                f"node{'s' * (len(nodes) > 1)}")
+            n = sum(len(j["examples"]) for j in jobs.values())
+            took = time.perf_counter() - t
+            say(f"{n} prompts profiled in {took:.1f} s ({n / took:.1f} prompts/s) by {pool.actors} "
+                f"actor{'s' * (pool.actors > 1)} on {len(nodes)} node{'s' * (len(nodes) > 1)}, busy {busy:.1f} s")
         if s.factors and nmf.model is None:
             raise LensError("no token to factorise: every prompt is " + ("empty" if s.include_first else
                             "a single token (first positions are left out; --include-first counts them)"))
         top = _merge([np.load(state / f"topk-{i:06d}.npz") for i in range(len(shards))], n_units, s.top_k)
         _write_top_activations(out / "top_activations.parquet", top, layers, m.d_mlp)
-        _concat_examples(out / "examples.parquet", [state / f"examples-{i:06d}.parquet" for i in range(len(shards))])
+        _concat_examples(out / "examples.parquet", [state / f"examples-{i:06d}.parquet" for i in range(len(shards))],
+                         SORT_BLOCK)
 
         # pass 2: factor values of every token, and the activations around the contexts the report paints
         full_ids = _full_ids(out / "examples.parquet")
@@ -101,8 +109,13 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
                 for i, sh in enumerate(shards) if not (state / f"contexts-{i:06d}.npz").exists()}
         if jobs:
             say(f"reading factors and report contexts ({len(jobs)} shards)")
+            pool.start()
+        t, busy = time.perf_counter(), 0.0
         for shard, res in pool.map(Contexts, (*actor_args, nmf.loadings, s.top_k, s.include_first), jobs):
             _save_contexts(state / f"contexts-{shard:06d}.npz", res)
+            busy += res["seconds"]
+        if jobs:
+            say(f"pass 2 took {time.perf_counter() - t:.1f} s, actors busy {busy:.1f} s")
 
     ctx = [np.load(state / f"contexts-{i:06d}.npz") for i in range(len(shards))]
     ftop, fwindows = None, {}
@@ -120,6 +133,18 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
 
 
 # ------------------------------------------------------------------ input
+def plan_shards(examples: list[int], lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Shards of `batch_size` prompts. Within each block of SORT_BLOCK shards, prompts are sorted by
+    length, so a shard's padded model call wastes little on padding (300 docstring sentences in
+    shards of 16: padded tokens fell from 2.57x to 1.14x the real ones; the run from 72 s to 50 s)
+    while the stream the NMF learns from still moves through the file in order."""
+    shards, block = [], SORT_BLOCK * batch_size
+    for b in range(0, len(examples), block):
+        idx = sorted(range(b, min(b + block, len(examples))), key=lambda i: (lengths[i], i))
+        shards += [[examples[i] for i in idx[j:j + batch_size]] for j in range(0, len(idx), batch_size)]
+    return shards
+
+
 def _tokenize(m, examples, texts, s: CorpusSettings) -> list[list[int]]:
     """Each prompt's token ids, cut to --max-tokens and to what the context leaves for generation."""
     keep = min(s.max_tokens, m.n_ctx - s.max_new_tokens)
@@ -217,7 +242,9 @@ class _Pool:
         if self._stderr:
             self._stderr.__exit__(*exc)
 
-    def _start(self):
+    def start(self):
+        if self.ray is not None:
+            return
         self._stderr = _stderr_to(self.log)  # Ray's own log lines go to a file, not the terminal
         self._stderr.__enter__()
         import ray
@@ -248,8 +275,7 @@ class _Pool:
 
         if not jobs:
             return
-        if self.ray is None:
-            self._start()
+        self.start()
         rows = [{"shard": int(i), "job": pickle.dumps(j, protocol=5)} for i, j in sorted(jobs.items())]
         ds = self.ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             actor_class, fn_constructor_args=(*args[:2], max(1, int(self.cpus)), *args[2:]), batch_size=1,
@@ -299,13 +325,16 @@ def _write_examples(path: Path, m, text_of: dict, res, s: CorpusSettings) -> Non
     write_atomic(path, lambda p: pq.write_table(table, p))
 
 
-def _concat_examples(path: Path, shards: list[Path]) -> None:
+def _concat_examples(path: Path, shards: list[Path], block: int) -> None:
+    """The shards' rows in file order: the shards of one sorting block hold the same prompts, so
+    each block is read, sorted by example and written in turn (one block in memory at a time)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     def write(p):
         writer = None
-        for f in shards:
-            t = pq.read_table(f)
+        for b in range(0, len(shards), block):
+            t = pa.concat_tables([pq.read_table(f) for f in shards[b:b + block]]).sort_by("example")
             writer = writer or pq.ParquetWriter(p, t.schema)
             writer.write_table(t)
         writer.close()

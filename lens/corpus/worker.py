@@ -9,6 +9,7 @@ around the top contexts the report paints."""
 from __future__ import annotations
 
 import pickle
+import time
 
 import numpy as np
 
@@ -68,8 +69,11 @@ class _Actor:
     def __call__(self, batch: dict) -> dict:
         import ray
         node = ray.get_runtime_context().get_node_id()  # which machine did the work (the driver counts them)
-        results = [pickle.dumps(dict(self.shard(pickle.loads(bytes(job))), node=node), protocol=5)
-                   for job in batch["job"]]
+        results = []
+        for job in batch["job"]:
+            t = time.perf_counter()
+            res = self.shard(pickle.loads(bytes(job)))
+            results.append(pickle.dumps(dict(res, node=node, seconds=time.perf_counter() - t), protocol=5))
         return {"shard": np.asarray(batch["shard"]), "result": np.asarray(results, dtype=object)}
 
 

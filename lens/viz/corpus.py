@@ -21,6 +21,7 @@ ROW_H = 30
 BOX_H = 22
 MAX_CHARS = 14       # a token's box shows at most this many characters
 VALUE_CHARS = 10     # the value column on the left
+FIRING_EDGE = "#000000"
 
 
 def corpus_report(path, model: str, examples_path, top, layers, d_mlp: int, windows: dict, factor_top,
@@ -49,11 +50,15 @@ def corpus_report(path, model: str, examples_path, top, layers, d_mlp: int, wind
 
 def _contexts(unit: int, top, windows: dict, tokens: dict, n_prompt: dict) -> dict:
     """Box data for one unit's top contexts, one row each, strongest first."""
-    d = {k: [] for k in ("x", "y", "w", "text", "fill", "text_color", "line_width", "token", "value", "where")}
+    d = {k: [] for k in ("x", "y", "w", "text", "fill", "text_color", "line_color", "line_width", "token", "value",
+                         "where")}
     peak = max(float(top.values[unit, 0]), 1e-12)
-    for r, (e, p, v) in enumerate(zip(top.examples[unit], top.positions[unit], top.values[unit])):
-        if e < 0 or (unit, int(e), int(p)) not in windows:
+    shown = set()  # one row per example: its strongest position (the parquet keeps every token)
+    for e, p, v in zip(top.examples[unit], top.positions[unit], top.values[unit]):
+        if e < 0 or e in shown or (unit, int(e), int(p)) not in windows:
             continue
+        r = len(shown)
+        shown.add(e)
         lo, vals = windows[unit, int(e), int(p)]
         col = VALUE_CHARS
         y = -r * ROW_H
@@ -73,6 +78,7 @@ def _contexts(unit: int, top, windows: dict, tokens: dict, n_prompt: dict) -> di
 
 
 def _box(d, text, x_chars, w_chars, y, fill, token, v, where, line_width):
+    """One token box; the firing token (line_width 3) gets a dark outline."""
     d["x"].append(x_chars * CHAR_W)
     d["y"].append(y)
     d["w"].append(w_chars * CHAR_W)
@@ -80,6 +86,7 @@ def _box(d, text, x_chars, w_chars, y, fill, token, v, where, line_width):
     d["fill"].append(fill)
     d["text_color"].append(text_color(fill))
     d["line_width"].append(line_width)
+    d["line_color"].append(FIRING_EDGE if line_width > 1 else INPUT_EDGE)
     d["token"].append(token)
     d["value"].append(round(v, 4))
     d["where"].append(where)
@@ -103,14 +110,15 @@ def _browser(items: dict):
     p.axis.visible = False
     p.grid.visible = False
     p.outline_line_color = None
-    p.rect("x", "y", "w", BOX_H, source=src, fill_color="fill", line_color=INPUT_EDGE, line_width="line_width")
+    p.rect("x", "y", "w", BOX_H, source=src, fill_color="fill", line_color="line_color", line_width="line_width")
     p.text("x", "y", text="text", source=src, text_align="center", text_baseline="middle",
            text_font=value("monospace"), text_font_size="13px", text_color="text_color")
     select = Select(title="neuron or factor", value=names[0], options=names, name="unit_select")
     select.js_on_change("value", CustomJS(args=dict(src=src, items=items), code="src.data = items[cb_obj.value];"))
-    note = text_div(f"<span style='{NOTE_STYLE}'>Each row: one of the unit's strongest contexts over the corpus, "
-                    f"its value on the left; tokens painted by the unit's activation there, relative to its "
-                    f"strongest; the firing token outlined. Hover a token for its value.</span>")
+    note = text_div(f"<span style='{NOTE_STYLE}'>Each row: one of the unit's strongest contexts over the corpus "
+                    f"(one per prompt), its value on the left; tokens painted by the unit's activation there, "
+                    f"relative to its strongest; the firing token outlined in black. Hover a token for its value."
+                    f"</span>")
     return column(select, note, p, name="corpus_browser")
 
 
