@@ -49,22 +49,24 @@ def _providers(preferred=None) -> list[str]:
 
 def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
          providers: list[str] | None = None, add_bos: bool | None = None, verify: bool | str = True,
-         threads: int | None = None) -> "Model":
+         threads: int | None = None, session: bool = True) -> "Model":
     """Open an exported model (a folder, or a name in the model store) for generation and tracing.
 
     `add_bos` overrides the manifest's choice of prepending the BOS token to prompts; `verify="full"`
     hashes every file (by default only files whose size or mtime changed since the last check);
-    `threads` caps ONNX Runtime's threads (default: one per core)."""
+    `threads` caps ONNX Runtime's threads (default: one per core); `session=False` opens only the
+    tokenizer and manifest (a corpus driver tokenizes; its actors run the model)."""
     folder = ModelFolder.resolve(name_or_path, models_dir)
     return Model(folder, providers=providers, add_bos=add_bos, manifest_data=folder.read_manifest(verify=verify),
-                 threads=threads)
+                 threads=threads, session=session)
 
 
 class Model:
     """An exported model: one ORT session, its tokenizer and its manifest."""
 
     def __init__(self, folder: ModelFolder | str | os.PathLike, providers: list[str] | None = None,
-                 manifest_data: dict | None = None, add_bos: bool | None = None, threads: int | None = None):
+                 manifest_data: dict | None = None, add_bos: bool | None = None, threads: int | None = None,
+                 session: bool = True):
         """`manifest_data` skips reading the manifest: the exporter validates before writing it."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -88,12 +90,13 @@ class Model:
             opts.log_severity_level = 3
             if threads:  # several models on one machine (corpus actors) each take a share of the cores
                 opts.intra_op_num_threads = int(threads)
-            self.session = ort.InferenceSession(str(self.store.graph), opts, providers=_providers(providers))
+            self.session = ort.InferenceSession(str(self.store.graph), opts, providers=_providers(providers)) \
+                if session else None
         except Exception as e:  # corrupt files that still match a (tampered) manifest
             raise ModelFolderError(f"{self.folder}: cannot open the model ({str(e).splitlines()[0][:200]}); "
                                    f"re-export with `lens export --force`") from None
-        self.providers = self.session.get_providers()
-        self._inputs = {i.name for i in self.session.get_inputs()}
+        self.providers = self.session.get_providers() if session else []
+        self._inputs = {i.name for i in self.session.get_inputs()} if session else set()
         self._past_names = [f"past_key_values.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self.taps = hooks.all_taps(self.n_layers)
@@ -102,7 +105,7 @@ class Model:
 
     def __repr__(self):
         return (f"<lens Model {self.name!r}: {self.n_layers} layers x {self.d_model}, "
-                f"{self.providers[0]}>")
+                f"{self.providers[0] if self.providers else 'no session'}>")
 
     # ---------------------------------------------------------------- tokens
     def encode(self, text: str, bos: bool | None = None) -> list[int]:

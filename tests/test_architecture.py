@@ -26,17 +26,19 @@ ALLOWED = {
     "explanation": BASE | {"analysis", "viz", "persist"},
     "pipeline": BASE | {"runtime", "grad", "analysis", "explanation"},
     "viz": BASE | {"analysis", "viz", "files"},
+    "corpus": BASE | {"files", "runtime", "pipeline", "analysis", "viz", "corpus"},
     "testing": BASE | {"export"},
 }
 # third-party libraries a module must not import (the heavy ones belong to other layers)
 FORBIDDEN = {
-    "runtime": {"jax", "sklearn", "bokeh", "torch", "transformers", "optimum"},
+    "runtime": {"jax", "sklearn", "bokeh", "torch", "transformers", "optimum", "ray", "pyarrow"},
     "store": {"jax", "sklearn", "bokeh", "torch", "onnxruntime"},
     "families": {"sklearn", "bokeh", "torch", "onnxruntime", "transformers"},
     "grad": {"sklearn", "bokeh", "torch", "onnxruntime", "transformers"},
     "analysis": {"bokeh", "torch", "onnxruntime", "transformers"},
     "viz": {"jax", "torch", "onnxruntime", "transformers"},
-    "pipeline": {"torch", "transformers", "optimum"},
+    "pipeline": {"torch", "transformers", "optimum", "ray"},
+    "corpus": {"torch", "transformers", "optimum"},
 }
 
 

@@ -105,6 +105,30 @@ def test_chunking_and_padding_change_nothing(tiny_attr, tiny_seqs):
     np.testing.assert_allclose(whole.scores, s / s.sum(1, keepdims=True), atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_batches_of_sequences_equal_one_at_a_time(tiny, tiny_llama, tiny_torch, family):
+    """attribute_batch (several sequences per vmapped call: corpus mode) equals attribute on each
+    sequence, and PyTorch autograd on one of them."""
+    a = Attributor((tiny if family == "gpt2" else tiny_llama)[1])
+    rng = np.random.default_rng(1)
+    seqs = [(rng.integers(0, 50000, n + g), int(n)) for n, g in [(3, 1), (12, 4), (7, 2), (20, 3), (5, 4), (9, 1)]]
+    for method in ("grad_x_input", "gradient", "attnlrp", "integrated_gradients"):
+        base = 220 if method == "integrated_gradients" else None
+        got = a.attribute_batch(seqs, method=method, baseline=base, batch_rows=8)
+        for (ids, n), r in zip(seqs, got):
+            ref = a.attribute(ids, n, method=method, baseline=base)
+            np.testing.assert_allclose(r.scores, ref.scores, atol=1e-6, err_msg=method)
+            np.testing.assert_allclose(r.target_values, ref.target_values, rtol=1e-5, atol=1e-6)
+            if ref.signed is not None:
+                np.testing.assert_allclose(r.signed, ref.signed, rtol=1e-4, atol=1e-5 * np.abs(ref.signed).max())
+            if ref.baseline_values is not None:
+                np.testing.assert_allclose(r.baseline_values, ref.baseline_values, rtol=1e-5, atol=1e-6)
+    if family == "gpt2":
+        ids, n = seqs[3]
+        want, _, _ = torch_reference(tiny_torch, ids, n, "grad_x_input", "logit", None)
+        np.testing.assert_allclose(a.attribute_batch(seqs)[3].scores, want, atol=1e-5)
+
+
 def test_jax_forward_matches_onnx_graph(tiny_attr, tiny_model, tiny_seqs):
     from lens.families import gpt2
 

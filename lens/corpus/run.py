@@ -42,8 +42,8 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
                progress: bool = True, say=lambda msg: None) -> Path:
     """Profile (and optionally generate and attribute) every prompt of `prompts`; write DIR's files.
     Returns DIR. Runs on a local Ray unless `ray_address` names a cluster to join."""
-    import lens
     from ..analysis.neurons import select_layers
+    from ..runtime import load
 
     s = settings or CorpusSettings()
     if actors < 1:
@@ -53,7 +53,7 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
     if ray_address:
         _check_reachable(ray_address)
     out = Path(out)
-    m = lens.load(model, models_dir)
+    m = load(model, models_dir, session=False)  # the driver tokenizes; the actors run the model
     layers = select_layers(m.n_layers, s.layers and (s.layers[0], s.layers[-1]))
     examples, texts = read_prompts(prompts)
     ids = _tokenize(m, examples, texts, s)

@@ -49,8 +49,8 @@ class _Actor:
     """A model loaded once per actor; Ray Data calls it with a batch of shard rows."""
 
     def __init__(self, folder: str, layers: list[int], threads: int | None):
-        import lens
-        self.model = lens.load(folder, threads=threads, verify=False)  # the driver verified the folder
+        from ..runtime import load
+        self.model = load(folder, threads=threads, verify=False)  # the driver verified the folder
         self.layers = list(layers)
         self._explainer = None
 
@@ -91,13 +91,14 @@ class Profiler(_Actor):
         out = {"examples": examples, "n_prompt": [len(t) for t in seqs], "token_ids": seqs,
                "probabilities": [np.zeros(0, np.float32)] * len(seqs), "attributions": [{} for _ in seqs]}
         if s["max_new_tokens"]:
-            acts = []
-            for i, ids in enumerate(seqs):
-                gen = self.model.generate(ids.tolist(), s["max_new_tokens"], trace=True)
+            gens = [self.model.generate(ids.tolist(), s["max_new_tokens"], trace=True) for ids in seqs]
+            for i, gen in enumerate(gens):
                 out["token_ids"][i], out["probabilities"][i] = gen.token_ids, gen.probabilities
-                if len(gen.token_ids) > gen.n_prompt:
-                    out["attributions"][i] = {m: self.attribute(gen, m) for m in s["methods"]}
-                acts.append(gen.trace.activations[self.layers])
+            done = [i for i, g in enumerate(gens) if len(g.token_ids) > g.n_prompt]
+            for m in s["methods"]:  # every sequence of the shard in a few vmapped calls
+                for i, a in zip(done, self.attribute([gens[i] for i in done], m)):
+                    out["attributions"][i][m] = a.scores
+            acts = [g.trace.activations[self.layers] for g in gens]
         else:
             acts = self.activations(seqs)
         rows, ex, pos = token_rows(acts, examples, s["include_first"])
@@ -107,13 +108,15 @@ class Profiler(_Actor):
         return out
 
 
-    def attribute(self, gen, method: str) -> np.ndarray:
-        """Scores [n_generated, n_tokens] as `Explainer.explain` computes them with default settings."""
+    def attribute(self, gens, method: str):
+        """Attributions of generations, as `Explainer.explain` computes them with default settings."""
         from ..settings import EXPLAIN
+        if not gens:
+            return []
         ig = method == "integrated_gradients"
-        return self.explainer.attributor.attribute(
-            gen.token_ids, gen.n_prompt, method=method, steps=EXPLAIN.ig_steps,
-            baseline=self.explainer.baseline(EXPLAIN.ig_baseline) if ig else None).scores
+        return self.explainer.attributor.attribute_batch(
+            [(g.token_ids, g.n_prompt) for g in gens], method=method, steps=EXPLAIN.ig_steps,
+            baseline=self.explainer.baseline(EXPLAIN.ig_baseline) if ig else None)
 
 
 class Contexts(_Actor):

@@ -40,6 +40,7 @@ ROW_BUCKET = 4    # target rows per chunk are padded up to a multiple of this
 CHUNK_ROWS = 8    # rows per chunk: small chunks run on short prefixes (measured: 8 beats 20-in-one by
                   # ~20% for 20 + 20 tokens on distilgpt2's shape), the memory budget may lower it
 STEP_CHUNK = 8    # integrated-gradients path points evaluated together
+BATCH_ROWS = 32   # target rows (over all sequences) in one call of attribute_batch
 DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes the backward passes of one chunk may keep (LENS_GRAD_MEMORY)
 # What one row's VJP keeps alive, per layer and position, in float32 values: the block's vectors
 # (residual, norms, attention input/output, q/k/v: ~8 x d_model), the MLP's (~4 x d_mlp), and the
@@ -94,12 +95,14 @@ def _bucket(n: int, size: int, cap: int | None = None) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(arch: str, static: tuple, target: str, contrastive: bool, lrp: bool = False):
+def _compiled(arch: str, static: tuple, target: str, contrastive: bool, lrp: bool = False, batched: bool = False):
     """Jitted (gradients, values) for one scoring rule.
 
     gradients(params, x [L,d], baseline [L,d], positions [C], targets [C], foils [C], alphas [S],
     weights [S]) -> (values [S, C], path-weighted gradient [C, L, d]);
     values(params, x [L,d], positions [C], targets [C], foils [C]) -> [C].
+    `batched`: the same over a leading axis of B sequences (x, baseline, positions, targets, foils
+    and the results gain it; the path is shared), one call for all of them.
     """
     import jax
     import jax.numpy as jnp
@@ -129,6 +132,9 @@ def _compiled(arch: str, static: tuple, target: str, contrastive: bool, lrp: boo
         vals, grads = jax.lax.map(at, alphas)  # path points one after another: memory stays flat
         return vals, jnp.tensordot(weights, grads, axes=1)
 
+    if batched:
+        return (jax.jit(jax.vmap(gradients, in_axes=(None, 0, 0, 0, 0, 0, None, None))),
+                jax.jit(jax.vmap(values, in_axes=(None, 0, 0, 0, 0))))
     return jax.jit(gradients), jax.jit(values)
 
 
@@ -192,6 +198,58 @@ class Attributor:
                         baseline=label, keep_first=keep_first if ig else None)
         return Attribution(method, target, scores, signed, values, base_values, settings)
 
+    def attribute_batch(self, sequences, method: str = "grad_x_input", target: str = "logit", steps: int = 16,
+                        baseline: str | int | None = None, keep_first: bool = True,
+                        batch_rows: int = BATCH_ROWS) -> list[Attribution]:
+        """`attribute` for many sequences [(token_ids, n_prompt), ...], several per compiled call: the
+        sequences of a batch are padded to one length and row count and run through one vmapped
+        forward and VJP (a corpus of short generations is many small problems; together they make
+        larger matrix products). Equal to `attribute` on each sequence; contrastive is not offered."""
+        if method == "contrastive":
+            raise LensError("attribute_batch does not take the contrastive method (one foil per sequence)")
+        seqs = [(np.asarray(ids, np.int64).reshape(-1), int(n)) for ids, n in sequences]
+        for ids, n in seqs:
+            self._check(ids, n, method, target, steps)
+        ig = method == "integrated_gradients"
+        label = _baseline_label(baseline) if ig else None
+        path = _path(steps, power=3 if label == "zero" else 1) if ig else None
+        grad_fn, value_fn = _compiled(self.arch, self.static, target, False, method == "attnlrp", batched=True)
+        settings = dict(steps=steps if ig else None, foils=None, baseline=label, keep_first=keep_first if ig else None)
+        out = [None] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))  # similar lengths share a batch
+        rows_max = _bucket(max(len(ids) - n for ids, n in seqs), ROW_BUCKET)
+        per_batch = max(1, batch_rows // rows_max)
+        for b0 in range(0, len(order), per_batch):
+            batch = order[b0:b0 + per_batch]
+            length = _bucket(max(len(seqs[i][0]) - 1 for i in batch), SEQ_BUCKET, self.n_ctx)
+            xs = np.zeros((per_batch, length, self.d_model), np.float32)
+            bs, pos, tgt = np.zeros_like(xs), np.zeros((per_batch, rows_max), np.int64), np.zeros((per_batch, rows_max), np.int64)
+            for j, i in enumerate(batch):
+                ids, n = seqs[i]
+                x = self.wte[ids]
+                xs[j], bs[j] = _pad_rows(x, length), _pad_rows(self.baseline(x, baseline, keep_first) if ig else 0 * x, length)
+                pos[j] = _pad_to(np.arange(n - 1, len(ids) - 1), rows_max, 0)
+                tgt[j] = _pad_to(ids[n:], rows_max, 0)
+            alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
+            with jax_precision():
+                vals, g = grad_fn(self.params, xs, bs, pos, tgt, np.zeros_like(tgt), alphas.astype(np.float32),
+                                  weights.astype(np.float32))
+                if ig:
+                    v1, v0 = value_fn(self.params, xs, pos, tgt, tgt), value_fn(self.params, bs, pos, tgt, tgt)
+            g = np.asarray(g)
+            for j, i in enumerate(batch):
+                ids, n = seqs[i]
+                n_gen, m = len(ids) - n, min(length, len(ids))
+                grads = np.zeros((n_gen, len(ids), self.d_model), np.float32)
+                grads[:, :m] = g[j, :n_gen, :m]
+                x = self.wte[ids]
+                base = self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x)
+                scores, signed = _score(method, grads, x - base, n)
+                values = np.asarray(v1)[j, :n_gen] if ig else np.asarray(vals)[j, 0, :n_gen]
+                out[i] = Attribution(method, target, scores, signed, values.astype(np.float64),
+                                     np.asarray(v0)[j, :n_gen].astype(np.float64) if ig else None, dict(settings))
+        return out
+
     def baseline(self, x: np.ndarray, spec: str | int | np.ndarray | None, keep_first: bool) -> np.ndarray:
         """The integrated-gradients baseline [n, d] for token embeddings x [n, d]."""
         if isinstance(spec, np.ndarray):
@@ -241,13 +299,11 @@ class Attributor:
              lrp=False):
         """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline).
         `progress(done, total)` is called as each chunk's rows come back."""
-        import jax
-
         n, n_gen = len(ids), len(ids) - n_prompt
         grad_fn, value_fn = _compiled(self.arch, self.static, target, contrastive, lrp)
         alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
         pending = []
-        with jax.default_matmul_precision("highest"):
+        with jax_precision():
             for c in chunks:
                 positions = _pad_to(n_prompt + c.rows - 1, c.padded_rows, 0)
                 targets = _pad_to(ids[n_prompt + c.rows], c.padded_rows, 0)
@@ -325,6 +381,12 @@ def _path(steps: int, power: int = 3) -> tuple[np.ndarray, np.ndarray]:
     nodes, w = np.polynomial.legendre.leggauss(steps)
     s, w = (nodes + 1) / 2, w / 2
     return s ** power, w * power * s ** (power - 1)
+
+
+def jax_precision():
+    """Full float32 matmuls (XLA's CPU default may round to bf16 passes elsewhere)."""
+    import jax
+    return jax.default_matmul_precision("highest")
 
 
 def _pad_to(a: np.ndarray, size: int, fill) -> np.ndarray:

@@ -140,12 +140,15 @@ def _header(model, tokens, n_prompt, settings, layers, n_neurons, has_factors):
 def _layer_summary(top, layers, d_mlp):
     """Per layer: its strongest neuron's top activation, and the median neuron's."""
     v = np.where(np.isfinite(top.values[:, 0]), top.values[:, 0], np.nan).reshape(len(layers), d_mlp)
-    src = ColumnDataSource(dict(layer=[str(l) for l in layers], peak=np.nanmax(v, 1).tolist(),
-                                median=np.nanmedian(v, 1).tolist()))
-    p = figure(x_range=[str(l) for l in layers], height=220, width=900, toolbar_location=None, tools="hover",
+    peak, median = np.nanmax(v, 1), np.nanmedian(v, 1)
+    floor = max(float(np.nanmin(np.where(median > 0, median, np.nan))) / 2, 1e-3) if np.any(median > 0) else 1e-3
+    src = ColumnDataSource(dict(layer=[str(l) for l in layers], peak=np.maximum(peak, floor).tolist(),
+                                median=np.maximum(median, floor).tolist()))
+    p = figure(x_range=[str(l) for l in layers], height=240, width=900, toolbar_location=None, tools="hover",
+               y_axis_type="log",  # attention-sink neurons fire ~100x harder than the rest
                title="strongest activation per layer: the layer's strongest neuron (bar), its median neuron (dot)",
                tooltips=[("layer", "@layer"), ("strongest", "@peak"), ("median", "@median")], name="layer_summary")
-    p.vbar(x="layer", top="peak", width=0.7, source=src, color="#c6dbef")
+    p.vbar(x="layer", top="peak", bottom=floor, width=0.7, source=src, color="#c6dbef")
     p.scatter(x="layer", y="median", source=src, size=6, color=SALIENCY_COLOR)
     p.xaxis.axis_label = "layer"
     p.yaxis.axis_label = "top-1 activation"
