@@ -106,13 +106,9 @@ def main():
     # (c) inseq, sequential
     inseq_rate = None
     try:
-        import inseq
-        from transformers import AutoTokenizer
-
-        from lens.export.sources import resolve_source
+        from common import inseq_smollm2
         from lens.testing import smollm2_torch
-        src, _, gguf = resolve_source("smollm2")
-        im = inseq.load_model(smollm2_torch(), "input_x_gradient", tokenizer=AutoTokenizer.from_pretrained(src, gguf_file=gguf))
+        im = inseq_smollm2(smollm2_torch())
         kw = dict(generation_args={"max_new_tokens": args.new, "do_sample": False}, attributed_fn="logit",
                   show_progress=False)
         im.attribute(texts[0], **kw)

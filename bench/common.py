@@ -51,3 +51,16 @@ def torch_attribution_loop(model, ids, n_prompt: int):
         e = wte[tids[:pos]].clone().requires_grad_(True)
         model(inputs_embeds=e[None]).logits[0, -1, tids[pos]].backward()
         (e.grad * e).norm(dim=-1)
+
+
+def inseq_smollm2(torch_model, method: str = "input_x_gradient"):
+    """inseq 0.7.1 on SmolLM2's PyTorch model, its tokenizer without the BOS lens does not add either
+    (the GGUF's tokenizer prepends <|im_start|>), so both see the same tokens."""
+    import inseq
+    from transformers import AutoTokenizer
+
+    from lens.export.sources import resolve_source
+    src, _, gguf = resolve_source("smollm2")
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+    tok.add_bos_token = False
+    return inseq.load_model(torch_model, method, tokenizer=tok)

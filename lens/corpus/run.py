@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,99 +37,133 @@ REPORT_NEURONS_PER_FACTOR = 4    # and each factor's top-loading neurons
 SORT_BLOCK = 16                  # shards whose prompts are sorted by length together
 
 
+@dataclass
+class _Run:
+    """Everything the passes share: the model (tokenizer and manifest), the prompts, the plan."""
+    model: object
+    settings: CorpusSettings
+    layers: list[int]
+    examples: list[int]                 # row index in the prompt file of each prompt
+    texts: dict[int, str]               # example -> text
+    prompt_ids: dict[int, list[int]]    # example -> token ids (cut to --max-tokens)
+    shards: list[list[int]]             # examples of each shard
+    out: Path
+    state: Path
+
+    @property
+    def n_units(self) -> int:
+        return len(self.layers) * self.model.d_mlp
+
+
 def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None, models_dir=None,
                ray_address: str | None = None, actors: int = 1, cpus_per_actor: float | None = None,
                progress: bool = True, say=lambda msg: None) -> Path:
     """Profile (and optionally generate and attribute) every prompt of `prompts`; write DIR's files.
     Returns DIR. Runs on a local Ray unless `ray_address` names a cluster to join."""
-    from ..analysis.neurons import select_layers
-    from ..runtime import load
-
-    s = settings or CorpusSettings()
     if actors < 1:
         raise LensError("--actors must be >= 1")
     if cpus_per_actor is not None and not cpus_per_actor > 0:
         raise LensError("--cpus-per-actor must be > 0")
     if ray_address:
         _check_reachable(ray_address)
-    out = Path(out)
+    run = _plan(model, models_dir, prompts, Path(out), settings or CorpusSettings())
+    with _Pool(ray_address, actors, cpus_per_actor, run.state / "ray.log") as pool:
+        nmf = _profile(run, pool, progress, say)
+        top = _merge([np.load(run.state / f"topk-{i:06d}.npz") for i in range(len(run.shards))], run.n_units,
+                     run.settings.top_k)
+        _write_top_activations(run.out / "top_activations.parquet", top, run.layers, run.model.d_mlp)
+        _concat_examples(run.out / "examples.parquet",
+                         [run.state / f"examples-{i:06d}.parquet" for i in range(len(run.shards))], SORT_BLOCK)
+        full_ids = _full_ids(run.out / "examples.parquet")
+        _read_contexts(run, pool, full_ids, top, nmf.loadings, say)
+    _finish(run, full_ids, top, nmf.loadings, say)
+    return run.out
+
+
+def _plan(model, models_dir, prompts, out: Path, s: CorpusSettings) -> _Run:
+    """Everything checked before any work: the model, the layers, every prompt, the output folder."""
+    from ..analysis.neurons import select_layers
+    from ..runtime import load
+
     m = load(model, models_dir, session=False)  # the driver tokenizes; the actors run the model
     layers = select_layers(m.n_layers, s.layers and (s.layers[0], s.layers[-1]))
     examples, texts = read_prompts(prompts)
     ids = _tokenize(m, examples, texts, s)
-    n_units = len(layers) * m.d_mlp
-    if s.factors and s.factors > n_units:
-        raise LensError(f"--factors {s.factors} is more than the {n_units} neurons profiled")
-    config = dict(version=STATE_VERSION, model=m.name, model_files=_digest(json.dumps(m.manifest.get("files"),
-                  sort_keys=True).encode()), prompts=_digest(Path(prompts).read_bytes()) if Path(prompts).is_file()
-                  else str(Path(prompts).resolve()), settings=asdict(s), layers=layers)
+    if s.factors and s.factors > len(layers) * m.d_mlp:
+        raise LensError(f"--factors {s.factors} is more than the {len(layers) * m.d_mlp} neurons profiled")
+    source = Path(prompts)
+    config = dict(version=STATE_VERSION, model=m.name,
+                  model_files=_digest(json.dumps(m.manifest.get("files"), sort_keys=True).encode()),
+                  prompts=_digest(source.read_bytes()) if source.is_file() else str(source.resolve()),
+                  settings=asdict(s), layers=layers)
     state = _prepare(out, config)
-    shards = plan_shards(examples, [len(i) for i in ids], s.batch_size)
-    prompt_ids = dict(zip(examples, ids))
-    actor_args = (str(m.folder), layers)
+    return _Run(m, s, layers, examples, dict(zip(examples, texts)), dict(zip(examples, ids)),
+                plan_shards(examples, [len(i) for i in ids], s.batch_size), out, state)
 
-    with _Pool(ray_address, actors, cpus_per_actor, state / "ray.log") as pool:
-        # pass 1: generate, attribute, profile; shards come back in order, for the NMF's sake
-        nmf = StreamingNMF.load(state, s.factors)
-        done = nmf.shards_done
-        say(f"profiling {len(examples)} prompts in {len(shards)} shards ({done} done before)")
-        jobs = {i: dict(examples=sh, token_ids=[prompt_ids[e] for e in sh]) for i, sh in enumerate(shards) if i >= done}
-        if jobs:
-            pool.start()  # before the progress bar: Ray's start redirects the terminal's stderr
-        t = time.perf_counter()
-        bar, nodes = _bar(len(examples), sum(map(len, shards[:done])), progress), set()
-        busy = 0.0
-        for shard, res in pool.map(Profiler, (*actor_args, _worker_settings(s), s.factors), jobs):
-            nodes.add(res["node"])
-            busy += res["seconds"]
-            _write_examples(state / f"examples-{shard:06d}.parquet", m, dict(zip(examples, texts)), res, s)
-            savez_atomic(state / f"topk-{shard:06d}.npz", res["topk"])
-            nmf.learn(res.get("nmf_rows"), shard)                    # records the shard as done, last
-            bar.update(len(res["examples"]))
-        bar.close()
-        if nodes:
-            n = sum(len(j["examples"]) for j in jobs.values())
-            took = time.perf_counter() - t
-            say(f"{n} prompts profiled in {took:.1f} s ({n / took:.1f} prompts/s) by {pool.actors} "
-                f"actor{'s' * (pool.actors > 1)} on {len(nodes)} node{'s' * (len(nodes) > 1)}, busy {busy:.1f} s")
-        if s.factors and nmf.model is None:
-            raise LensError("no token to factorise: every prompt is " + ("empty" if s.include_first else
-                            "a single token (first positions are left out; --include-first counts them)"))
-        top = _merge([np.load(state / f"topk-{i:06d}.npz") for i in range(len(shards))], n_units, s.top_k)
-        _write_top_activations(out / "top_activations.parquet", top, layers, m.d_mlp)
-        _concat_examples(out / "examples.parquet", [state / f"examples-{i:06d}.parquet" for i in range(len(shards))],
-                         SORT_BLOCK)
 
-        # pass 2: factor values of every token, and the activations around the contexts the report paints
-        full_ids = _full_ids(out / "examples.parquet")
-        paint = {}  # example -> (unit, example, position) of the report's contexts in it
-        for c in _paint_units(top, nmf.loadings, layers, m.d_mlp):
-            paint.setdefault(c[1], []).append(c)
-        jobs = {i: dict(examples=sh, token_ids=[full_ids[e] for e in sh], paint=sum((paint.get(e, []) for e in sh), []))
-                for i, sh in enumerate(shards) if not (state / f"contexts-{i:06d}.npz").exists()}
-        if jobs:
-            say(f"reading factors and report contexts ({len(jobs)} shards)")
-            pool.start()
-        t, busy = time.perf_counter(), 0.0
-        for shard, res in pool.map(Contexts, (*actor_args, nmf.loadings, s.top_k, s.include_first), jobs):
-            _save_contexts(state / f"contexts-{shard:06d}.npz", res)
-            busy += res["seconds"]
-        if jobs:
-            say(f"pass 2 took {time.perf_counter() - t:.1f} s, actors busy {busy:.1f} s")
+def _profile(run: _Run, pool: "_Pool", progress: bool, say) -> StreamingNMF:
+    """Pass 1: generate, attribute, profile every shard not done before; shards come back in order,
+    so the streaming NMF sees the same stream on every run."""
+    s, state, shards = run.settings, run.state, run.shards
+    nmf = StreamingNMF.load(state, s.factors)
+    done = nmf.shards_done
+    say(f"profiling {len(run.examples)} prompts in {len(shards)} shards ({done} done before)")
+    jobs = {i: dict(examples=sh, token_ids=[run.prompt_ids[e] for e in sh]) for i, sh in enumerate(shards) if i >= done}
+    if not jobs:
+        return nmf
+    pool.start()  # before the progress bar: Ray's start redirects the terminal's stderr
+    t, busy, nodes = time.perf_counter(), 0.0, set()
+    bar = _bar(len(run.examples), sum(map(len, shards[:done])), progress)
+    for shard, res in pool.map(Profiler, (str(run.model.folder), run.layers, _worker_settings(s), s.factors), jobs):
+        nodes.add(res["node"])
+        busy += res["seconds"]
+        _write_examples(state / f"examples-{shard:06d}.parquet", run.model, run.texts, res, s)
+        savez_atomic(state / f"topk-{shard:06d}.npz", res["topk"])
+        nmf.learn(res.get("nmf_rows"), shard)                    # records the shard as done, last
+        bar.update(len(res["examples"]))
+    bar.close()
+    n, took = sum(len(j["examples"]) for j in jobs.values()), time.perf_counter() - t
+    say(f"{n} prompts profiled in {took:.1f} s ({n / took:.1f} prompts/s) by {pool.actors} "
+        f"actor{'s' * (pool.actors > 1)} on {len(nodes)} node{'s' * (len(nodes) > 1)}, busy {busy:.1f} s")
+    if s.factors and nmf.model is None:
+        raise LensError("no token to factorise: every prompt is " + ("empty" if s.include_first else
+                        "a single token (first positions are left out; --include-first counts them)"))
+    return nmf
 
-    ctx = [np.load(state / f"contexts-{i:06d}.npz") for i in range(len(shards))]
+
+def _read_contexts(run: _Run, pool: "_Pool", full_ids: dict, top: T.TopK, loadings, say) -> None:
+    """Pass 2: each token's factor values, and the activations around the contexts the report paints."""
+    paint = {}  # example -> (unit, example, position) of the report's contexts in it
+    for c in _paint_units(top, loadings, run.layers, run.model.d_mlp):
+        paint.setdefault(c[1], []).append(c)
+    jobs = {i: dict(examples=sh, token_ids=[full_ids[e] for e in sh], paint=sum((paint.get(e, []) for e in sh), []))
+            for i, sh in enumerate(run.shards) if not (run.state / f"contexts-{i:06d}.npz").exists()}
+    if not jobs:
+        return
+    say(f"reading factors and report contexts ({len(jobs)} shards)")
+    t, busy = time.perf_counter(), 0.0
+    args = (str(run.model.folder), run.layers, loadings, run.settings.top_k, run.settings.include_first)
+    for shard, res in pool.map(Contexts, args, jobs):
+        _save_contexts(run.state / f"contexts-{shard:06d}.npz", res)
+        busy += res["seconds"]
+    say(f"pass 2 took {time.perf_counter() - t:.1f} s, actors busy {busy:.1f} s")
+
+
+def _finish(run: _Run, full_ids: dict, top: T.TopK, loadings, say) -> None:
+    """The factors' files and the report, from the shards' saved results."""
+    s = run.settings
+    ctx = [np.load(run.state / f"contexts-{i:06d}.npz") for i in range(len(run.shards))]
     ftop, fwindows = None, {}
     if s.factors:
         ftop = _merge([{k: c[f"topk_{k}"] for k in ("values", "examples", "positions")} for c in ctx],
                       s.factors, s.top_k)
         fwindows = _factor_windows(ctx, ftop, full_ids)
-        _write_factors(out, nmf.loadings, ftop, layers, m.d_mlp)
+        _write_factors(run.out, loadings, ftop, run.layers, run.model.d_mlp)
     say("writing the report")
     from ..viz.corpus import corpus_report
-    corpus_report(out / "report.html", model=m.name, examples_path=out / "examples.parquet", top=top,
-                  layers=layers, d_mlp=m.d_mlp, windows=_windows(ctx), factor_top=ftop, factor_windows=fwindows,
-                  loadings=nmf.loadings, settings=s)
-    return out
+    corpus_report(run.out / "report.html", model=run.model.name, examples_path=run.out / "examples.parquet",
+                  top=top, layers=run.layers, d_mlp=run.model.d_mlp, windows=_windows(ctx), factor_top=ftop,
+                  factor_windows=fwindows, loadings=loadings, settings=s)
 
 
 # ------------------------------------------------------------------ input
