@@ -35,11 +35,15 @@ test: install chromium
 	$(BIN)/python -m pytest -q
 
 bench: install
+	# inseq, the peer the SmolLM2, CLI and corpus benchmarks compare against (benchmarks only)
+	$(BIN)/pip install -q inseq==0.7.1
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_grad.py
 	$(BIN)/python bench/bench_smollm2.py
 	$(BIN)/python bench/bench_report.py
 	$(BIN)/python bench/bench_memory_xl.py
+	$(BIN)/python bench/bench_cli.py
+	$(BIN)/python bench/bench_corpus.py
 
 .PHONY: install chromium demo test bench screenshots
 

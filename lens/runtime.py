@@ -174,11 +174,13 @@ class Model:
                             f"model's context of {self.n_ctx} tokens")
 
     # ---------------------------------------------------------------- engine
-    def session_run(self, token_ids, past=None, taps: bool = False, attention_mask=None, outputs=()) -> dict:
+    def session_run(self, token_ids, past=None, taps: bool = False, attention_mask=None, outputs=(),
+                    position_ids=None) -> dict:
         """One graph call on token_ids [seq] or [batch, seq] after an optional cache; raw outputs by
         name (logits, the cache, every tap with `taps`, and the taps named in `outputs`).
-        `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; positions stay
-        0, 1, 2, ... whatever the mask. `present` in the result is the cache to pass as `past` next."""
+        `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; `position_ids`
+        [batch, seq] default to past, past + 1, ... whatever the mask. `present` in the result is the
+        cache to pass as `past` next."""
         ids = np.asarray(token_ids, dtype=np.int64)
         ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
         batch, seq = ids.shape
@@ -190,7 +192,8 @@ class Model:
             feed["attention_mask"] = (np.ones((batch, n_past + seq), dtype=np.int64) if attention_mask is None
                                       else np.asarray(attention_mask, dtype=np.int64))
         if "position_ids" in self._inputs:
-            feed["position_ids"] = np.broadcast_to(np.arange(n_past, n_past + seq, dtype=np.int64), (batch, seq)).copy()
+            feed["position_ids"] = (np.broadcast_to(np.arange(n_past, n_past + seq, dtype=np.int64), (batch, seq)).copy()
+                                    if position_ids is None else np.asarray(position_ids, np.int64).reshape(batch, seq))
         if past is None:
             past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
@@ -259,6 +262,65 @@ class Model:
             gen.trace = self._trace({k: np.concatenate([c[k] for c in calls], axis=1)
                                      for k in ["logits", *self.taps]})
         return gen
+
+    def generate_batch(self, prompts, max_new_tokens: int = 20, stop_at_eos: bool = True,
+                       trace: bool = False) -> list[Generation]:
+        """Greedy `generate` for many prompts at once: left-padded into one batch, every row with its
+        own positions and the padding masked out of attention, so each row computes what it would
+        alone (equal to `generate` up to float rounding). A row that reaches EOS stops there; the
+        batch runs until every row has. Needs a graph with attention_mask and position_ids inputs."""
+        if not {"attention_mask", "position_ids"} <= self._inputs:
+            return [self.generate(p, max_new_tokens, stop_at_eos=stop_at_eos, trace=trace) for p in prompts]
+        rows = [self.prompt_ids(p) for p in prompts]
+        for ids in rows:
+            self.check_length(len(ids), max_new_tokens)
+        lengths = np.asarray([len(ids) for ids in rows])
+        width = int(lengths.max())
+        pad = width - lengths                                             # left padding of each row
+        ids = np.zeros((len(rows), width), np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for i, r in enumerate(rows):
+            ids[i, pad[i]:], mask[i, pad[i]:] = r, 1
+        positions = np.maximum(np.arange(width)[None] - pad[:, None], 0)
+        new, probs, calls = [], [], []
+        finished = np.zeros(len(rows), bool)
+        past, step = None, ids
+        for t in range(max_new_tokens):
+            res = self.session_run(step, past, taps=trace, attention_mask=mask, position_ids=positions)
+            calls.append(res)
+            logits = res["logits"][:, -1].astype(np.float64)              # [B, d_vocab]
+            p = sampling.softmax(logits)
+            nxt = logits.argmax(1)
+            new.append(nxt)
+            probs.append(p[np.arange(len(rows)), nxt])
+            finished |= np.isin(nxt, list(self.eos_ids)) if stop_at_eos else False
+            if finished.all():
+                break
+            past, step = res["present"], nxt[:, None]
+            mask = np.concatenate([mask, np.ones((len(rows), 1), np.int64)], 1)
+            positions = (lengths + t)[:, None]
+        if trace:  # the last tokens were chosen but never fed through the model
+            fed = calls[-1]["present"][0].shape[2]                        # positions in the cache
+            if mask.shape[1] == fed:                                      # the loop stopped before extending it
+                mask = np.concatenate([mask, np.ones((len(rows), 1), np.int64)], 1)
+            last = self.session_run(np.stack(new[-1:], 1), calls[-1]["present"], taps=True, attention_mask=mask,
+                                    position_ids=(lengths + len(new) - 1)[:, None])
+            calls.append(last)
+            taps = {k: np.concatenate([c[k] for c in calls], axis=1) for k in ["logits", *self.taps]}
+        out = []
+        generated, probs = np.stack(new, 1), np.stack(probs, 1)           # [B, steps]
+        for i, r in enumerate(rows):
+            n_new = len(new)
+            if stop_at_eos:
+                hits = np.flatnonzero(np.isin(generated[i], list(self.eos_ids)))
+                n_new = int(hits[0]) + 1 if len(hits) else n_new
+            gen = Generation(np.asarray(r + generated[i, :n_new].tolist(), np.int64), len(r),
+                             probs[i, :n_new].astype(np.float32), dict(max_new_tokens=max_new_tokens, sample=False))
+            if trace:
+                keep = slice(pad[i], pad[i] + len(r) + n_new)
+                gen.trace = self._trace({k: v[i:i + 1, keep] for k, v in taps.items()})
+            out.append(gen)
+        return out
 
     def force(self, prompt, continuation) -> Generation:
         """Explain a given continuation instead of generating one (inseq's forced decoding): one

@@ -205,16 +205,16 @@ def test_interrupted_run_resumes_to_the_same_files(explained, tiny, corpus_file,
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     from lens.corpus.factors import StreamingNMF
 
+    # interrupt as soon as the first shard is recorded (its NMF state is written last): the other 49
+    # shards take far longer than this loop's 2 ms to finish
     state, deadline = out / "state", time.time() + 300
-    while time.time() < deadline and p.poll() is None:
-        if (state / "nmf.npz").is_file() and StreamingNMF.load(state, FACTORS).shards_done >= 5:
-            break
-        time.sleep(0.05)
+    while time.time() < deadline and p.poll() is None and not (state / "nmf.npz").is_file():
+        time.sleep(0.002)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     done = StreamingNMF.load(state, FACTORS).shards_done
-    assert 5 <= done < 50 and not (out / "top_activations.parquet").exists()
+    assert 1 <= done < 50 and not (out / "top_activations.parquet").exists()
     code, _, err = _corpus(tiny[1], corpus_file, out, *GENERATE)
     assert code == 0, err
     assert f"({done} done before)" in err

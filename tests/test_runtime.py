@@ -184,3 +184,25 @@ def test_generation_trace_equals_full_pass(tiny_model, tiny_torch, sample):
                                    atol=ATOL, rtol=0)
         np.testing.assert_allclose(got.hidden_states[-1], ref[hooks.resid_post(n - 1)][0], atol=ATOL, rtol=0)
     assert gen.trace.hidden_states.shape == (n + 1, len(gen.token_ids), 64)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_batched_generation_equals_one_prompt_at_a_time(tiny, tiny_llama, family):
+    """generate_batch (left padding, per-row positions, padding masked: corpus mode) gives each row
+    what generate gives it alone: tokens, probabilities and every tap of the trace; a row reaching
+    EOS stops there while the others go on."""
+    import lens
+    model = lens.load((tiny if family == "gpt2" else tiny_llama)[1])
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(0, 50000, n).tolist() for n in (3, 11, 1, 7, 16)]
+    alone = [model.generate(p, 6, trace=True) for p in prompts]
+    model.eos_ids = {int(alone[1].generated_ids[2])}  # row 1 now stops at its third token
+    alone = [model.generate(p, 6, trace=True) for p in prompts]
+    assert len(alone[1].generated_ids) == 3
+    for got, want in zip(model.generate_batch(prompts, 6, trace=True), alone):
+        assert got.token_ids.tolist() == want.token_ids.tolist() and got.n_prompt == want.n_prompt
+        np.testing.assert_allclose(got.probabilities, want.probabilities, rtol=1e-4)
+        for k in ("logits", "hidden_states", "activations", "ln_final"):
+            a, b = getattr(got.trace, k), getattr(want.trace, k)
+            assert a.shape == b.shape, k
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=k)

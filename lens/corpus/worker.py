@@ -2,7 +2,8 @@
 session, and the JAX attributor when tokens are generated) for its whole life; Ray Data hands it
 shards, one row each, and takes back one pickled result per shard.
 
-Pass 1 (`Profiler`): generate and attribute (when asked), read every MLP neuron of the profiled
+Pass 1 (`Profiler`): generate (a shard's prompts as one left-padded batch) and attribute (all their
+generations in a few vmapped calls) when asked, read every MLP neuron of the profiled
 layers, and return the shard's per-neuron top-k and the rows the streaming NMF learns from.
 Pass 2 (`Contexts`): with the fitted factors, read each token's factor values, and the activations
 around the top contexts the report paints."""
@@ -91,7 +92,7 @@ class Profiler(_Actor):
         out = {"examples": examples, "n_prompt": [len(t) for t in seqs], "token_ids": seqs,
                "probabilities": [np.zeros(0, np.float32)] * len(seqs), "attributions": [{} for _ in seqs]}
         if s["max_new_tokens"]:
-            gens = [self.model.generate(ids.tolist(), s["max_new_tokens"], trace=True) for ids in seqs]
+            gens = self.model.generate_batch([ids.tolist() for ids in seqs], s["max_new_tokens"], trace=True)
             for i, gen in enumerate(gens):
                 out["token_ids"][i], out["probabilities"][i] = gen.token_ids, gen.probabilities
             done = [i for i, g in enumerate(gens) if len(g.token_ids) > g.n_prompt]
