@@ -192,8 +192,9 @@ class Model:
             feed["attention_mask"] = (np.ones((batch, n_past + seq), dtype=np.int64) if attention_mask is None
                                       else np.asarray(attention_mask, dtype=np.int64))
         if "position_ids" in self._inputs:
-            feed["position_ids"] = (np.broadcast_to(np.arange(n_past, n_past + seq, dtype=np.int64), (batch, seq)).copy()
-                                    if position_ids is None else np.asarray(position_ids, np.int64).reshape(batch, seq))
+            default = np.broadcast_to(np.arange(n_past, n_past + seq, dtype=np.int64), (batch, seq))
+            given = default if position_ids is None else position_ids
+            feed["position_ids"] = np.array(given, np.int64).reshape(batch, seq)
         if past is None:
             past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
         feed.update(zip(self._past_names, past))

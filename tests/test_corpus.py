@@ -270,6 +270,18 @@ def test_topk_merge_is_exact_with_ties():
         assert list(zip(-top.values[u], top.examples[u], top.positions[u])) == want
 
 
+def test_shard_tokens_are_in_example_order():
+    """A shard's prompts come sorted by length; its tokens go to the top-k in (example, position)
+    order, the order ties are broken in, so tied values rank as brute force ranks them."""
+    from lens.corpus.worker import token_rows
+
+    acts = [np.ones((1, n, 2), np.float32) for n in (4, 2, 3)]               # every value tied
+    rows, ex, pos = token_rows(acts, [7, 3, 5], include_first=False)
+    assert ex.tolist() == [3, 5, 5, 7, 7, 7] and pos.tolist() == [1, 1, 2, 1, 2, 3]
+    top = T.of_tokens(rows, ex, pos, 2)
+    assert top.examples[0].tolist() == [3, 5] and top.positions[0].tolist() == [1, 1]
+
+
 BAD = [
     (["--prompts", "missing.txt"], "no such file"),
     (["--prompts", "bad.jsonl"], "line 2: not JSON"),

@@ -31,10 +31,11 @@ def pad_batch(seqs: list[np.ndarray]) -> np.ndarray:
 
 def token_rows(acts: list[np.ndarray], examples, include_first: bool):
     """Activations of all kept tokens of a shard, [tokens, units], and each token's example and
-    position, ordered by (example, position). `acts[i]` is example i's [layers, seq, d_mlp]."""
+    position, ordered by (example, position): the order `topk.of_tokens` breaks ties in (a shard's
+    prompts come sorted by length). `acts[i]` is examples[i]'s [layers, seq, d_mlp]."""
     rows, ex, pos = [], [], []
     start = 0 if include_first else 1
-    for a, e in zip(acts, examples):
+    for e, a in sorted(zip(examples, acts), key=lambda pair: pair[0]):
         n = a.shape[1]
         if n <= start:
             continue
@@ -42,14 +43,15 @@ def token_rows(acts: list[np.ndarray], examples, include_first: bool):
         ex.append(np.full(n - start, e, np.int64))
         pos.append(np.arange(start, n, dtype=np.int64))
     if not rows:
-        return np.zeros((0, acts[0].shape[0] * acts[0].shape[2]), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        none = np.zeros(0, np.int64)
+        return np.zeros((0, acts[0].shape[0] * acts[0].shape[2]), np.float32), none, none
     return np.concatenate(rows), np.concatenate(ex), np.concatenate(pos)
 
 
 class _Actor:
     """A model loaded once per actor; Ray Data calls it with a batch of shard rows."""
 
-    def __init__(self, folder: str, layers: list[int], threads: int | None):
+    def __init__(self, folder: str, layers: list[int], threads: int | None = None):
         from ..runtime import load
         self.model = load(folder, threads=threads, verify=False)  # the driver verified the folder
         self.layers = list(layers)
@@ -79,9 +81,9 @@ class _Actor:
 
 
 class Profiler(_Actor):
-    """Pass 1. A job: {"examples": [ids], "token_ids": [[...]], "settings": CorpusSettings fields}."""
+    """Pass 1. A job: {"examples": [example, ...], "token_ids": [[prompt ids], ...]}."""
 
-    def __init__(self, folder, layers, threads, settings: dict, factors: int):
+    def __init__(self, folder, layers, settings: dict, factors: int, threads: int | None = None):
         super().__init__(folder, layers, threads)
         self.s = settings
         self.factors = factors
@@ -95,9 +97,9 @@ class Profiler(_Actor):
             gens = self.model.generate_batch([ids.tolist() for ids in seqs], s["max_new_tokens"], trace=True)
             for i, gen in enumerate(gens):
                 out["token_ids"][i], out["probabilities"][i] = gen.token_ids, gen.probabilities
-            done = [i for i, g in enumerate(gens) if len(g.token_ids) > g.n_prompt]
+            generated = [i for i, g in enumerate(gens) if len(g.token_ids) > g.n_prompt]
             for m in s["methods"]:  # every sequence of the shard in a few vmapped calls
-                for i, a in zip(done, self.attribute([gens[i] for i in done], m)):
+                for i, a in zip(generated, self.attribute([gens[i] for i in generated], m)):
                     out["attributions"][i][m] = a.scores
             acts = [g.trace.activations[self.layers] for g in gens]
         else:
@@ -107,7 +109,6 @@ class Profiler(_Actor):
         if self.factors:  # what the streaming NMF learns from: negatives clipped, half precision in transit
             out["nmf_rows"] = np.maximum(rows, 0).astype(np.float16)
         return out
-
 
     def attribute(self, gens, method: str):
         """Attributions of generations, as `Explainer.explain` computes them with default settings."""
@@ -123,7 +124,7 @@ class Profiler(_Actor):
 class Contexts(_Actor):
     """Pass 2. A job: {"examples", "token_ids" (the full sequences), "paint": [(unit, example, position)]}."""
 
-    def __init__(self, folder, layers, threads, loadings, top_k: int, include_first: bool):
+    def __init__(self, folder, layers, loadings, top_k: int, include_first: bool, threads: int | None = None):
         super().__init__(folder, layers, threads)
         self.loadings, self.top_k, self.include_first = loadings, top_k, include_first
 

@@ -223,11 +223,13 @@ class Attributor:
             batch = order[b0:b0 + per_batch]
             length = _bucket(max(len(seqs[i][0]) - 1 for i in batch), SEQ_BUCKET, self.n_ctx)
             xs = np.zeros((per_batch, length, self.d_model), np.float32)
-            bs, pos, tgt = np.zeros_like(xs), np.zeros((per_batch, rows_max), np.int64), np.zeros((per_batch, rows_max), np.int64)
+            bs = np.zeros_like(xs)
+            pos, tgt = np.zeros((per_batch, rows_max), np.int64), np.zeros((per_batch, rows_max), np.int64)
             for j, i in enumerate(batch):
                 ids, n = seqs[i]
                 x = self.wte[ids]
-                xs[j], bs[j] = _pad_rows(x, length), _pad_rows(self.baseline(x, baseline, keep_first) if ig else 0 * x, length)
+                xs[j] = _pad_rows(x, length)
+                bs[j] = _pad_rows(self.baseline(x, baseline, keep_first) if ig else 0 * x, length)
                 pos[j] = _pad_to(np.arange(n - 1, len(ids) - 1), rows_max, 0)
                 tgt[j] = _pad_to(ids[n:], rows_max, 0)
             alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
