@@ -181,6 +181,8 @@ class Model:
         `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; `position_ids`
         [batch, seq] default to past, past + 1, ... whatever the mask. `present` in the result is the
         cache to pass as `past` next."""
+        if self.session is None:
+            raise LensError(f"{self.name} was opened without a session (load(..., session=False)): tokens only")
         ids = np.asarray(token_ids, dtype=np.int64)
         ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
         batch, seq = ids.shape
@@ -270,7 +272,7 @@ class Model:
         own positions and the padding masked out of attention, so each row computes what it would
         alone (equal to `generate` up to float rounding). A row that reaches EOS stops there; the
         batch runs until every row has. Needs a graph with attention_mask and position_ids inputs."""
-        if not {"attention_mask", "position_ids"} <= self._inputs:
+        if max_new_tokens == 0 or not {"attention_mask", "position_ids"} <= self._inputs:
             return [self.generate(p, max_new_tokens, stop_at_eos=stop_at_eos, trace=trace) for p in prompts]
         rows = [self.prompt_ids(p) for p in prompts]
         for ids in rows:

@@ -206,3 +206,13 @@ def test_batched_generation_equals_one_prompt_at_a_time(tiny, tiny_llama, family
             a, b = getattr(got.trace, k), getattr(want.trace, k)
             assert a.shape == b.shape, k
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=k)
+
+
+def test_a_model_without_session_tokenizes_only(tiny, tiny_model):
+    """load(session=False) (the corpus driver) encodes like the full model and refuses to run."""
+    import lens
+    light = lens.load(tiny[1], session=False)
+    assert light.prompt_ids("William Shakespeare") == tiny_model.prompt_ids("William Shakespeare")
+    with pytest.raises(lens.LensError, match="without a session"):
+        light.run([1, 2])
+    assert [g.token_ids.tolist() for g in tiny_model.generate_batch([[1, 2], [3]], 0)] == [[1, 2], [3]]
