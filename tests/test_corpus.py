@@ -311,6 +311,17 @@ def test_bad_input(tiny, tmp_path, args, message):
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
 
 
+def test_without_the_corpus_extra(tiny, corpus_file, tmp_path):
+    """Ray missing: one line naming the extra, exit 2, nothing written."""
+    code = ("import sys; sys.modules['ray'] = None; from lens.cli import main; "
+            f"sys.exit(main(['corpus', '--model', {str(tiny[1])!r}, '--prompts', {str(corpus_file)!r}, "
+            f"'--out', {str(tmp_path / 'out')!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "lens: error: lens corpus needs the corpus extra: pip install 'lens-explain[corpus]' (missing ray)"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_other_arguments_refuse_an_existing_run(profiled, tiny, corpus_file):
     before = {p.name: p.stat().st_mtime_ns for p in profiled.iterdir()}
     code, _, err = _corpus(tiny[1], corpus_file, profiled, "--batch-size", 8)

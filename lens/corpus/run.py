@@ -62,6 +62,7 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
                progress: bool = True, say=lambda msg: None) -> Path:
     """Profile (and optionally generate and attribute) every prompt of `prompts`; write DIR's files.
     Returns DIR. Runs on a local Ray unless `ray_address` names a cluster to join."""
+    _check_installed()
     if actors < 1:
         raise LensError("--actors must be >= 1")
     if cpus_per_actor is not None and not cpus_per_actor > 0:
@@ -169,6 +170,19 @@ def _finish(run: _Run, full_ids: dict, top: T.TopK, loadings, say) -> None:
 
 
 # ------------------------------------------------------------------ input
+def _check_installed() -> None:
+    """Corpus mode's libraries come with the `corpus` extra: say so before any work."""
+    import importlib.util
+
+    for module in ("ray", "ray.data", "pyarrow"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError, AttributeError):
+            found = False
+        if not found:
+            raise LensError(f"lens corpus needs the corpus extra: pip install 'lens-explain[corpus]' "
+                            f"(missing {module})")
+
 def plan_shards(examples: list[int], lengths: list[int], batch_size: int) -> list[list[int]]:
     """Shards of `batch_size` prompts. Within each block of SORT_BLOCK shards, prompts are sorted by
     length, so a shard's padded model call wastes little on padding (300 docstring sentences in
