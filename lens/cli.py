@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--max-tokens", type=int, default=c.max_tokens, help="prompts are cut to this many tokens")
     co.add_argument("--ray-address", help="join this Ray cluster (HOST:PORT of its head) instead of a local Ray")
     co.add_argument("--actors", type=int, default=1, help="actors, each holding one loaded model")
-    co.add_argument("--cpus-per-actor", type=float, help="CPUs each actor reserves (default: the cluster's CPUs / actors)")
+    co.add_argument("--cpus-per-actor", type=float,
+                    help="CPUs each actor reserves (default: the cluster's CPUs / actors)")
     co.set_defaults(func=cmd_corpus)
 
     li = sub.add_parser("list", help="the exported models in the model store, with their size", **fmt)
