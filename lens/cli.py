@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import settings as S
-from .errors import LensError
+from .errors import LensError, require
 from .files import output_path, same_file
 
 
@@ -37,15 +37,7 @@ EXPORT_NEEDS = ("torch", "transformers", "optimum.exporters.onnx", "onnx", "hugg
 
 
 def cmd_export(args) -> int:
-    import importlib.util
-
-    for module in EXPORT_NEEDS:  # before any work: the stages import them one by one
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            raise LensError(f"exporting needs the export extra: pip install 'lens-explain[export]' (missing {module})")
+    require(EXPORT_NEEDS, "exporting", "export")  # before any work: the stages import them one by one
     from .export import export_model
 
     path = export_model(args.model, models_dir=args.models_dir, name=args.name, force=args.force,

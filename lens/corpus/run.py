@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LensError
+from ..errors import LensError, require
 from ..files import savez_atomic, write_atomic
 from ..settings import CorpusSettings
 from . import topk as T
 from .factors import StreamingNMF
 from .prompts import read_prompts
-from .worker import WINDOW, Contexts, Profiler
+from .worker import Contexts, Profiler, window
 
 STATE_VERSION = 1
 REPORT_NEURONS_PER_LAYER = 4     # most strongly firing neurons of each layer shown in the report
@@ -62,7 +62,7 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
                progress: bool = True, say=lambda msg: None) -> Path:
     """Profile (and optionally generate and attribute) every prompt of `prompts`; write DIR's files.
     Returns DIR. Runs on a local Ray unless `ray_address` names a cluster to join."""
-    _check_installed()
+    require(("ray", "ray.data", "pyarrow"), "lens corpus", "corpus")
     if actors < 1:
         raise LensError("--actors must be >= 1")
     if cpus_per_actor is not None and not cpus_per_actor > 0:
@@ -89,7 +89,7 @@ def _plan(model, models_dir, prompts, out: Path, s: CorpusSettings) -> _Run:
     from ..runtime import load
 
     m = load(model, models_dir, session=False)  # the driver tokenizes; the actors run the model
-    layers = select_layers(m.n_layers, s.layers and (s.layers[0], s.layers[-1]))
+    layers = select_layers(m.n_layers, s.layers)
     examples, texts = read_prompts(prompts)
     ids = _tokenize(m, examples, texts, s)
     if s.factors and s.factors > len(layers) * m.d_mlp:
@@ -170,19 +170,6 @@ def _finish(run: _Run, full_ids: dict, top: T.TopK, loadings, say) -> None:
 
 
 # ------------------------------------------------------------------ input
-def _check_installed() -> None:
-    """Corpus mode's libraries come with the `corpus` extra: say so before any work."""
-    import importlib.util
-
-    for module in ("ray", "ray.data", "pyarrow"):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError, AttributeError):
-            found = False
-        if not found:
-            raise LensError(f"lens corpus needs the corpus extra: pip install 'lens-explain[corpus]' "
-                            f"(missing {module})")
-
 def plan_shards(examples: list[int], lengths: list[int], batch_size: int) -> list[list[int]]:
     """Shards of `batch_size` prompts. Within each block of SORT_BLOCK shards, prompts are sorted by
     length, so a shard's padded model call wastes little on padding (300 docstring sentences in
@@ -496,7 +483,7 @@ def _factor_windows(ctx, ftop: T.TopK, full_ids) -> dict[tuple[int, int, int], t
     for f in range(ftop.values.shape[0]):
         for e, p in zip(ftop.examples[f], ftop.positions[f]):
             if e >= 0:
-                lo, hi = max(0, p - WINDOW[0]), min(len(full_ids[e]), p + WINDOW[1] + 1)
+                lo, hi = window(int(p), len(full_ids[e]))
                 out[f, int(e), int(p)] = (int(lo), values[int(e)][lo:hi, f])
     return out
 

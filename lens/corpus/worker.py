@@ -20,6 +20,11 @@ from .factors import factor_values
 WINDOW = (12, 4)  # tokens shown before and after a top context's firing token
 
 
+def window(position: int, length: int) -> tuple[int, int]:
+    """[lo, hi) of the tokens the report shows around a firing `position` of a `length`-token sequence."""
+    return max(0, position - WINDOW[0]), min(length, position + WINDOW[1] + 1)
+
+
 def pad_batch(seqs: list[np.ndarray]) -> np.ndarray:
     """[batch, longest] token ids, short sequences padded at the end with token 0 (causal attention
     keeps padding out of every real position)."""
@@ -140,7 +145,7 @@ class Contexts(_Actor):
         windows = []
         for unit, example, position in job["paint"]:  # a neuron's activation around one of its top contexts
             a = acts[where[example]]
-            lo, hi = max(0, position - WINDOW[0]), min(a.shape[1], position + WINDOW[1] + 1)
+            lo, hi = window(position, a.shape[1])
             layer, neuron = divmod(unit, a.shape[2])
             windows.append((unit, example, position, lo, a[layer, lo:hi, neuron].astype(np.float32)))
         out["windows"] = windows

@@ -188,14 +188,11 @@ class Attributor:
         foil_ids = self._foils(foils, n_gen) if contrastive else np.zeros(n_gen, np.int64)
         x = self.wte[ids]                                                   # [n, d] token embeddings
         base = self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x)
-        label = _baseline_label(baseline) if ig else None
         chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
-        path = _path(steps, power=3 if label == "zero" else 1) if ig else None
+        path, settings = _path_and_settings(method, steps, baseline, keep_first, foil_ids if contrastive else None)
         grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, contrastive,
                                                path, progress, method == "attnlrp")
         scores, signed = _score(method, grads, x - base, n_prompt)
-        settings = dict(steps=steps if ig else None, foils=foil_ids.tolist() if contrastive else None,
-                        baseline=label, keep_first=keep_first if ig else None)
         return Attribution(method, target, scores, signed, values, base_values, settings)
 
     def attribute_batch(self, sequences, method: str = "grad_x_input", target: str = "logit", steps: int = 16,
@@ -211,10 +208,11 @@ class Attributor:
         for ids, n in seqs:
             self._check(ids, n, method, target, steps)
         ig = method == "integrated_gradients"
-        label = _baseline_label(baseline) if ig else None
-        path = _path(steps, power=3 if label == "zero" else 1) if ig else None
+        path, settings = _path_and_settings(method, steps, baseline, keep_first)
+        alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
         grad_fn, value_fn = _compiled(self.arch, self.static, target, False, method == "attnlrp", batched=True)
-        settings = dict(steps=steps if ig else None, foils=None, baseline=label, keep_first=keep_first if ig else None)
+        xs_of = [self.wte[ids] for ids, _ in seqs]                                # token embeddings [n, d]
+        bases = [self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x) for x in xs_of]
         out = [None] * len(seqs)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))  # similar lengths share a batch
         rows_max = _bucket(max(len(ids) - n for ids, n in seqs), ROW_BUCKET)
@@ -227,12 +225,9 @@ class Attributor:
             pos, tgt = np.zeros((per_batch, rows_max), np.int64), np.zeros((per_batch, rows_max), np.int64)
             for j, i in enumerate(batch):
                 ids, n = seqs[i]
-                x = self.wte[ids]
-                xs[j] = _pad_rows(x, length)
-                bs[j] = _pad_rows(self.baseline(x, baseline, keep_first) if ig else 0 * x, length)
+                xs[j], bs[j] = _pad_rows(xs_of[i], length), _pad_rows(bases[i], length)
                 pos[j] = _pad_to(np.arange(n - 1, len(ids) - 1), rows_max, 0)
                 tgt[j] = _pad_to(ids[n:], rows_max, 0)
-            alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
             with jax_precision():
                 vals, g = grad_fn(self.params, xs, bs, pos, tgt, np.zeros_like(tgt), alphas.astype(np.float32),
                                   weights.astype(np.float32))
@@ -244,9 +239,7 @@ class Attributor:
                 n_gen, m = len(ids) - n, min(length, len(ids))
                 grads = np.zeros((n_gen, len(ids), self.d_model), np.float32)
                 grads[:, :m] = g[j, :n_gen, :m]
-                x = self.wte[ids]
-                base = self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x)
-                scores, signed = _score(method, grads, x - base, n)
+                scores, signed = _score(method, grads, xs_of[i] - bases[i], n)
                 values = np.asarray(v1)[j, :n_gen] if ig else np.asarray(vals)[j, 0, :n_gen]
                 out[i] = Attribution(method, target, scores, signed, values.astype(np.float64),
                                      np.asarray(v0)[j, :n_gen].astype(np.float64) if ig else None, dict(settings))
@@ -363,6 +356,16 @@ def _score(method: str, grads: np.ndarray, delta: np.ndarray, n_prompt: int):
         gxi = grads * delta[None]                                           # [n_gen, n, d]
         scores, signed = np.linalg.norm(gxi, axis=-1), gxi.sum(-1).astype(np.float32)
     return (scores / np.maximum(scores.sum(1, keepdims=True), 1e-30)).astype(np.float32), signed
+
+
+def _path_and_settings(method: str, steps: int, baseline, keep_first: bool, foil_ids=None):
+    """Integrated gradients' path (None for the other methods) and the settings an Attribution records."""
+    ig = method == "integrated_gradients"
+    label = _baseline_label(baseline) if ig else None
+    path = _path(steps, power=3 if label == "zero" else 1) if ig else None
+    settings = dict(steps=steps if ig else None, foils=None if foil_ids is None else foil_ids.tolist(),
+                    baseline=label, keep_first=keep_first if ig else None)
+    return path, settings
 
 
 def _baseline_label(spec) -> str | int:  # what settings record of a baseline: its name, token id or "custom"
