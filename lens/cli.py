@@ -100,6 +100,8 @@ def cmd_explain(args) -> int:
     if args.factors and args.factors > n_factorised:
         raise LensError(f"--factors {args.factors} is more than the {n_factorised} positions factorised allow "
                         f"({n_tokens} tokens{'' if args.include_first else ', the first left out'})")
+    _stage("loading")
+    explainer.prepare(settings)                        # JAX set-up while the ORT session opens on its thread
     expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1)
     _stage("writing the report")
     t = time.perf_counter()

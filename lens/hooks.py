@@ -7,6 +7,7 @@ from __future__ import annotations
 
 EMBED = "blocks.0.hook_resid_pre"          # token + position embeddings, [batch, seq, d_model]
 LN_FINAL = "ln_final.hook_normalized"      # after the final LayerNorm, [batch, seq, d_model]
+LOGITS_FROM = "logits_from"                # graph input [1]: the first position (of a call's tokens) given logits
 
 
 def resid_post(layer: int) -> str:

@@ -6,7 +6,9 @@ Imports only numpy, onnxruntime and tokenizers: no torch, JAX, scikit-learn or B
 """
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +47,27 @@ def _providers(preferred=None) -> list[str]:
     available = ort.get_available_providers()
     wanted = preferred or ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+
+class _Opening:
+    """A value made on a background thread; `result()` waits for it and re-raises its error."""
+
+    def __init__(self, make):
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(make,), name="lens-open-session")
+        self._thread.start()
+
+    def _run(self, make):
+        try:
+            self._value = make()
+        except BaseException as e:  # handed to the caller of result()
+            self._error = e
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
@@ -86,17 +109,17 @@ class Model:
             raise LensError(f"{self.name} has no BOS token to prepend")
         try:
             self.tokenizer = Tokenizer.from_file(str(self.store.tokenizer))
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            if threads:  # several models on one machine (corpus actors) each take a share of the cores
-                opts.intra_op_num_threads = int(threads)
-            self.session = ort.InferenceSession(str(self.store.graph), opts, providers=_providers(providers)) \
-                if session else None
-        except Exception as e:  # corrupt files that still match a (tampered) manifest
-            raise ModelFolderError(f"{self.folder}: cannot open the model ({str(e).splitlines()[0][:200]}); "
-                                   f"re-export with `lens export --force`") from None
-        self.providers = self.session.get_providers() if session else []
-        self._inputs = {i.name for i in self.session.get_inputs()} if session else set()
+        except Exception as e:  # a corrupt file that still matches a (tampered) manifest
+            raise self._unopenable(e) from None
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:  # several models on one machine (corpus actors) each take a share of the cores
+            opts.intra_op_num_threads = int(threads)
+        # ORT releases the GIL while it reads and prepacks the weights (~1 s for SmolLM2), so the session
+        # is built on a thread: load returns at once, and a caller's imports and set-up overlap it.
+        self._opening = _Opening(lambda: ort.InferenceSession(str(self.store.graph), opts,
+                                                              providers=_providers(providers))) if session else None
+        self._session = None
         self._past_names = [f"past_key_values.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self.taps = hooks.all_taps(self.n_layers)
@@ -106,6 +129,33 @@ class Model:
     def __repr__(self):
         return (f"<lens Model {self.name!r}: {self.n_layers} layers x {self.d_model}, "
                 f"{self.providers[0] if self.providers else 'no session'}>")
+
+    def _unopenable(self, e: Exception) -> ModelFolderError:
+        return ModelFolderError(f"{self.folder}: cannot open the model ({str(e).splitlines()[0][:200]}); "
+                                f"re-export with `lens export --force`")
+
+    @property
+    def session(self):
+        """The ONNX Runtime session (None when opened with session=False); waits for it the first time."""
+        opening = self._opening
+        if opening is not None:
+            try:
+                self._session = opening.result()
+            except Exception as e:  # raised again at every use: the model stays unusable
+                raise self._unopenable(e) from None
+            self._opening = None
+        return self._session
+
+    @functools.cached_property
+    def providers(self) -> list[str]:
+        return self.session.get_providers() if self.session else []
+
+    @functools.cached_property
+    def _inputs(self) -> set[str]:
+        if not self.session:
+            return set()
+        # inputs with a default (logits_from) are listed as overridable initializers, not inputs
+        return {i.name for i in [*self.session.get_inputs(), *self.session.get_overridable_initializers()]}
 
     # ---------------------------------------------------------------- tokens
     def encode(self, text: str, bos: bool | None = None) -> list[int]:
@@ -175,12 +225,14 @@ class Model:
 
     # ---------------------------------------------------------------- engine
     def session_run(self, token_ids, past=None, taps: bool = False, attention_mask=None, outputs=(),
-                    position_ids=None) -> dict:
+                    position_ids=None, last_logits: bool = False) -> dict:
         """One graph call on token_ids [seq] or [batch, seq] after an optional cache; raw outputs by
         name (logits, the cache, every tap with `taps`, and the taps named in `outputs`).
         `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; `position_ids`
         [batch, seq] default to past, past + 1, ... whatever the mask. `present` in the result is the
-        cache to pass as `past` next."""
+        cache to pass as `past` next. `last_logits`: logits [batch, 1, d_vocab] of the last position
+        only, the unembedding skipped at the others (graphs exported by lens >= 0.3; older graphs
+        compute them all and the result is sliced)."""
         if self.session is None:
             raise LensError(f"{self.name} was opened without a session (load(..., session=False)): tokens only")
         ids = np.asarray(token_ids, dtype=np.int64)
@@ -200,9 +252,13 @@ class Model:
         if past is None:
             past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
+        if last_logits and hooks.LOGITS_FROM in self._inputs:
+            feed[hooks.LOGITS_FROM] = np.asarray([seq - 1], np.int64)
         names = ["logits", *self._present_names] + (self.taps if taps else [t for t in outputs if t in self.taps])
         values = self.session.run(names, feed)
         out = dict(zip(names, values))
+        if last_logits:
+            out["logits"] = out["logits"][:, -1:]
         out["present"] = values[1:1 + len(self._present_names)]
         return out
 
@@ -212,7 +268,7 @@ class Model:
         every real position."""
         ids = np.asarray(token_ids, dtype=np.int64)
         names = [hooks.mlp_post(l) for l in layers]
-        out = self.session_run(ids, taps=False, outputs=names)
+        out = self.session_run(ids, taps=False, outputs=names, last_logits=True)
         return np.stack([out[n] for n in names], axis=1)
 
     def masked_probabilities(self, token_ids, masks: np.ndarray, target: int) -> np.ndarray:
@@ -220,7 +276,7 @@ class Model:
         0 = masked out of attention; positions unchanged): one batched graph call."""
         masks = np.asarray(masks, dtype=np.int64)
         ids = np.broadcast_to(np.asarray(token_ids, np.int64), masks.shape)
-        logits = self.session_run(ids, attention_mask=masks)["logits"][:, -1].astype(np.float64)  # [B, d_vocab]
+        logits = self.session_run(ids, attention_mask=masks, last_logits=True)["logits"][:, -1].astype(np.float64)
         return sampling.softmax(logits)[:, target]
 
     def generate(self, prompt: str | list[int], max_new_tokens: int = 20, sample: bool = False,
@@ -241,7 +297,7 @@ class Model:
         out_ids, probs, calls = list(ids), [], []
         past, step = None, np.asarray(ids)
         for _ in range(max_new_tokens):
-            res = self.session_run(step, past, taps=trace)
+            res = self.session_run(step, past, taps=trace, last_logits=not trace)  # a trace keeps every position's
             calls.append(res)
             logits = res["logits"][0, -1].astype(np.float64)
             p = sampling.softmax(logits)
@@ -289,7 +345,8 @@ class Model:
         finished = np.zeros(len(rows), bool)
         past, step = None, ids
         for t in range(max_new_tokens):
-            res = self.session_run(step, past, taps=trace, attention_mask=mask, position_ids=positions)
+            res = self.session_run(step, past, taps=trace, attention_mask=mask, position_ids=positions,
+                                   last_logits=not trace)
             calls.append(res)
             logits = res["logits"][:, -1].astype(np.float64)              # [B, d_vocab]
             p = sampling.softmax(logits)

@@ -216,3 +216,50 @@ def test_a_model_without_session_tokenizes_only(tiny, tiny_model):
     with pytest.raises(lens.LensError, match="without a session"):
         light.run([1, 2])
     assert [g.token_ids.tolist() for g in tiny_model.generate_batch([[1, 2], [3]], 0)] == [[1, 2], [3]]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_logits_from_skips_the_unembedding_elsewhere(tiny, tiny_llama, family):
+    """The exported graph's logits_from input: logits of positions k.. only, equal to the full pass's;
+    last_logits (generation, masked probabilities, profiling) asks for the last position."""
+    import lens
+    model = lens.load((tiny if family == "gpt2" else tiny_llama)[1])
+    assert hooks.LOGITS_FROM in model._inputs
+    ids = np.random.default_rng(3).integers(0, model.d_vocab, size=(2, 9))
+    full = model.session_run(ids, taps=True)
+    for k in (0, 4, 8):
+        part = model.session.run(["logits"], {**_feed(model, ids), hooks.LOGITS_FROM: np.array([k])})[0]
+        assert part.shape == (2, 9 - k, model.d_vocab)
+        np.testing.assert_allclose(part, full["logits"][:, k:], rtol=0, atol=1e-6)
+    last = model.session_run(ids, taps=True, last_logits=True)
+    np.testing.assert_allclose(last["logits"], full["logits"][:, -1:], rtol=0, atol=1e-6)
+    for name in model.taps:  # every tap keeps every position
+        np.testing.assert_array_equal(last[name], full[name])
+
+
+def _feed(model, ids):
+    names = {i.name for i in model.session.get_inputs()}
+    batch, seq = ids.shape
+    feed = {"input_ids": ids, "attention_mask": np.ones((batch, seq), np.int64),
+            "position_ids": np.broadcast_to(np.arange(seq), (batch, seq)).copy()}
+    kv = [np.zeros((batch, model._kv_shape[0], 0, model._kv_shape[1]), np.float32)] * len(model._past_names)
+    feed.update(zip(model._past_names, kv))
+    return {k: v for k, v in feed.items() if k in names}
+
+
+def test_a_model_opens_its_session_in_the_background(tiny, tmp_path):
+    """load returns before the ORT session exists; a graph ORT cannot open (one that still matches a
+    tampered manifest) fails at first use, as a ModelFolderError, every time."""
+    import shutil
+
+    import lens
+    from lens.store import ModelFolder
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny[1], dst)
+    (dst / "model.onnx").write_bytes(b"not a graph")
+    folder = ModelFolder(dst)
+    data = folder.read_manifest(verify=False)
+    model = lens.runtime.Model(folder, manifest_data=data)   # manifest checks skipped: ORT meets the file
+    for _ in range(2):
+        with pytest.raises(lens.ModelFolderError, match="cannot open the model"):
+            model.generate("Hello", 2)

@@ -213,13 +213,15 @@ def _optimum_export(src: Path, out: Path, big: bool) -> None:
 def _tap_graph(onnx_dir: Path, work: Path, shape: dict) -> dict[str, str]:
     import onnx
 
-    from .optimize import gemm_for_transposed_weights
+    from .optimize import gemm_for_transposed_weights, logits_from_input
     from .taps import add_tap_outputs, find_taps
 
     model = onnx.load(str(onnx_dir / GRAPH), load_external_data=True)  # the data is rewritten beside the new graph
     taps = find_taps(model.graph, shape["n_layers"], shape["d_model"])
     add_tap_outputs(model, taps)
     gemm_for_transposed_weights(model)
+    if not logits_from_input(model):
+        raise LensError("cannot find the unembedding (lm_head) in the exported graph")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime-gpu refuses newer IR versions
     save_graph(model, work)
     return taps

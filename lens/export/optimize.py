@@ -5,6 +5,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..hooks import LOGITS_FROM
+
 
 def gemm_for_transposed_weights(model: onnx.ModelProto) -> int:
     """Replace `MatMul(x, Transpose(W))` on an initializer W by `Gemm(x, W, transB=1)`.
@@ -50,3 +52,42 @@ def gemm_for_transposed_weights(model: onnx.ModelProto) -> int:
         del g.node[:]
         g.node.extend(nodes)
     return rewritten
+
+
+def logits_from_input(model: onnx.ModelProto) -> int:
+    """Let a caller skip the unembedding at the positions it does not read: lm_head's input
+    ([batch, seq, d_model]) is sliced from position `logits_from` on, a graph input whose default (an
+    initializer of the same name) is 0: every position, as before. Generation needs the last position
+    only, and activation profiling none; the unembedding is ~21 % of SmolLM2's forward and its
+    [batch, seq, d_vocab] output the largest tensor. Taps are untouched. Returns how many nodes
+    now read the slice (0: no lm_head found)."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    head = producer.get("logits")
+    while head is not None and head.op_type in ("Reshape", "Flatten"):
+        head = producer.get(head.input[0])
+    if head is None or head.op_type not in ("MatMul", "Gemm"):
+        return 0
+    x = head.input[0]
+    if x in producer and producer[x].name.startswith("lens_gemm_"):   # gemm_for_transposed_weights' flattening
+        x = producer[x].input[0]
+    path, todo = set(), ["logits"]               # nodes between x and the logits
+    while todo:
+        n = producer.get(todo.pop())
+        if n is None or id(n) in path:
+            continue
+        path.add(id(n))
+        todo += [i for i in n.input if i != x]
+    tail = f"{x}/lens_tail"
+    readers = [k for k, n in enumerate(g.node) if id(n) in path and x in n.input]
+    for k in readers:
+        n = g.node[k]
+        n.input[:] = [tail if i == x else i for i in n.input]
+    g.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), LOGITS_FROM),
+                          numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), f"{tail}/end"),
+                          numpy_helper.from_array(np.array([1], np.int64), f"{tail}/axis")])
+    g.input.append(helper.make_tensor_value_info(LOGITS_FROM, onnx.TensorProto.INT64, [1]))
+    # placed before its first reader: the graph stays in topological order
+    g.node.insert(readers[0], helper.make_node("Slice", [x, LOGITS_FROM, f"{tail}/end", f"{tail}/axis"],
+                                               [tail], name="lens_logits_from/Slice"))
+    return len(readers)
