@@ -185,3 +185,17 @@ def test_heatmap_follows_the_layer_option(browser, tiny_explainer, tmp_path, opt
         assert len(set(pg.data("heatmap_cells", "cluster"))) > 1
     finally:
         pg.close()
+
+
+def test_the_report_passes_bokehs_checks(prompt_report):
+    """Serialising skips Bokeh's document checks (they only log, at ~30 % of the time), so they run
+    here: no error and no warning on any model of the report; the setting is restored afterwards."""
+    from bokeh.core.validation.check import check_integrity
+    from bokeh.settings import settings
+
+    from lens.viz.report import report_html, report_layout
+    expl, _ = prompt_report
+    issues = check_integrity(report_layout(expl, factors=3).references())
+    assert issues.error == [] and issues.warning == []
+    report_html(expl, factors=3)
+    assert settings.perform_document_validation() is True

@@ -106,9 +106,8 @@ def _browser(items: dict):
     p = figure(frame_width=min(width, 1360), frame_height=rows * ROW_H, x_range=Range1d(-4, min(width, 1360) - 4),
                y_range=Range1d(-rows * ROW_H + ROW_H / 2, ROW_H / 2), tools="hover", toolbar_location=None,
                min_border=0, name="corpus_contexts_plot",
-               tooltips=[("token", "@token"), ("activation", "@value"), ("", "@where")])
-    p.axis.visible = False
-    p.grid.visible = False
+               tooltips=[("token", "@token"), ("activation", "@value"), ("", "@where")],
+               x_axis_type=None, y_axis_type=None)
     p.outline_line_color = None
     p.rect("x", "y", "w", BOX_H, source=src, fill_color="fill", line_color="line_color", line_width="line_width")
     p.text("x", "y", text="text", source=src, text_align="center", text_baseline="middle",

@@ -12,7 +12,7 @@ from bokeh.models import (ColorBar, ColumnDataSource, CustomJS, HoverTool, Linea
 from bokeh.palettes import Blues256, Viridis256
 from bokeh.plotting import figure
 
-from .style import NOTE_STYLE, label, plain, text_color, text_div
+from .style import NOTE_STYLE, drop_grids, label, plain, text_color, text_div
 
 MAX_WIDTH = 1300      # px a grid may take before it scrolls inside its own panel
 PROB_PALETTE = Blues256[::-1]  # white (p = 0) to dark blue (p = 1)
@@ -60,7 +60,7 @@ def rank_grid(ranks: np.ndarray, columns: list[str], name: str, title: str, x_la
     p.xaxis.axis_label = x_label
     p.yaxis.ticker = list(range(1, n_layers + 1))
     p.yaxis.axis_label = "after layer"
-    p.grid.visible = False
+    drop_grids(p)
     mapper = LogColorMapper(palette=Viridis256, low=1, high=high)
     p.add_layout(ColorBar(color_mapper=mapper, ticker=LogTicker(), title="rank", width=12), "right")
     p.add_tools(HoverTool(tooltips=tooltips or [("token", "@column"), ("rank", "@rank")]))
@@ -111,7 +111,7 @@ def layer_predictions_view(expl, position: int | None = None):
     p.xaxis.axis_label = "candidate (1 = most probable)"
     p.yaxis.ticker = list(range(1, n_layers + 1))
     p.yaxis.axis_label = "after layer"
-    p.grid.visible = False
+    drop_grids(p)
     p.add_layout(ColorBar(color_mapper=LinearColorMapper(palette=PROB_PALETTE, low=0, high=1), title="p",
                           width=12), "right")
     options = [(str(i), f"{i}: {label(expl.tokens[i])} → {label(expl.tokens[i + 1]) if i + 1 < n else '(end)'}")

@@ -14,7 +14,7 @@ from bokeh.plotting import figure
 from ..analysis.neurons import cluster_neurons, select_layers
 from ..settings import HEATMAP_CLUSTERS, HEATMAP_NEURONS
 from .style import (CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, JS_TEXT_COLOR, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
-                    SPARK_BACKGROUND, label, plain, rgb, text_color, text_div)
+                    SPARK_BACKGROUND, drop_grids, label, plain, rgb, text_color, text_div)
 from .text import draw_tokens, text_figure, token_layout, token_source
 
 HEAT_PALETTE = Blues256[::-1]    # zero is white: only positive activations are coloured
@@ -79,9 +79,8 @@ def sparklines(expl, factors, shown, shown_ok, palette, src):
     unit = width / n                                                    # px per position
     x0 = -LABEL_W / unit - 0.5                                          # labels sit left of position 0
     p = figure(frame_width=width + LABEL_W, frame_height=SPARK_ROW * k, tools="", toolbar_location=None,
-               x_range=Range1d(x0, n - 0.5), y_range=Range1d(k, 0), min_border=2, name="sparklines")
-    p.axis.visible = False
-    p.grid.visible = False
+               x_range=Range1d(x0, n - 0.5), y_range=Range1d(k, 0), min_border=2, name="sparklines",
+               x_axis_type=None, y_axis_type=None)
     p.outline_line_color = None
     p.quad(left=-0.5, right=n - 0.5, bottom=[f + 0.95 for f in range(k)], top=[f + 0.05 for f in range(k)],
            fill_color=SPARK_BACKGROUND, line_color=None)
@@ -193,7 +192,7 @@ def activations_view(expl, layer: int, n_neurons: int = HEATMAP_NEURONS, cluster
     p.xaxis.ticker = list(range(n))
     p.xaxis.major_label_overrides = {i: plain(label(t)) for i, t in enumerate(expl.tokens)}
     p.xaxis.major_label_orientation = "vertical"
-    p.grid.visible = False
+    drop_grids(p)
     p.add_tools(HoverTool(tooltips=[("neuron (layer.index)", "@neuron"), ("cluster", "@cluster"),
                                     ("token", "@token (position @position)"), ("activation", "@value{0.000}")]))
     p.title.text_font_size = "13px"

@@ -2,6 +2,7 @@
 the file opens offline; nothing in it is fetched on demand (no TeX, icons or map tiles)."""
 from __future__ import annotations
 
+import contextlib
 import html
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from bokeh.embed import file_html
 from bokeh.layouts import column
 from bokeh.resources import INLINE
+from bokeh.settings import settings
 
 from ..errors import LensError
 from ..files import output_path, write_atomic
@@ -65,7 +67,23 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
 
 def report_html(expl, **kw) -> str:
     title = f"lens: {expl.model_name}: {expl.prompt[:60]}"
-    return file_html(report_layout(expl, **kw), resources=INLINE, title=title)
+    layout = report_layout(expl, **kw)
+    with _without_validation():
+        return file_html(layout, resources=INLINE, title=title)
+
+
+@contextlib.contextmanager
+def _without_validation():
+    """Skip Bokeh's document checks while a report is serialised: they walk every model again (~30 %
+    of serialising) and only log; the tests run them on the report instead (no issue allowed)."""
+    if not settings.perform_document_validation():
+        yield
+        return
+    settings.perform_document_validation.set_value(False)
+    try:
+        yield
+    finally:
+        settings.perform_document_validation.unset_value()  # back to BOKEH_VALIDATE_DOC or the default
 
 
 def save_report(expl, path, **kw) -> Path:

@@ -2,7 +2,7 @@
 contrast), and the one way to put our own HTML on the page (escaped, never typeset)."""
 from __future__ import annotations
 
-from bokeh.models import Div, PlainText
+from bokeh.models import Div, Grid, PlainText
 
 CHAR_W = 8.4          # px per character of the 14 px monospace token text
 INPUT_COLOR, OUTPUT_COLOR = "#f0f0f0", "#fff4d6"          # token boxes: prompt, generated
@@ -87,3 +87,9 @@ function escapeHtml(s) {
     return String(s).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
 }
 """
+
+
+def drop_grids(p) -> None:
+    """Remove a figure's grid lines (cell views draw their own): hidden grids still cost models to
+    build and serialise."""
+    p.center = [r for r in p.center if not isinstance(r, Grid)]

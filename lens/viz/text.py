@@ -49,9 +49,7 @@ def text_figure(lay: dict, **kw):
     height = int(lay["lines"] * LINE_H)
     p = figure(frame_width=width, frame_height=height, x_range=Range1d(-PAD, width - PAD),
                y_range=Range1d(-height + LINE_H / 2, LINE_H / 2), tools="", toolbar_location=None,
-               min_border=0, **kw)
-    p.axis.visible = False
-    p.grid.visible = False
+               min_border=0, x_axis_type=None, y_axis_type=None, **kw)  # no axes or grids: fewer models
     p.outline_line_color = None
     return p
 
