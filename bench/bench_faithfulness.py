@@ -46,7 +46,8 @@ def main():
     for m, v in rows.items():
         a = np.asarray(v)
         print(f"{m:<22}{a[:, 0].mean():>34.3f}{a[:, 1].mean():>30.3f}")
-    print(f"measuring it costs {np.median(cost):.2f}x the attribution (median over prompts)")
+    print(f"measuring it costs {np.median(cost):.2f}x the attribution (median over prompts; "
+          f"per prompt {', '.join(f'{c:.2f}x' for c in cost)})")
     print("time relative to grad_x_input (median over prompts): "
           + ", ".join(f"{m} {np.median(v):.1f}x" for m, v in times.items()))
     print(f"integrated gradients ({expl.settings['ig_steps']} steps, baseline {expl.settings['ig_baseline']!r}): "

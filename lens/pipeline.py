@@ -90,13 +90,15 @@ class Explainer:
     def faithfulness(self, expl, seed: int = 0) -> dict:
         """AOPC per method (and for a random ranking, the control), per generated token and averaged:
         {method: {"morf": [n_gen], "lerf": [n_gen], "aopc_morf": mean, "aopc_lerf": mean}}. One batched
-        ONNX Runtime call per generated token for every ranking's masks, each distinct mask once
-        (rankings often agree), the unembedding read at the last position only."""
+        ONNX Runtime call per generated token and group of masks with the same unmasked prefix (that
+        prefix read from one unmasked pass's cache), each distinct mask once (rankings often agree),
+        the unembedding at the last position only."""
         from .analysis import faithfulness as F
 
         rankings = dict(expl.attributions)
         rankings["random"] = None
         out = {m: {"morf": [], "lerf": []} for m in rankings}
+        cache = self.model.session_run(expl.token_ids[:-1], last_logits=True)["present"]  # every token's prefix
         for t in range(expl.n_generated):
             pos = expl.n_prompt + t                                   # the generated token, scored from pos - 1
             ids, target = expl.token_ids[:pos], int(expl.token_ids[pos])
@@ -105,7 +107,7 @@ class Explainer:
                 np.concatenate([F.removal_masks(scores, True), F.removal_masks(scores, False)])
                 for scores in (F.random_scores(pos, seed + t) if a is None else a[t, :pos] for a in rankings.values())])
             distinct, where = np.unique(masks, axis=0, return_inverse=True)
-            probs = self.model.masked_probabilities(ids, distinct, target)[where.ravel()]
+            probs = self.model.masked_probabilities(ids, distinct, target, cache)[where.ravel()]
             for i, m in enumerate(rankings):                          # [2 * STEPS] per ranking, in order
                 curve = probs[2 * F.STEPS * i:2 * F.STEPS * (i + 1)]
                 out[m]["morf"].append(F.aopc(p0, curve[:F.STEPS]))

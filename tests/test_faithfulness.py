@@ -40,3 +40,41 @@ def test_aopc_equals_a_direct_pytorch_computation(tiny_explainer, tiny_torch, tm
     assert "most relevant first" in report_models(page)["faithfulness"]["text"]
     with pytest.raises(LensError, match="faithfulness was not measured"):
         tiny_explainer.explain("Hi there", max_new_tokens=2).faithfulness()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_masked_probabilities_equal_pytorch(tiny, tiny_llama, family):
+    """Rows grouped by their first masked position, each group run from the unmasked sequence's cache
+    there, masked positions left out, give what one PyTorch pass per mask gives (any mask: none, the
+    first, the last, most, all)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import lens
+    src, folder = tiny if family == "gpt2" else tiny_llama
+    model, ref = lens.load(folder), AutoModelForCausalLM.from_pretrained(src).eval()
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, model.d_vocab, 12)
+    masks = (rng.random((40, 12)) > rng.random((40, 1))).astype(np.int64)
+    masks[0], masks[1, 0], masks[2, -1], masks[3, 6:], masks[4] = 1, 0, 0, 0, 0
+    got = model.masked_probabilities(ids, masks, target=7)
+    with torch.no_grad():
+        logits = ref(torch.as_tensor(ids)[None].repeat(40, 1), attention_mask=torch.as_tensor(masks),
+                     position_ids=torch.arange(12)[None].repeat(40, 1)).logits[:, -1].double()
+    np.testing.assert_allclose(got, torch.softmax(logits, -1)[:, 7].numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_prefix_groups_minimise_positions_run_plus_calls():
+    from itertools import combinations
+
+    from lens.runtime import prefix_groups
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        n, length, call = int(rng.integers(1, 8)), 10, float(rng.integers(0, 20))
+        starts = np.sort(rng.integers(0, length, n))
+        kept_from = np.cumsum(rng.random((n, length))[:, ::-1] > 0.4, 1)[:, ::-1] + 1
+        groups, cost = prefix_groups(starts, kept_from, call)
+        assert groups[0][0] == 0 and groups[-1][1] == n and all(a[1] == b[0] for a, b in zip(groups, groups[1:]))
+        price = lambda cuts: sum(call + (hi - lo) * kept_from[lo:hi, starts[lo]].max() for lo, hi in zip(cuts, cuts[1:]))
+        assert price([g[0] for g in groups] + [n]) == cost
+        assert cost == min(price([0, *c, n]) for r in range(n) for c in combinations(range(1, n), r))
