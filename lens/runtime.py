@@ -316,6 +316,8 @@ class Model:
         keep = ~masked
         keep[:, -1] = True
         keep[masked.all(1)] = True
+        if "position_ids" not in self._inputs:  # a graph that numbers positions itself: run them all
+            keep[:] = True
         first = np.where(masked.any(1), masked.argmax(1), length - 1).clip(max=length - 1)
         order = np.argsort(first, kind="stable")
         kept_from = np.cumsum(keep[order, ::-1], 1)[:, ::-1]             # [B, L] positions run from s on
