@@ -22,8 +22,7 @@ from ..store import ModelFolder
 # (layer, position) rows per block. On a CPU a [48, d_vocab] float32 block (9 MB for SmolLM2) stays in
 # the cache between the GEMM and the reads: 1320 rows of SmolLM2 took 0.72 s at 48 rows, 0.95 s at 256.
 # A GPU wants bigger GEMMs.
-ROWS = {"cpu": 48}
-ROWS_ELSEWHERE = 256
+CPU_ROWS, DEVICE_ROWS = 48, 256
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,7 +66,7 @@ class LogitLens:
     def analyse(self, hidden_states: np.ndarray, targets: np.ndarray, top_k: int = 10,
                 watch: np.ndarray | None = None) -> dict:
         """For layers 1..n (hidden_states[1:]) and every position: the rank of `targets[pos]`, the top-k
-        tokens and probabilities, and the ranks of watched token ids. Rows go in blocks (ROWS), so
+        tokens and probabilities, and the ranks of watched token ids. Rows go in blocks, so
         memory stays at [block, d_vocab] (gpt2-xl: 49 layers x 80 positions fit easily).
 
         Returns ranks [n_layers, n], top_ids/top_probs [n_layers, n, k], watch_ranks [n_layers, n, w].
@@ -79,7 +78,7 @@ class LogitLens:
         h = self.final_norm(hidden_states[1:].reshape(-1, d).astype(np.float32))   # [L * n, d]
         tg = np.tile(np.asarray(targets, np.int32), n_layers)                      # [L * n]
         read, rows = _reader(top_k), len(h)
-        block_rows = ROWS.get(jax.devices()[0].platform, ROWS_ELSEWHERE)
+        block_rows = CPU_ROWS if jax.devices()[0].platform == "cpu" else DEVICE_ROWS
         size = min(block_rows, -(-rows // 16) * 16)    # a few block shapes: compiled once each
         out = []
         with jax.default_matmul_precision("highest"):
