@@ -52,13 +52,38 @@ def test_watched_ranks_match_pytorch(expl, torch_lens, tiny_model, tiny_explaine
     assert_ranks_match(expl.watch(" of", tiny_explainer), torch_lens, [tiny_model.token_id(" of")] * n)
 
 
-def test_nmf_matches_sklearn(expl):
-    from sklearn.decomposition import NMF
+def _sklearn_nmf(a, k):
+    """scikit-learn's NMF from its own NNDSVDa start, its randomized SVD swapped for an exact one."""
+    from unittest import mock
 
+    from sklearn.decomposition import NMF, _nmf
+
+    def exact_svd(x, k, **kw):
+        u, s, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+        return u[:, :k], s[:k], vt[:k]
+
+    with mock.patch.object(_nmf, "_randomized_svd", exact_svd):
+        w0, h0 = _nmf._initialize_nmf(a, k, init="nndsvda")
+    ref = NMF(n_components=k, init="custom", max_iter=500, tol=1e-3)
+    return ref, ref.fit_transform(a, W=w0.astype(a.dtype), H=h0.astype(a.dtype)), (w0, h0)
+
+
+def test_nndsvda_equals_sklearns_on_an_exact_svd(expl):
+    from lens.analysis.neurons import nndsvda
+
+    for layers, k in (((0, 1), 4), (1, 3)):
+        a = np.maximum(expl.activations[list(np.atleast_1d(layers))].transpose(1, 0, 2).reshape(expl.n_tokens, -1), 0)
+        for x in (a, a.T[:, :20]):                                  # wide and tall
+            w, h = nndsvda(x, k)
+            _, _, (w0, h0) = _sklearn_nmf(x, k)
+            np.testing.assert_allclose(w, w0, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(h, h0, rtol=1e-4, atol=1e-6)
+
+
+def test_nmf_matches_sklearn(expl):
     f = expl.factors(4, layers=(0, 1), seed=3, include_first=True)
     a = np.maximum(expl.activations.transpose(1, 0, 2).reshape(expl.n_tokens, -1), 0)
-    ref = NMF(n_components=4, init="nndsvda", random_state=3, max_iter=500, tol=1e-3)
-    w = ref.fit_transform(a)
+    ref, w, _ = _sklearn_nmf(a, 4)
     np.testing.assert_allclose(f.token_factors, w, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(f.loadings, ref.components_, rtol=1e-4, atol=1e-5)
     assert (f.token_factors >= 0).all() and (f.loadings >= 0).all()
@@ -71,12 +96,9 @@ def test_nmf_matches_sklearn(expl):
 
 def test_factors_leave_the_first_position_out_by_default(expl):
     """The attention sink: by default NMF sees positions 1.., and explains only those."""
-    from sklearn.decomposition import NMF
-
     f = expl.factors(3, layers=1, seed=2)
     a = np.maximum(expl.activations[1, 1:], 0)
-    ref = NMF(n_components=3, init="nndsvda", random_state=2, max_iter=500, tol=1e-3)
-    w = ref.fit_transform(a)
+    ref, w, _ = _sklearn_nmf(a, 3)
     np.testing.assert_allclose(f.token_factors[1:], w, rtol=1e-4, atol=1e-5)
     assert (f.token_factors[0] == 0).all() and f.positions.tolist() == list(range(1, expl.n_tokens))
     assert f.explained == pytest.approx(1 - np.sum((a - w @ ref.components_) ** 2) / np.sum(a ** 2), rel=1e-4)

@@ -75,10 +75,38 @@ NMF_TOL = 1e-3  # relative improvement that stops NMF: 1e-4 (scikit-learn's defa
                 # SmolLM2's 43 x 46,080 activations for the same explained fraction to 1e-5; this takes 48
 
 
+def nndsvda(a: np.ndarray, k: int, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """NNDSVDa start for NMF of a >= 0 [m, n] (Boutsidis & Gallopoulos 2008; scikit-learn's "nndsvda"),
+    from an exact SVD through the eigenvectors of the smaller Gram matrix (float64): 6 ms for SmolLM2's
+    43 x 46,080 where scikit-learn's randomized SVD took 60 ms and differed from the exact one by 1 %.
+    Returns W [m, k], H [k, n] in a's dtype."""
+    x = a.astype(np.float64)
+    wide = x.shape[0] <= x.shape[1]
+    gram = x @ x.T if wide else x.T @ x
+    s2, vecs = np.linalg.eigh(gram)                                 # ascending
+    s = np.sqrt(np.maximum(s2[::-1][:k], 0))                        # [k] singular values
+    vecs = vecs[:, ::-1][:, :k]
+    safe = np.maximum(s, 1e-300)
+    u, v = (vecs, (vecs.T @ x) / safe[:, None]) if wide else ((x @ vecs) / safe, vecs.T)  # [m, k], [k, n]
+    w, h = np.zeros_like(u), np.zeros_like(v)
+    w[:, 0], h[0] = np.sqrt(s[0]) * np.abs(u[:, 0]), np.sqrt(s[0]) * np.abs(v[0])  # the leading pair is >= 0
+    for j in range(1, k):  # each later pair: its positive or its negative part, whichever carries more
+        parts = [(np.maximum(u[:, j], 0), np.maximum(v[j], 0)), (np.maximum(-u[:, j], 0), np.maximum(-v[j], 0))]
+        norms = [(np.linalg.norm(p), np.linalg.norm(q)) for p, q in parts]
+        pick = 0 if norms[0][0] * norms[0][1] > norms[1][0] * norms[1][1] else 1
+        (p, q), (pn, qn) = parts[pick], norms[pick]
+        scale = np.sqrt(s[j] * pn * qn)
+        w[:, j], h[j] = scale * p / max(pn, 1e-300), scale * q / max(qn, 1e-300)
+    w[w < eps], h[h < eps] = 0, 0
+    w[w == 0], h[h == 0] = x.mean(), x.mean()                       # "a": zeros filled with the mean
+    return w.astype(a.dtype), h.astype(a.dtype)
+
+
 def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf", seed: int = 0,
               max_iter: int = 500, exclude: dict | None = None) -> Factors:
-    """NMF (default, negatives clipped: GELU's small negative outputs) or PCA into k factors, over the
-    positions not in `exclude` ({position: reason}); excluded positions get zero factor values."""
+    """NMF (default, negatives clipped: GELU's small negative outputs; deterministic, from `nndsvda`)
+    or PCA (`seed`) into k factors, over the positions not in `exclude` ({position: reason});
+    excluded positions get zero factor values."""
     chosen = select_layers(activations.shape[0], layers)
     exclude = {int(p): r for p, r in (exclude or {}).items() if 0 <= int(p) < activations.shape[1]}
     positions = np.asarray([i for i in range(activations.shape[1]) if i not in exclude], np.int64)
@@ -93,10 +121,11 @@ def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf",
         from sklearn.exceptions import ConvergenceWarning
 
         a = np.maximum(a, 0)
-        nmf = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter, tol=NMF_TOL)
+        w0, h0 = nndsvda(a, k)
+        nmf = NMF(n_components=k, init="custom", random_state=seed, max_iter=max_iter, tol=NMF_TOL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            w = nmf.fit_transform(a)
+            w = nmf.fit_transform(a, W=w0, H=h0)
         h = nmf.components_
         explained = 1 - float(np.sum((a - w @ h) ** 2) / max(np.sum(a ** 2), 1e-30))
     elif method == "pca":
