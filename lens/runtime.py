@@ -250,14 +250,14 @@ class Model:
 
     # ---------------------------------------------------------------- engine
     def session_run(self, token_ids, past=None, taps: bool = False, attention_mask=None, outputs=(),
-                    position_ids=None, last_logits: bool = False) -> dict:
+                    position_ids=None, logits_from: int = 0) -> dict:
         """One graph call on token_ids [seq] or [batch, seq] after an optional cache; raw outputs by
         name (logits, the cache, every tap with `taps`, and the taps named in `outputs`).
         `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; `position_ids`
         [batch, seq] default to past, past + 1, ... whatever the mask. `present` in the result is the
-        cache to pass as `past` next. `last_logits`: logits [batch, 1, d_vocab] of the last position
-        only, the unembedding skipped at the others (graphs exported by lens >= 0.3; older graphs
-        compute them all and the result is sliced)."""
+        cache to pass as `past` next. `logits_from`: logits of this call's positions from this one on
+        (negative: from the end; -1 the last only), the unembedding skipped at the others (graphs
+        exported by lens >= 0.3; older graphs compute them all and the result is sliced)."""
         if self.session is None:
             raise LensError(f"{self.name} was opened without a session (load(..., session=False)): tokens only")
         ids = np.asarray(token_ids, dtype=np.int64)
@@ -277,13 +277,14 @@ class Model:
         if past is None:
             past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
-        if last_logits and hooks.LOGITS_FROM in self._inputs:
-            feed[hooks.LOGITS_FROM] = np.asarray([seq - 1], np.int64)
+        graph_slices = hooks.LOGITS_FROM in self._inputs                  # older graphs compute every position
+        if logits_from and graph_slices:
+            feed[hooks.LOGITS_FROM] = np.asarray([logits_from], np.int64)
         names = ["logits", *self._present_names] + (self.taps if taps else [t for t in outputs if t in self.taps])
         values = self.session.run(names, feed)
         out = dict(zip(names, values))
-        if last_logits:
-            out["logits"] = out["logits"][:, -1:]
+        if logits_from and not graph_slices:
+            out["logits"] = out["logits"][:, logits_from:]
         out["present"] = values[1:1 + len(self._present_names)]
         return out
 
@@ -293,7 +294,7 @@ class Model:
         every real position."""
         ids = np.asarray(token_ids, dtype=np.int64)
         names = [hooks.mlp_post(l) for l in layers]
-        out = self.session_run(ids, taps=False, outputs=names, last_logits=True)
+        out = self.session_run(ids, taps=False, outputs=names, logits_from=-1)
         return np.stack([out[n] for n in names], axis=1)
 
     def masked_probabilities(self, token_ids, masks: np.ndarray, target: int, cache=None) -> np.ndarray:
@@ -325,7 +326,7 @@ class Model:
         if cache is None and first[order[groups[-1][0]]] > 0:
             whole, whole_cost = prefix_groups(np.zeros(len(masks), int), kept_from, CALL_POSITIONS)
             if cost + CALL_POSITIONS + length < whole_cost:
-                cache = self.session_run(ids, last_logits=True)["present"]
+                cache = self.session_run(ids, logits_from=-1)["present"]
             else:
                 groups, first[:] = whole, 0
         probs = np.empty(len(masks))
@@ -343,7 +344,7 @@ class Model:
                 mask[i, start + width - len(c):] = masks[r, c]
             past = None if start == 0 else [np.repeat(kv[:, :, :start], len(rows), axis=0) for kv in cache]
             logits = self.session_run(step, past, attention_mask=mask, position_ids=positions,
-                                      last_logits=True)["logits"][:, -1]
+                                      logits_from=-1)["logits"][:, -1]
             probs[rows] = sampling.softmax(logits.astype(np.float64))[:, target]
         return probs
 
@@ -365,7 +366,7 @@ class Model:
         out_ids, probs, calls = list(ids), [], []
         past, step = None, np.asarray(ids)
         for _ in range(max_new_tokens):
-            res = self.session_run(step, past, taps=trace, last_logits=not trace)  # a trace keeps every position's
+            res = self.session_run(step, past, taps=trace, logits_from=0 if trace else -1)  # a trace keeps all
             calls.append(res)
             logits = res["logits"][0, -1].astype(np.float64)
             p = sampling.softmax(logits)
@@ -414,7 +415,7 @@ class Model:
         past, step = None, ids
         for t in range(max_new_tokens):
             res = self.session_run(step, past, taps=trace, attention_mask=mask, position_ids=positions,
-                                   last_logits=not trace)
+                                   logits_from=0 if trace else -1)
             calls.append(res)
             logits = res["logits"][:, -1].astype(np.float64)              # [B, d_vocab]
             p = sampling.softmax(logits)

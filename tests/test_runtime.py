@@ -220,31 +220,23 @@ def test_a_model_without_session_tokenizes_only(tiny, tiny_model):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_logits_from_skips_the_unembedding_elsewhere(tiny, tiny_llama, family):
-    """The exported graph's logits_from input: logits of positions k.. only, equal to the full pass's;
-    last_logits (generation, masked probabilities, profiling) asks for the last position."""
+    """The exported graph's logits_from input: logits of positions k.. only (-1: the last, as
+    generation, masked probabilities and profiling ask), equal to the full pass's; every tap keeps
+    every position. A graph without the input (older exports) gives the same, sliced afterwards."""
     import lens
     model = lens.load((tiny if family == "gpt2" else tiny_llama)[1])
     assert hooks.LOGITS_FROM in model._inputs
+    older = lens.load((tiny if family == "gpt2" else tiny_llama)[1])
+    older.__dict__["_inputs"] = older._inputs - {hooks.LOGITS_FROM}
     ids = np.random.default_rng(3).integers(0, model.d_vocab, size=(2, 9))
     full = model.session_run(ids, taps=True)
-    for k in (0, 4, 8):
-        part = model.session.run(["logits"], {**_feed(model, ids), hooks.LOGITS_FROM: np.array([k])})[0]
-        assert part.shape == (2, 9 - k, model.d_vocab)
-        np.testing.assert_allclose(part, full["logits"][:, k:], rtol=0, atol=1e-6)
-    last = model.session_run(ids, taps=True, last_logits=True)
-    np.testing.assert_allclose(last["logits"], full["logits"][:, -1:], rtol=0, atol=1e-6)
-    for name in model.taps:  # every tap keeps every position
-        np.testing.assert_array_equal(last[name], full[name])
-
-
-def _feed(model, ids):
-    names = {i.name for i in model.session.get_inputs()}
-    batch, seq = ids.shape
-    feed = {"input_ids": ids, "attention_mask": np.ones((batch, seq), np.int64),
-            "position_ids": np.broadcast_to(np.arange(seq), (batch, seq)).copy()}
-    kv = [np.zeros((batch, model._kv_shape[0], 0, model._kv_shape[1]), np.float32)] * len(model._past_names)
-    feed.update(zip(model._past_names, kv))
-    return {k: v for k, v in feed.items() if k in names}
+    for k in (4, 8, -1):
+        for m in (model, older):
+            part = m.session_run(ids, taps=True, logits_from=k)
+            assert part["logits"].shape == (2, 9 - k % 9, model.d_vocab)
+            np.testing.assert_allclose(part["logits"], full["logits"][:, k:], rtol=0, atol=1e-6)
+            for name in model.taps:
+                np.testing.assert_array_equal(part[name], full[name])
 
 
 def test_a_model_opens_its_session_in_the_background(tiny, tmp_path):
