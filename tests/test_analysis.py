@@ -69,7 +69,7 @@ def _sklearn_nmf(a, k):
 
 
 def test_nndsvda_equals_sklearns_on_an_exact_svd(expl):
-    from lens.analysis.neurons import nndsvda
+    from lens.analysis.nmf import nndsvda
 
     for layers, k in (((0, 1), 4), (1, 3)):
         a = np.maximum(expl.activations[list(np.atleast_1d(layers))].transpose(1, 0, 2).reshape(expl.n_tokens, -1), 0)
@@ -92,6 +92,48 @@ def test_nmf_matches_sklearn(expl):
     np.testing.assert_array_equal(again.token_factors, f.token_factors)
     layer, neuron, weight = f.top_neurons(0, 1)[0]
     assert weight == pytest.approx(f.loadings[0].max()) and f.loadings[0, layer * 256 + neuron] == weight
+
+
+def test_nmf_takes_sklearns_steps():
+    """lens's numpy NMF against scikit-learn's coordinate descent from the same start: the same
+    iterations to the same tolerance, the same factors, in float32 and float64."""
+    from sklearn.decomposition import NMF
+
+    from lens.analysis.nmf import nmf, nndsvda
+
+    rng = np.random.default_rng(0)
+    for m, n, k, dtype in ((30, 500, 4, np.float32), (200, 12, 3, np.float64), (9, 40, 9, np.float32)):
+        x = np.maximum(rng.standard_normal((m, n)) * rng.random(n), 0).astype(dtype)
+        x[:, ::7] = 0                                                # columns the factors never load on
+        w0, h0 = nndsvda(x, k)
+        ref = NMF(k, init="custom", tol=1e-3, max_iter=400)
+        w_ref = ref.fit_transform(x, W=w0.copy(), H=h0.copy())
+        w, h, iterations = nmf(x, w0, h0, tol=1e-3, max_iter=400)
+        assert iterations == ref.n_iter_ > 5 and w.dtype == h.dtype == dtype
+        np.testing.assert_allclose(w, w_ref, rtol=1e-3, atol=1e-4 * w_ref.max())
+        np.testing.assert_allclose(h, ref.components_, rtol=1e-3, atol=1e-4 * h.max())
+
+
+def test_kmeans_takes_sklearns_draws():
+    """The same seed gives scikit-learn's clusters, labels included: its k-means++ draws, Lloyd's
+    steps, its rule for empty clusters (duplicate rows) and its choice among restarts."""
+    import warnings
+
+    from sklearn.cluster import KMeans
+
+    from lens.analysis.kmeans import kmeans
+
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        n, d = rng.integers(8, 80), rng.integers(2, 50)
+        k = int(min(rng.integers(1, 8), n))
+        x = (rng.standard_normal((n, d)) * rng.random(d) + (rng.random((n, 1)) > 0.5) * 2).astype(np.float32)
+        if trial % 5 == 0:
+            x[: n // 3] = 0                                          # duplicate rows
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                          # fewer distinct rows than clusters
+            ref = KMeans(k, random_state=trial, n_init=4).fit(x).labels_
+        np.testing.assert_array_equal(kmeans(x, k, seed=trial), ref, err_msg=f"trial {trial}")
 
 
 def test_factors_leave_the_first_position_out_by_default(expl):

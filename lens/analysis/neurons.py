@@ -1,4 +1,4 @@
-"""MLP neuron activations factorised (NMF, PCA) and clustered (k-means) with scikit-learn.
+"""MLP neuron activations factorised (NMF; PCA with scikit-learn) and clustered (k-means).
 
 The activation matrix is tokens x neurons: rows are positions (input and generated), columns are
 (layer, neuron) pairs of the selected layers.
@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import LensError
+from .kmeans import kmeans
+from .nmf import nmf, nndsvda
 
 
 def select_layers(n_layers: int, layers=None) -> list[int]:
@@ -75,38 +77,11 @@ NMF_TOL = 1e-3  # relative improvement that stops NMF: 1e-4 (scikit-learn's defa
                 # SmolLM2's 43 x 46,080 activations for the same explained fraction to 1e-5; this takes 48
 
 
-def nndsvda(a: np.ndarray, k: int, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """NNDSVDa start for NMF of a >= 0 [m, n] (Boutsidis & Gallopoulos 2008; scikit-learn's "nndsvda"),
-    from an exact SVD through the eigenvectors of the smaller Gram matrix (float64): 6 ms for SmolLM2's
-    43 x 46,080 where scikit-learn's randomized SVD took 60 ms and differed from the exact one by 1 %.
-    Returns W [m, k], H [k, n] in a's dtype."""
-    x = a.astype(np.float64)
-    wide = x.shape[0] <= x.shape[1]
-    gram = x @ x.T if wide else x.T @ x
-    s2, vecs = np.linalg.eigh(gram)                                 # ascending
-    s = np.sqrt(np.maximum(s2[::-1][:k], 0))                        # [k] singular values
-    vecs = vecs[:, ::-1][:, :k]
-    safe = np.maximum(s, 1e-300)
-    u, v = (vecs, (vecs.T @ x) / safe[:, None]) if wide else ((x @ vecs) / safe, vecs.T)  # [m, k], [k, n]
-    w, h = np.zeros_like(u), np.zeros_like(v)
-    w[:, 0], h[0] = np.sqrt(s[0]) * np.abs(u[:, 0]), np.sqrt(s[0]) * np.abs(v[0])  # the leading pair is >= 0
-    for j in range(1, k):  # each later pair: its positive or its negative part, whichever carries more
-        parts = [(np.maximum(u[:, j], 0), np.maximum(v[j], 0)), (np.maximum(-u[:, j], 0), np.maximum(-v[j], 0))]
-        norms = [(np.linalg.norm(p), np.linalg.norm(q)) for p, q in parts]
-        pick = 0 if norms[0][0] * norms[0][1] > norms[1][0] * norms[1][1] else 1
-        (p, q), (pn, qn) = parts[pick], norms[pick]
-        scale = np.sqrt(s[j] * pn * qn)
-        w[:, j], h[j] = scale * p / max(pn, 1e-300), scale * q / max(qn, 1e-300)
-    w[w < eps], h[h < eps] = 0, 0
-    w[w == 0], h[h == 0] = x.mean(), x.mean()                       # "a": zeros filled with the mean
-    return w.astype(a.dtype), h.astype(a.dtype)
-
-
 def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf", seed: int = 0,
               max_iter: int = 500, exclude: dict | None = None) -> Factors:
-    """NMF (default, negatives clipped: GELU's small negative outputs; deterministic, from `nndsvda`)
-    or PCA (`seed`) into k factors, over the positions not in `exclude` ({position: reason});
-    excluded positions get zero factor values."""
+    """NMF (default, negatives clipped: GELU's small negative outputs; deterministic, from `nndsvda`,
+    so `seed` is unused) or PCA (`seed`) into k factors, over the positions not in `exclude`
+    ({position: reason}); excluded positions get zero factor values."""
     chosen = select_layers(activations.shape[0], layers)
     exclude = {int(p): r for p, r in (exclude or {}).items() if 0 <= int(p) < activations.shape[1]}
     positions = np.asarray([i for i in range(activations.shape[1]) if i not in exclude], np.int64)
@@ -115,18 +90,8 @@ def factorize(activations: np.ndarray, k: int, layers=None, method: str = "nmf",
     if not 1 <= k <= min(a.shape):
         raise LensError(f"{k} factors asked for, but {n_tokens} tokens allow 1 to {min(a.shape)}")
     if method == "nmf":
-        import warnings
-
-        from sklearn.decomposition import NMF
-        from sklearn.exceptions import ConvergenceWarning
-
         a = np.maximum(a, 0)
-        w0, h0 = nndsvda(a, k)
-        nmf = NMF(n_components=k, init="custom", random_state=seed, max_iter=max_iter, tol=NMF_TOL)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            w = nmf.fit_transform(a, W=w0, H=h0)
-        h = nmf.components_
+        w, h, _ = nmf(a, *nndsvda(a, k), tol=NMF_TOL, max_iter=max_iter)
         explained = 1 - float(np.sum((a - w @ h) ** 2) / max(np.sum(a ** 2), 1e-30))
     elif method == "pca":
         from sklearn.decomposition import PCA
@@ -152,14 +117,11 @@ class Clusters:
 def cluster_neurons(activations: np.ndarray, k: int = 8, layers=None, seed: int = 0,
                     neurons: np.ndarray | None = None) -> Clusters:
     """k-means on neurons' activation patterns over the tokens (optionally a subset of columns)."""
-    from sklearn.cluster import KMeans
-
     chosen = select_layers(activations.shape[0], layers)
     x = activation_matrix(activations, chosen).T                        # [n_neurons, n_tokens]
     if neurons is not None:
         x = x[neurons]
     if not 1 <= k <= x.shape[0]:
         raise LensError(f"{k} clusters asked for, but there are {x.shape[0]} neurons")
-    km = KMeans(n_clusters=k, random_state=seed, n_init=4).fit(x)
-    order = np.argsort(km.labels_, kind="stable")
-    return Clusters(chosen, activations.shape[2], km.labels_, order)
+    labels = kmeans(x, k, seed=seed)
+    return Clusters(chosen, activations.shape[2], labels, np.argsort(labels, kind="stable"))

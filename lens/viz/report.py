@@ -48,11 +48,7 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
     k = min(DEFAULT_FACTORS, n_factorised) if factors is None else factors
     if k > n_factorised:
         raise LensError(f"{k} factors asked for, but {n_factorised} positions are factorised")
-    # NMF (scikit-learn's loop runs without the GIL) in a thread while the other views are built. Both
-    # threads use scikit-learn (NMF there, k-means here): import it first, here, since two threads
-    # importing one package's submodules at once can meet it half-initialised.
-    import sklearn.cluster  # noqa: F401
-    import sklearn.decomposition  # noqa: F401
+    # NMF (numpy's matrix products release the GIL) in a thread while the other views are built.
     with ThreadPoolExecutor(max_workers=1) as pool:
         nmf = pool.submit(expl.factors, k, layers=layers, include_first=include_first) if k else None
         parts = [header_view(expl), saliency_view(expl), rankings_view(expl), layer_predictions_view(expl)]
