@@ -102,6 +102,7 @@ def cmd_explain(args) -> int:
                         f"({n_tokens} tokens{'' if args.include_first else ', the first left out'})")
     _stage("loading")
     explainer.prepare(settings)                        # JAX set-up while the ORT session opens on its thread
+    from .viz import report as _                       # noqa: F401 - Bokeh's import too: generation waits for the session
     expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1)
     _stage("writing the report")
     t = time.perf_counter()

@@ -129,6 +129,56 @@ def test_batches_of_sequences_equal_one_at_a_time(tiny, tiny_llama, tiny_torch, 
         np.testing.assert_allclose(a.attribute_batch(seqs)[3].scores, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_exported_weights_are_read_in_place(tiny, tiny_llama, family):
+    """An export lays each per-layer tensor's layers back to back, 64-byte aligned: the JAX port's
+    stacked weights are read-only views of the mapped file, JAX on a CPU uses them without a copy,
+    and they hold the checkpoint's values."""
+    import jax
+    from safetensors.numpy import load_file
+
+    from lens import families
+    from lens.grad.attribution import in_place
+    from lens.store import ModelFolder
+
+    src, exported = tiny if family == "gpt2" else tiny_llama
+    folder = ModelFolder(exported)
+    params, _ = families.get(folder.config).load_params(folder.weights(), folder.config)
+    blocks = params["blocks"]
+    distinct = [leaf for leaf in jax.tree_util.tree_leaves(blocks) if not np.array_equal(leaf[0], leaf[1])]
+    assert len(distinct) == (4 if family == "gpt2" else 7)  # every weight matrix (norms start at 1, biases at 0)
+    for leaf in distinct:  # (layers with equal bytes, such as zero biases, share one initializer: copied)
+        assert not leaf.flags.owndata and not leaf.flags.writeable and leaf.ctypes.data % 64 == 0
+    assert in_place(distinct, jax.device_put(distinct))
+    ckpt = load_file(str(src / "model.safetensors"))
+    layers = range(2)
+    if family == "gpt2":
+        pairs = [(blocks["attn"]["c_attn"]["w"], [ckpt[f"transformer.h.{l}.attn.c_attn.weight"] for l in layers]),
+                 (blocks["mlp"]["c_proj"]["b"], [ckpt[f"transformer.h.{l}.mlp.c_proj.bias"] for l in layers]),
+                 (blocks["ln_2"]["g"], [ckpt[f"transformer.h.{l}.ln_2.weight"] for l in layers])]
+    else:
+        pairs = [(blocks["attn"]["q"], [ckpt[f"model.layers.{l}.self_attn.q_proj.weight"].T for l in layers]),
+                 (blocks["mlp"]["down"], [ckpt[f"model.layers.{l}.mlp.down_proj.weight"].T for l in layers]),
+                 (blocks["mlp_norm"], [ckpt[f"model.layers.{l}.post_attention_layernorm.weight"] for l in layers])]
+    for stacked, per_layer in pairs:
+        np.testing.assert_array_equal(stacked, np.stack(per_layer))
+
+
+def test_layers_are_joined_only_when_adjacent_in_one_buffer():
+    from lens.families.layers import stack_layers
+
+    buf = np.arange(24, dtype=np.float32)
+    views = [buf[0:6].reshape(2, 3), buf[6:12].reshape(2, 3), buf[12:18].reshape(2, 3)]
+    joined = stack_layers(*views)
+    assert np.shares_memory(joined, buf) and not joined.flags.writeable
+    np.testing.assert_array_equal(joined, np.stack(views))
+    for layers in ([views[0], views[2]], [views[1], views[0]],        # a gap, out of order
+                   [np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)]):  # separate arrays
+        got = stack_layers(*layers)
+        assert not np.shares_memory(got, buf) and got.flags.owndata
+        np.testing.assert_array_equal(got, np.stack(layers))
+
+
 def test_jax_forward_matches_onnx_graph(tiny_attr, tiny_model, tiny_seqs):
     from lens.families import gpt2
 

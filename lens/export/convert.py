@@ -145,10 +145,11 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     _optimum_export(src, onnx_dir, big=n_params * 4 > _PROTO_LIMIT)
 
     say("[3/6] adding activation taps")
-    taps = _tap_graph(onnx_dir, work, shape)
+    tensors = state_dict(model)
+    taps = _tap_graph(onnx_dir, work, shape, tensors)
 
     say("[4/6] mapping the weights, writing tokenizer and config")
-    weight_map = map_weights(work, state_dict(model))  # one copy on disk: the graph's
+    weight_map = map_weights(work, tensors)  # one copy on disk: the graph's
     model.config.save_pretrained(work)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(work)
@@ -210,7 +211,7 @@ def _optimum_export(src: Path, out: Path, big: bool) -> None:
                     do_validation=False, no_post_process=big)
 
 
-def _tap_graph(onnx_dir: Path, work: Path, shape: dict) -> dict[str, str]:
+def _tap_graph(onnx_dir: Path, work: Path, shape: dict, tensors: dict) -> dict[str, str]:
     import onnx
 
     from .optimize import gemm_for_transposed_weights, logits_from_input
@@ -223,5 +224,5 @@ def _tap_graph(onnx_dir: Path, work: Path, shape: dict) -> dict[str, str]:
     if not logits_from_input(model):
         raise LensError("cannot find the unembedding (lm_head) in the exported graph")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime-gpu refuses newer IR versions
-    save_graph(model, work)
+    save_graph(model, work, tensors)  # layer-major: the JAX ports read each tensor's layers in place
     return taps

@@ -85,7 +85,26 @@ def split_heads(t, n_head):  # [n_seq, n_head * d_head] -> [n_head, n_seq, d_hea
 
 def stack(blocks: list[dict]) -> dict:
     """Per-layer parameter dicts -> one dict of arrays with a leading layer axis (for lax.scan)."""
-    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *blocks)
+    return jax.tree_util.tree_map(stack_layers, *blocks)
+
+
+def stack_layers(*xs: np.ndarray) -> np.ndarray:
+    """[n_layers, ...] of same-shaped layers: a read-only view where they lie back to back in one
+    buffer (an exported model's file is laid out so: `lens.export.weights`), else a copy."""
+    a = xs[0]
+    adjacent = all(x.flags.c_contiguous and x.shape == a.shape and x.dtype == a.dtype and _root(x) is _root(a)
+                   and x.ctypes.data == a.ctypes.data + i * a.nbytes for i, x in enumerate(xs))
+    if adjacent and _root(a) is not a:
+        return np.lib.stride_tricks.as_strided(a, (len(xs), *a.shape), (a.nbytes, *a.strides), writeable=False)
+    return np.stack(xs)
+
+
+def _root(x):
+    """The object that owns an array's memory (a view's bases walked up): views of one owner only
+    may be joined into one view, which keeps the first one, and through it the owner, alive."""
+    while isinstance(x, np.ndarray) and x.base is not None:
+        x = x.base
+    return x.obj if isinstance(x, memoryview) else x  # np.frombuffer: a memoryview of the mapping each time
 
 
 def scan_blocks(block, x, blocks):  # run `block(x, params_of_layer)` over the stacked layers

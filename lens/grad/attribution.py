@@ -138,6 +138,18 @@ def _compiled(arch: str, static: tuple, target: str, contrastive: bool, lrp: boo
     return jax.jit(gradients), jax.jit(values)
 
 
+def in_place(arrays, device_arrays) -> bool:
+    """Whether JAX uses every numpy array's memory in place (CPU, 64-byte aligned, as
+    `jax.device_put` does for an exported model's mapped weights) rather than a copy."""
+    import jax
+
+    pairs = zip(jax.tree_util.tree_leaves(arrays), jax.tree_util.tree_leaves(device_arrays))
+    try:
+        return all(np.asarray(a).ctypes.data == d.unsafe_buffer_pointer() for a, d in pairs)
+    except Exception:  # noqa: BLE001 - a backend without host pointers copies
+        return False
+
+
 class Attributor:
     """Gradient-based attributions on a model's exported weights (JAX; GPU when jax sees one)."""
 
@@ -155,9 +167,11 @@ class Attributor:
         params, static = family.load_params(folder.weights(), config)
         self.wte = np.asarray(family.embedding(params))              # [d_vocab, d_model] input embeddings
         self.params = jax.device_put(params)
-        # JAX holds its own buffers now: drop the mapped file pages the copies were read from (pages
-        # still needed fault back in from the page cache), so the process does not count them twice
-        folder.release_weight_pages()
+        if not in_place(params, self.params):
+            # JAX holds its own copies (a GPU, an older export's layout): drop the mapped file pages
+            # they were read from (pages still needed fault back in from the page cache), so the
+            # process does not count them twice
+            folder.release_weight_pages()
         self.static = tuple(sorted(static.items()))
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
 
