@@ -104,3 +104,17 @@ def test_generation_loads_no_heavy_library(tiny):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_explaining_and_the_report_load_no_scikit_learn(tiny, tmp_path):
+    """explain and write the report (NMF, k-means, every view): scikit-learn and SciPy, ~1 s to
+    import in a fresh process, stay out; they serve PCA and corpus mode only."""
+    code = ("import sys, json, lens\n"
+            f"e = lens.Explainer.load({str(tiny[1])!r})\n"
+            "x = e.explain('Hello there', max_new_tokens=6)\n"
+            f"x.report({str(tmp_path / 'r.html')!r})\n"
+            "print(json.dumps(sorted(k for k in ('sklearn', 'scipy', 'jax', 'bokeh') if k in sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == ["bokeh", "jax"]
+    assert (tmp_path / "r.html").stat().st_size > 100_000
