@@ -46,8 +46,7 @@ def _centres(x: np.ndarray, labels: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Each cluster's mean; an empty cluster takes the row farthest from its centre (scikit-learn's rule)."""
     k = old.shape[0]
     counts = np.bincount(labels, minlength=k).astype(x.dtype)
-    sums = np.zeros_like(old)
-    np.add.at(sums, labels, x)
+    sums = (labels[None] == np.arange(k)[:, None]).astype(x.dtype) @ x  # [k, d] (one BLAS call, not np.add.at)
     empty = np.flatnonzero(counts == 0)
     if len(empty):
         far = np.argsort(-((x - old[labels]) ** 2).sum(1), kind="stable")[:len(empty)]

@@ -106,11 +106,10 @@ def map_weights(work: Path, state_dict: dict[str, np.ndarray]) -> dict[str, dict
     mapping, rest = {}, {}
     for hf, array in state_dict.items():
         a = np.ascontiguousarray(array)
-        found = by_bytes.get((a.dtype.str, a.nbytes, _digest(a.view(np.uint8).ravel())))
+        found = by_bytes.get(_key(a))
         transposed = False
         if found is None and a.ndim == 2:
-            at = np.ascontiguousarray(a.T)
-            found = by_bytes.get((at.dtype.str, at.nbytes, _digest(at.view(np.uint8).ravel())))
+            found = by_bytes.get(_key(np.ascontiguousarray(a.T)))
             transposed = found is not None
         if found is None:
             rest[hf] = a
