@@ -26,7 +26,7 @@ from ..settings import BOS_CHOICES
 from ..store import GRAPH, MANIFEST, ModelFolder, check_name, default_models_dir, model_name
 from ..swap import pause_for_tests, repair, swap_into_place, work_dir
 from .sources import gguf_tokenizer_meta, materialize_gguf, resolve_source, save_tokenizer
-from .weights import map_weights, save_graph, state_dict
+from .weights import map_weights, match_initializers, save_graph, state_dict
 
 _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights as external data
 
@@ -146,10 +146,10 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
 
     say("[3/6] adding activation taps")
     tensors = state_dict(model)
-    taps = _tap_graph(onnx_dir, work, shape, tensors)
+    taps, matches = _tap_graph(onnx_dir, work, shape, tensors)
 
     say("[4/6] mapping the weights, writing tokenizer and config")
-    weight_map = map_weights(work, tensors)  # one copy on disk: the graph's
+    weight_map = map_weights(work, tensors, matches)  # one copy on disk: the graph's
     model.config.save_pretrained(work)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(work)
@@ -211,7 +211,9 @@ def _optimum_export(src: Path, out: Path, big: bool) -> None:
                     do_validation=False, no_post_process=big)
 
 
-def _tap_graph(onnx_dir: Path, work: Path, shape: dict, tensors: dict) -> dict[str, str]:
+def _tap_graph(onnx_dir: Path, work: Path, shape: dict, tensors: dict) -> tuple[dict[str, str], dict]:
+    """The graph with taps and lens's inputs, written to `work`; returns the taps and which
+    initializer holds each of `tensors` (`weights.match_initializers`)."""
     import onnx
 
     from .optimize import gemm_for_transposed_weights, logits_from_input
@@ -224,5 +226,6 @@ def _tap_graph(onnx_dir: Path, work: Path, shape: dict, tensors: dict) -> dict[s
     if not logits_from_input(model):
         raise LensError("cannot find the unembedding (lm_head) in the exported graph")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime-gpu refuses newer IR versions
-    save_graph(model, work, tensors)  # layer-major: the JAX ports read each tensor's layers in place
-    return taps
+    matches = match_initializers(model.graph.initializer, tensors)
+    save_graph(model, work, matches)  # layer-major: the JAX ports read each tensor's layers in place
+    return taps, matches

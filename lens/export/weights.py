@@ -24,16 +24,35 @@ ALIGN = 64  # bytes: what JAX on a CPU needs to use an array's memory in place
 LAYER_NAME = re.compile(r"^(.+?)\.(\d+)\.(.+)$")  # model.layers.3.mlp.up_proj.weight, transformer.h.3.ln_1.bias
 
 
-def save_graph(model, work: Path, state_dict: dict[str, np.ndarray] | None = None) -> None:
+def match_initializers(initializers, state_dict: dict[str, np.ndarray]) -> dict[str, tuple[str, bool]]:
+    """{Hugging Face name: (initializer name, transposed)} for each tensor an initializer holds byte
+    for byte, or transposed (a Linear the exporter folded into a MatMul). Equal bytes (zero biases)
+    match the first initializer holding them."""
+    from onnx import numpy_helper
+
+    index = {}
+    for init in initializers:
+        if init.HasField("raw_data") and len(init.raw_data) >= 64:  # small constants (shapes, scalars) are no weights
+            index.setdefault(_key(numpy_helper.to_array(init)), init.name)
+    out = {}
+    for hf, array in state_dict.items():
+        a = np.ascontiguousarray(array)
+        if (name := index.get(_key(a))) is not None:
+            out[hf] = (name, False)
+        elif a.ndim == 2 and (name := index.get(_key(np.ascontiguousarray(a.T)))) is not None:
+            out[hf] = (name, True)
+    return out
+
+
+def save_graph(model, work: Path, matches: dict[str, tuple[str, bool]]) -> None:
     """Write the graph with every initializer of 1 KB or more in one external-data file beside it
     (smaller ones, such as the shapes Reshape reads, stay inline where ONNX Runtime expects them),
-    each at a 64-byte boundary; given the Hugging Face state dict, in layer-major order."""
+    each at a 64-byte boundary, in layer-major order (`matches`: `match_initializers`)."""
     import onnx
     from onnx.external_data_helper import convert_model_to_external_data, set_external_data, uses_external_data
 
-    if state_dict is not None:
-        rank = layer_major_order(model.graph.initializer, state_dict)
-        model.graph.initializer.sort(key=lambda t: rank[t.name])
+    rank = layer_major_order(model.graph.initializer, matches)
+    model.graph.initializer.sort(key=lambda t: rank[t.name])
     convert_model_to_external_data(model, all_tensors_to_one_file=True, location=GRAPH_DATA, size_threshold=1024,
                                    convert_attribute=False)
     offset = 0
@@ -45,27 +64,16 @@ def save_graph(model, work: Path, state_dict: dict[str, np.ndarray] | None = Non
     onnx.save_model(model, str(work / GRAPH))
 
 
-def layer_major_order(initializers, state_dict: dict[str, np.ndarray]) -> dict[str, tuple]:
+def layer_major_order(initializers, matches: dict[str, tuple[str, bool]]) -> dict[str, tuple]:
     """{initializer name: sort key} that keeps the initializers' order except that the initializers
-    holding one per-layer Hugging Face tensor (byte for byte or transposed, as `map_weights` finds
-    them) follow each other in layer order, where the tensor's first one was."""
-    from onnx import numpy_helper
-
-    index = {}
-    for i, init in enumerate(initializers):
-        if init.HasField("raw_data") and len(init.raw_data) >= 64:
-            index.setdefault(_key(numpy_helper.to_array(init)), i)
+    holding one per-layer Hugging Face tensor follow each other in layer order, where the tensor's
+    first one was."""
+    index = {init.name: i for i, init in enumerate(initializers)}
     role = {}  # initializer index -> (per-layer tensor name with the layer left out, layer)
-    for hf, array in state_dict.items():
+    for hf, (name, _) in matches.items():
         m = LAYER_NAME.match(hf)
-        if m is None:
-            continue
-        a = np.ascontiguousarray(array)
-        i = index.get(_key(a))
-        if i is None and a.ndim == 2:
-            i = index.get(_key(np.ascontiguousarray(a.T)))
-        if i is not None:
-            role.setdefault(i, (f"{m[1]}.*.{m[3]}", int(m[2])))
+        if m is not None:
+            role.setdefault(index[name], (f"{m[1]}.*.{m[3]}", int(m[2])))
     first = {}
     for i, (name, _) in role.items():
         first[name] = min(first.get(name, i), i)
@@ -93,31 +101,19 @@ def initializer_table(work: Path) -> dict[str, dict]:
     return out
 
 
-def map_weights(work: Path, state_dict: dict[str, np.ndarray]) -> dict[str, dict]:
-    """The manifest's weight map: for each Hugging Face tensor found among the initializers (byte
-    for byte, or transposed), where its bytes are; the others are written to model.safetensors."""
+def map_weights(work: Path, state_dict: dict[str, np.ndarray], matches: dict[str, tuple[str, bool]]) -> dict[str, dict]:
+    """The manifest's weight map: for each Hugging Face tensor an initializer in the external-data
+    file holds (`matches`), where its bytes are; the others are written to model.safetensors."""
     table = initializer_table(work)
-    data = np.memmap(work / GRAPH_DATA, dtype=np.uint8, mode="r")
-    by_bytes = {}
-    for name, t in table.items():
-        if t["length"] >= 64:  # small constants (shapes, scalars) are no weights
-            key = (t["dtype"], t["length"], _digest(data[t["offset"]:t["offset"] + t["length"]]))
-            by_bytes.setdefault(key, name)
     mapping, rest = {}, {}
     for hf, array in state_dict.items():
-        a = np.ascontiguousarray(array)
-        found = by_bytes.get(_key(a))
-        transposed = False
-        if found is None and a.ndim == 2:
-            found = by_bytes.get(_key(np.ascontiguousarray(a.T)))
-            transposed = found is not None
-        if found is None:
-            rest[hf] = a
+        name, transposed = matches.get(hf, (None, False))
+        if name not in table:  # no initializer, or one small enough to stay inline in the graph
+            rest[hf] = np.ascontiguousarray(array)
             continue
-        t = table[found]
+        t = table[name]
         mapping[hf] = dict(file=GRAPH_DATA, offset=t["offset"], dtype=t["dtype"], shape=t["shape"],
                            transposed=transposed)
-    del data
     if rest:
         from safetensors.numpy import save_file
         save_file(rest, str(work / WEIGHTS))
