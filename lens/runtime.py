@@ -121,7 +121,9 @@ class Model:
 
         self.store = folder if isinstance(folder, ModelFolder) else ModelFolder(folder)
         self.folder = self.store.path
-        self.manifest = m = manifest_data or self.store.manifest
+        if manifest_data:  # an export in progress: its manifest is not written yet
+            self.store.__dict__["manifest"] = manifest_data
+        self.manifest = m = self.store.manifest
         self.name = m.get("name") or self.folder.name
         self.architecture = m["architecture"]
         self.n_layers, self.d_model, self.d_mlp = m["n_layers"], m["d_model"], m["d_mlp"]

@@ -93,13 +93,80 @@ def build_random_gpt2(out_dir: str | os.PathLike, shape: str | dict = "tiny", se
     return out
 
 
+# Tiny random models of every family, from transformers' own config classes: 2 layers, 64 wide, the
+# real GPT-2 vocabulary; sliding windows of 4 tokens, so that the tests' prompts run past them.
+_LLAMA_LIKE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=128)
+TINY = {
+    "llama": ("LlamaConfig", _LLAMA_LIKE),
+    "llama3": ("LlamaConfig", dict(_LLAMA_LIKE, attention_bias=True, mlp_bias=True, rope_scaling=dict(
+        rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16))),
+    "llama_yarn": ("LlamaConfig", dict(_LLAMA_LIKE, rope_scaling=dict(rope_type="yarn", factor=4.0,
+                                                                      original_max_position_embeddings=32))),
+    "llama_linear": ("LlamaConfig", dict(_LLAMA_LIKE, rope_scaling=dict(rope_type="linear", factor=2.0))),
+    "llama_dynamic": ("LlamaConfig", dict(_LLAMA_LIKE, rope_scaling=dict(rope_type="dynamic", factor=2.0))),
+    "llama_gelu": ("LlamaConfig", dict(_LLAMA_LIKE, hidden_act="gelu_pytorch_tanh")),
+    "mistral": ("MistralConfig", dict(_LLAMA_LIKE, sliding_window=4)),
+    "qwen2": ("Qwen2Config", dict(_LLAMA_LIKE, tie_word_embeddings=True)),
+    "qwen3": ("Qwen3Config", dict(_LLAMA_LIKE, head_dim=16, tie_word_embeddings=True)),
+    "gemma": ("GemmaConfig", dict(_LLAMA_LIKE, head_dim=16)),
+    "gemma2": ("Gemma2Config", dict(_LLAMA_LIKE, head_dim=16, sliding_window=4, query_pre_attn_scalar=20,
+                                    attn_logit_softcapping=5.0, final_logit_softcapping=3.0)),
+    "gemma3": ("Gemma3TextConfig", dict(_LLAMA_LIKE, num_key_value_heads=1, head_dim=16, sliding_window=4,
+                                        query_pre_attn_scalar=16, sliding_window_pattern=2,
+                                        rope_scaling=dict(rope_type="linear", factor=2.0))),
+    "phi3": ("Phi3Config", dict(_LLAMA_LIKE, sliding_window=4, partial_rotary_factor=0.5, pad_token_id=0)),
+    "olmo2": ("Olmo2Config", _LLAMA_LIKE),
+    "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                       max_position_embeddings=128, rotary_pct=0.5)),
+    "gpt_neox_sequential": ("GPTNeoXConfig", dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                                  num_attention_heads=4, max_position_embeddings=128,
+                                                  use_parallel_residual=False)),
+    "gptj": ("GPTJConfig", dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, rotary_dim=8)),
+    "granite": ("GraniteConfig", dict(_LLAMA_LIKE, embedding_multiplier=3.0, attention_multiplier=0.2,
+                                      residual_multiplier=0.5, logits_scaling=4.0)),
+    "gpt2_flags": ("GPT2Config", dict(n_layer=2, n_embd=64, n_head=4, n_positions=128,
+                                      scale_attn_by_inverse_layer_idx=True, activation_function="relu")),
+    "gpt2_unscaled": ("GPT2Config", dict(n_layer=2, n_embd=64, n_head=4, n_positions=128, scale_attn_weights=False)),
+}
+
+
+def build_random(out_dir: str | os.PathLike, kind: str, seed: int = 0, initializer_range: float = 0.2,
+                 perturb: float = 0.2, **overrides) -> Path:
+    """A random checkpoint of `TINY[kind]` (with `overrides`) and GPT-2's tokenizer. Every norm weight
+    and bias is moved off its initial value by up to `perturb`, so that conventions (1 + w norms,
+    biases) change the numbers."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, GPT2TokenizerFast
+
+    cls, dims = TINY[kind]
+    config = getattr(transformers, cls)(vocab_size=50257, bos_token_id=50256, eos_token_id=50256,
+                                        initializer_range=initializer_range, **dict(dims, **overrides))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(perturb * (2 * torch.rand_like(p) - 1))
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    GPT2TokenizerFast(tokenizer_object=gpt2_tokenizer(), bos_token=EOS, eos_token=EOS, unk_token=EOS,
+                      add_bos_token=False).save_pretrained(out)
+    return out
+
+
 def build_and_export(root: str | os.PathLike, name: str, shape: str | dict = "tiny", init: float = 0.02,
                      seed: int = 0, family: str = "gpt2", validate: bool = True) -> tuple[Path, Path]:
-    """(source checkpoint, exported folder) of a random model of `family` ("gpt2" or "llama") under `root`."""
+    """(source checkpoint, exported folder) of a random model under `root`: `family` "gpt2" or "llama"
+    of `shape`, or any kind of `TINY`."""
     from .export import export_model
 
-    build = {"gpt2": build_random_gpt2, "llama": build_random_llama}[family]
-    src = build(Path(root) / "src" / name, shape, seed=seed, initializer_range=init)
+    if family in ("gpt2", "llama"):
+        build = {"gpt2": build_random_gpt2, "llama": build_random_llama}[family]
+        src = build(Path(root) / "src" / name, shape, seed=seed, initializer_range=init)
+    else:
+        src = build_random(Path(root) / "src" / name, family, seed=seed, initializer_range=init)
     return src, export_model(str(src), models_dir=Path(root) / "models", validate=validate)
 
 

@@ -1,8 +1,9 @@
 """Logit lens: read each layer's hidden state through the final norm and the unembedding.
 
 Unlike Ecco, which skips the final LayerNorm for intermediate layers, every layer here gets it
-(LayerNorm for GPT-2, RMSNorm for Llama: the family adapter's `final_norm`), so the last layer
-reproduces the model's real logits exactly (rank 1 for greedy tokens).
+(the family's own: LayerNorm, RMSNorm, Gemma's 1 + w), and the logits are the family's (an
+unembedding bias, Granite's scale, Gemma 2's soft-capping), so the last layer reproduces the model's
+real logits exactly (rank 1 for greedy tokens).
 
 Every layer's rows go through one compiled XLA function in blocks of rows: one GEMM against the
 unembedding per block (rather than one per layer, which re-read the 113 MB unembedding of SmolLM2 30
@@ -26,14 +27,17 @@ CPU_ROWS, DEVICE_ROWS = 48, 256
 
 
 @functools.lru_cache(maxsize=None)
-def _reader(k: int):
+def _reader(k: int, arch):
     """Jitted block reader: normalised hidden states [R, d] -> ranks of targets [R], ranks of watched
-    ids [R, W], top-k ids [R, k] and their probabilities [R, k]."""
+    ids [R, W], top-k ids [R, k] and their probabilities [R, k]. The logits are the family's own
+    (`decoder.logits`: an unembedding bias, a logit scale, soft-capping)."""
     import jax
     import jax.numpy as jnp
 
-    def read(h, unembed, targets, watch):
-        z = h @ unembed.T                                                     # [R, V] logits
+    from ..families import decoder
+
+    def read(h, head, targets, watch):
+        z = decoder.logits(h, head, arch)                                     # [R, V] logits
         ranks = (z > jnp.take_along_axis(z, targets[:, None], 1)).sum(-1) + 1  # [R]
         watched = jax.lax.map(lambda c: (z > c[:, None]).sum(-1) + 1, z[:, watch].T).T  # [R, W], one at a time
         top, ids = jax.lax.top_k(z, k)                                        # [R, k], sorted
@@ -44,18 +48,24 @@ def _reader(k: int):
 
 
 class LogitLens:
-    def __init__(self, final_norm, unembed: np.ndarray):
-        self.final_norm = final_norm                  # [n, d] -> [n, d], the model's own final norm
-        self.unembed = unembed                        # [d_vocab, d_model]
+    def __init__(self, arch, params: dict):
+        from ..families import decoder
+
+        self.arch = arch                              # families.decoder.Arch: the final norm and logits' flags
+        self.params = params                          # embeddings, final norm, unembedding (no blocks)
+        self.unembed = decoder.unembedding(params)    # [d_vocab, d_model]
 
     @classmethod
     def from_folder(cls, folder: ModelFolder) -> "LogitLens":
-        family = families.get(folder.config)
-        params, static = family.load_params(folder.weights(), folder.config, blocks=False)
-        return cls(lambda h: family.final_norm(h, params, **static), family.unembedding(params))
+        return cls(*families.load(folder.config, folder.weights(), blocks=False))
+
+    def final_norm(self, hidden: np.ndarray) -> np.ndarray:  # [n, d] -> [n, d], the model's own final norm
+        from ..families import decoder
+        return decoder.final_norm(hidden, self.params, self.arch)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:  # [n, d] -> [n, d_vocab]
-        return self.final_norm(hidden.astype(np.float32)) @ self.unembed.T
+        from ..families import decoder
+        return np.asarray(decoder.logits(self.final_norm(hidden.astype(np.float32)), self.params, self.arch))
 
     @functools.cached_property
     def unembed_device(self):
@@ -77,7 +87,8 @@ class LogitLens:
         watch = np.asarray([] if watch is None else watch, np.int32)
         h = self.final_norm(hidden_states[1:].reshape(-1, d).astype(np.float32))   # [L * n, d]
         tg = np.tile(np.asarray(targets, np.int32), n_layers)                      # [L * n]
-        read, rows = _reader(top_k), len(h)
+        read, rows = _reader(top_k, self.arch), len(h)
+        head = {"W_E": self.unembed_device, **({"b_U": self.params["b_U"]} if "b_U" in self.params else {})}
         block_rows = CPU_ROWS if jax.devices()[0].platform == "cpu" else DEVICE_ROWS
         size = min(block_rows, -(-rows // 16) * 16)    # a few block shapes: compiled once each
         out = []
@@ -89,7 +100,7 @@ class LogitLens:
                     t = np.concatenate([tg[r0:], np.zeros(size - m, np.int32)])
                 else:
                     t = tg[r0:r0 + size]
-                out.append((m, read(block, self.unembed_device, t, watch)))
+                out.append((m, read(block, head, t, watch)))
         ranks, watched, ids, probs = (np.concatenate([np.asarray(o[1][i])[:o[0]] for o in out]) for i in range(4))
         return {"ranks": ranks.reshape(n_layers, n).astype(np.int64),
                 "top_ids": ids.reshape(n_layers, n, top_k).astype(np.int64),

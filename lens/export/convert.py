@@ -3,7 +3,8 @@ validated model folder.
 
 Stages: resolve the source (hub id, local folder, GGUF file, or `smollm2`) -> check the
 architecture -> optimum ONNX export
-(text-generation-with-past: one graph serves KV-cached steps and full passes) -> add named taps ->
+(text-generation-with-past: one graph serves KV-cached steps and full passes, traced from the
+PyTorch model loaded with eager attention) -> add named taps (found by value) ->
 weights as safetensors, tokenizer.json, config -> validate against PyTorch -> manifest -> rename
 into place. Everything is written to a temporary sibling folder; any failure or interruption
 removes it, so `models/` never holds a half-written model.
@@ -25,7 +26,7 @@ from ..errors import LensError
 from ..settings import BOS_CHOICES
 from ..store import GRAPH, MANIFEST, ModelFolder, check_name, default_models_dir, model_name
 from ..swap import pause_for_tests, repair, swap_into_place, work_dir
-from .sources import gguf_tokenizer_meta, materialize_gguf, resolve_source, save_tokenizer
+from .sources import gguf_model_type, gguf_tokenizer_folder, gguf_tokenizer_meta, resolve_source, save_tokenizer
 from .weights import map_weights, match_initializers, save_graph, state_dict
 
 _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights as external data
@@ -132,29 +133,37 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     say(f"[1/6] resolving {source}")
     src, resolved_revision, gguf_file = resolve_source(source, revision)
     gguf_path = src / gguf_file if gguf_file else None
-    model = None
+    # refuse an unsupported family or config option before any slow work (dequantising, loading)
+    family = families.get(gguf_model_type(gguf_path) if gguf_path else _read_config(src))
+    if not gguf_file:
+        families.arch(_read_config(src))
     if gguf_file:
         say(f"[1/6] reading {gguf_file} (dequantising to float32)")
-        src, model = materialize_gguf(src, gguf_file, work / "hf")
-    shape = families.dims(_read_config(src))  # refuses an unsupported family or config before any work
+        src = gguf_tokenizer_folder(src, gguf_file, work / "hf")
+    model = _load_torch_model(family, src if not gguf_file else gguf_path)
+    config = model.config.to_dict()
+    shape = families.dims(config)  # the loaded config (a GGUF's is derived from its metadata)
 
     say("[2/6] exporting to ONNX with optimum")
-    model = model or _load_torch_model(src)
     n_params = sum(p.numel() for p in model.parameters())
     onnx_dir = work / "optimum"
-    _optimum_export(src, onnx_dir, big=n_params * 4 > _PROTO_LIMIT)
+    _optimum_export(model, onnx_dir, big=n_params * 4 > _PROTO_LIMIT)
 
     say("[3/6] adding activation taps")
     tensors = state_dict(model)
-    taps, matches = _tap_graph(onnx_dir, work, shape, tensors)
+    matches = _write_graph(onnx_dir, work, tensors)
+    shutil.rmtree(onnx_dir)
+    from .taps import add_tap_outputs, find_taps
+    taps = find_taps(work / GRAPH, model, family, shape["n_layers"], shape["d_vocab"])
+    add_tap_outputs(work / GRAPH, taps, shape["d_mlp"], shape["d_model"])
 
     say("[4/6] mapping the weights, writing tokenizer and config")
     weight_map = map_weights(work, tensors, matches)  # one copy on disk: the graph's
+    del tensors
     model.config.save_pretrained(work)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(work)
     tokenizer = save_tokenizer(src, work, bos, model, gguf_tokenizer_meta(gguf_path))
-    shutil.rmtree(onnx_dir)
     shutil.rmtree(work / "hf", ignore_errors=True)
 
     data = {
@@ -168,7 +177,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if validate:
-        say("[5/6] validating against PyTorch")
+        say("[5/6] validating the ONNX graph and the JAX port against PyTorch")
         from .validate import validate_export
         data["validation"] = validate_export(work, data, model)
     else:
@@ -188,44 +197,47 @@ def _read_config(src: Path) -> dict:
     return config
 
 
-def _load_torch_model(src: Path):
+def _load_torch_model(family, src: Path):
+    """The PyTorch model, float32, with eager attention: transformers' default (SDPA) ignores some
+    config flags (GPT-2's attention scale flags), and the exporter traces and checks against this."""
+    if hasattr(family, "torch_model"):
+        return family.torch_model(src)
     from transformers import AutoModelForCausalLM
 
+    kw = dict(gguf_file=src.name) if src.suffix == ".gguf" else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(src, dtype="float32").eval()
+        return AutoModelForCausalLM.from_pretrained(src.parent if kw else src, dtype="float32",
+                                                    attn_implementation="eager", **kw).eval()
     except Exception as e:  # noqa: BLE001 - truncated or garbage weights raise safetensors' own errors
-        raise LensError(f"cannot load the weights in {src}: {str(e).splitlines()[0]}") from None
+        raise LensError(f"cannot load the weights in {src}: {str(e).splitlines()[0][:200]}") from None
 
 
-def _optimum_export(src: Path, out: Path, big: bool) -> None:
+def _optimum_export(model, out: Path, big: bool) -> None:
     import logging
     import warnings
 
-    from optimum.exporters.onnx import main_export
+    from optimum.exporters.onnx import onnx_export_from_model
 
     logging.getLogger("optimum").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         # Post-processing of graphs over 2 GB fails to serialise (protobuf limit): skip it there.
-        main_export(str(src), out, task="text-generation-with-past", local_files_only=True,
-                    do_validation=False, no_post_process=big)
+        onnx_export_from_model(model, out, task="text-generation-with-past", do_validation=False,
+                               no_post_process=big)
 
 
-def _tap_graph(onnx_dir: Path, work: Path, shape: dict, tensors: dict) -> tuple[dict[str, str], dict]:
-    """The graph with taps and lens's inputs, written to `work`; returns the taps and which
+def _write_graph(onnx_dir: Path, work: Path, tensors: dict) -> dict:
+    """The optimum graph with lens's rewrites and inputs, written to `work` layer-major; returns which
     initializer holds each of `tensors` (`weights.match_initializers`)."""
     import onnx
 
     from .optimize import gemm_for_transposed_weights, logits_from_input
-    from .taps import add_tap_outputs, find_taps
 
     model = onnx.load(str(onnx_dir / GRAPH), load_external_data=True)  # the data is rewritten beside the new graph
-    taps = find_taps(model.graph, shape["n_layers"], shape["d_model"])
-    add_tap_outputs(model, taps)
     gemm_for_transposed_weights(model)
     if not logits_from_input(model):
         raise LensError("cannot find the unembedding (lm_head) in the exported graph")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime-gpu refuses newer IR versions
     matches = match_initializers(model.graph.initializer, tensors)
     save_graph(model, work, matches)  # layer-major: the JAX ports read each tensor's layers in place
-    return taps, matches
+    return matches

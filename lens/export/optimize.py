@@ -63,9 +63,12 @@ def logits_from_input(model: onnx.ModelProto) -> int:
     now read the slice (0: no lm_head found)."""
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
+    constant = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
     head = producer.get("logits")
-    while head is not None and head.op_type in ("Reshape", "Flatten"):
-        head = producer.get(head.input[0])
+    # back from the logits through reshapes and element-wise steps (a bias, Granite's scale, Gemma 2's
+    # soft-capping) to the unembedding's matmul
+    while head is not None and head.op_type in ("Reshape", "Flatten", "Add", "Sub", "Mul", "Div", "Tanh", "Cast"):
+        head = producer.get(next((i for i in head.input if i not in constant), ""))
     if head is None or head.op_type not in ("MatMul", "Gemm"):
         return 0
     x = head.input[0]

@@ -56,28 +56,46 @@ def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str 
     return Path(path), Path(path).name, None
 
 
-def materialize_gguf(folder: Path, gguf_file: str, out: Path):
-    """Dequantise a GGUF checkpoint with transformers into a float32 `save_pretrained` folder (optimum
-    exports from a folder); return the folder and the model, which the later stages reuse."""
+# GGUF general.architecture -> transformers model_type, for the families lens implements
+GGUF_MODEL_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma": "gemma",
+                    "gemma2": "gemma2", "gemma3": "gemma3_text", "phi3": "phi3", "gptneox": "gpt_neox", "gpt2": "gpt2",
+                    "granite": "granite", "olmo2": "olmo2"}
+
+
+def gguf_model_type(path: Path) -> str:
+    """The transformers model_type of a GGUF file, read from its metadata (no tensor is read)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise LensError("reading GGUF files needs the gguf package: pip install gguf") from None
+    try:
+        fields = GGUFReader(str(path)).fields
+        f = fields["general.architecture"]
+        name = bytes(f.parts[f.data[0]]).decode("utf-8")
+    except (KeyError, ValueError, OSError, IndexError) as e:
+        raise LensError(f"cannot read {path.name}: not a GGUF file ({e.__class__.__name__})") from None
+    if name not in GGUF_MODEL_TYPES:
+        raise LensError(f"{path.name}: GGUF architecture {name!r} is not supported; lens reads GGUF files of "
+                        + ", ".join(sorted(GGUF_MODEL_TYPES)))
+    return GGUF_MODEL_TYPES[name]
+
+
+def gguf_tokenizer_folder(folder: Path, gguf_file: str, out: Path) -> Path:
+    """The tokenizer of a GGUF checkpoint, converted by transformers, in a folder of its own (the
+    weights are dequantised straight into the PyTorch model)."""
     import transformers
     from packaging.version import Version
 
     if Version(transformers.__version__) < Version("4.47.1"):  # older versions leave lm_head random
         raise LensError(f"GGUF needs transformers >= 4.47.1 (found {transformers.__version__})")
-    try:
-        import gguf  # noqa: F401 - transformers' GGUF reader needs it
-    except ImportError:
-        raise LensError("reading GGUF files needs the gguf package: pip install gguf") from None
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype="float32")
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise LensError(f"cannot read {gguf_file}: {str(e).splitlines()[0][:200]}") from None
-    model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    return out, model.eval()
+    return out
 
 
 def gguf_tokenizer_meta(path: Path | None) -> dict:

@@ -1,63 +1,81 @@
 """Model families: one adapter module per architecture, after TransformerLens's
-`supported_architectures/`. Adding a family (Qwen2, Gemma, ...) is one new file here plus tests.
+`supported_architectures/`. A family is its architecture's facts (`decoder.Arch`: norms and where
+they sit, attention scale, windows, soft-capping, rotary kind, activation, embedding scale) and its
+weight names; the one forward in `decoder.py` runs every family, and every consumer (tap finding,
+validation, attribution scoring, logit lens, AttnLRP rules) asks the family rather than assuming.
 
-Every adapter module provides the `Family` protocol below: the Hugging Face config read into
-dimensions, the Hugging Face weight names read into a params pytree, the final norm and the
-(un)embedding, the PyTorch modules the exporter validates its taps against, and the JAX forward the
-attributions differentiate. The ONNX graph needs no adapter: its taps are found by structure
-(`lens.export.taps`).
+An adapter module provides:
+  NAME, MODEL_TYPES (config.json model_type values), DESCRIPTION, EXAMPLES (hub ids)
+  arch(config) -> Arch             refuses (LensError, one line) any config option it does not implement
+  params(weights, config, arch, blocks=True) -> the params pytree of `decoder.py` from Hugging Face
+                                   tensor names (blocks=False: embeddings, final norm, unembedding only)
+  torch_modules(model) -> (blocks, final norm, MLP down-projections) of the transformers model: the
+                                   exporter finds and checks the graph's taps against their values
+and optionally `torch_model(folder)` (how to load the PyTorch reference; default: transformers'
+AutoModelForCausalLM with eager attention). `register(module)` adds one, e.g. from a test file.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Protocol
-
-import numpy as np
+from types import ModuleType
 
 from ..errors import LensError
 
-# model_type in config.json -> adapter module; imported on first use (they import JAX)
-MODULES = {"gpt2": "lens.families.gpt2", "llama": "lens.families.llama"}
-DESCRIPTIONS = {
-    "gpt2": "GPT-2 family (gpt2, distilgpt2, gpt2-medium/large/xl, microsoft/DialoGPT-*)",
-    "llama": "Llama family (Llama 2/3, SmolLM2, TinyLlama; local folders or GGUF files)",
-}
+BUILT_IN = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2",
+            "gpt_neox", "gptj", "granite")
+_REGISTRY: dict[str, ModuleType] = {}       # model_type or family name -> adapter module
+REFUSED = {"mixtral": "mixture-of-experts", "qwen2_moe": "mixture-of-experts", "qwen3_moe": "mixture-of-experts",
+           "deepseek_v3": "mixture-of-experts", "olmoe": "mixture-of-experts", "granitemoe": "mixture-of-experts",
+           "bert": "an encoder", "roberta": "an encoder", "t5": "an encoder-decoder", "bart": "an encoder-decoder"}
 
 
-class Family(Protocol):
-    NAME: str
-
-    def dims(self, config: dict) -> dict:
-        """architecture, n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, n_ctx, d_vocab, norm,
-        norm_eps; raises LensError for a config the adapter cannot run (checked at export)."""
-
-    def load_params(self, weights: dict[str, np.ndarray], config: dict, blocks: bool = True) -> tuple[dict, dict]:
-        """(params pytree, static settings of the forward); blocks=False: final norm and (un)embedding only."""
-
-    def embedding(self, params) -> np.ndarray: ...     # [d_vocab, d_model] token embeddings
-    def unembedding(self, params) -> np.ndarray: ...   # [d_vocab, d_model] output embeddings
-    def final_norm(self, x, params, **static): ...     # [n, d] -> [n, d], numpy or JAX arrays
-
-    def torch_modules(self, model) -> tuple:
-        """(blocks, final norm, MLP down-projections) of the transformers model."""
-
-    def final_hidden(self, tok_emb, params, lrp: bool = False, **static):
-        """JAX forward: [n_seq, d_model] token embeddings -> [n_seq, d_model] after the final norm.
-        lrp=True: AttnLRP's backward rules (`layers.py`), same forward values."""
+def register(module) -> None:
+    """Add a family adapter (a module or any object with the attributes above)."""
+    for key in (module.NAME, *module.MODEL_TYPES):
+        _REGISTRY[key] = module
 
 
-def get(config_or_name: dict | str) -> Family:
-    """The adapter of a config.json dict or of an architecture name."""
+def _load_built_in() -> None:
+    if not _REGISTRY:
+        for name in BUILT_IN:
+            register(importlib.import_module(f"{__name__}.{name}"))
+
+
+def all_families() -> list:
+    _load_built_in()
+    return list(dict.fromkeys(_REGISTRY.values()))
+
+
+def get(config_or_name: dict | str):
+    """The adapter of a config.json dict or of a model_type / family name."""
+    _load_built_in()
     name = config_or_name.get("model_type") if isinstance(config_or_name, dict) else config_or_name
-    if name not in MODULES:
-        raise LensError(f"model type {name!r} is not supported; lens supports: " + "; ".join(DESCRIPTIONS.values()))
-    return importlib.import_module(MODULES[name])
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in REFUSED:
+        raise LensError(f"model type {name!r} is {REFUSED[name]} model: lens explains dense decoder-only models")
+    raise LensError(f"model type {name!r} is not supported; lens supports: "
+                    + ", ".join(sorted({m for f in all_families() for m in f.MODEL_TYPES})))
+
+
+def arch(config: dict):
+    """The config's `decoder.Arch`, refusing what its family does not implement."""
+    if not isinstance(config, dict):
+        raise LensError("config.json is not a JSON object")
+    family = get(config)
+    try:
+        return family.arch(config)
+    except KeyError as e:
+        raise LensError(f"config.json has no {e.args[0]!r}: not a complete {config.get('model_type')} config") from None
+    except (TypeError, ValueError) as e:
+        raise LensError(f"config.json of a {config.get('model_type')} model: {e}") from None
 
 
 def dims(config: dict) -> dict:
-    if not isinstance(config, dict):
-        raise LensError("config.json is not a JSON object")
-    try:
-        return get(config).dims(config)
-    except KeyError as e:
-        raise LensError(f"config.json has no {e.args[0]!r}: not a complete {config.get('model_type')} config") from None
+    return arch(config).dims()
+
+
+def load(config: dict, weights: dict, blocks: bool = True):
+    """(Arch, params pytree) of an exported model's config and weights."""
+    a = arch(config)
+    return a, get(config).params(weights, config, a, blocks)

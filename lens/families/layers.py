@@ -1,88 +1,87 @@
-"""Layers every family shares, written once. They only use array methods and operators, so the
-same function runs on numpy arrays (the logit lens) and inside JAX traces (the attribution ports).
-
-`lrp=True` swaps the gradient of the non-linear parts for AttnLRP's rules (Achtibat et al., ICML
-2024, as its authors' `lxt` implements them): relevance is then gradient x input of the modified
-backward, so the same one-forward, vmapped-VJP engine computes it. The forward values never change.
-  norms             the variance is a constant (identity rule): only the centring and scale pass gradient
-  GELU, SiLU        identity rule: the gradient is act(z) / z
-  x * y             uniform rule: each factor of a product gets half (SwiGLU's gate * up)
-  attention         uniform rule through its two products: softmax(q k^T) v gives v half, q and k a quarter
-"""
+"""Layers every family shares, written once. They use only array methods and operators, so the same
+function runs on numpy arrays (the logit lens) and inside JAX traces (the attribution ports). The
+backward rules (plain gradient or AttnLRP) come in as a `rules.Rules` object."""
 from __future__ import annotations
 
-import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-# ---------------------------------------------------------------- AttnLRP's backward rules
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def divide_gradient(x, factor):  # forward: x; backward: the gradient divided by factor (uniform rule)
-    return x
+from .rules import GRADIENT, Rules
 
 
-divide_gradient.defvjp(lambda x, factor: (x, None), lambda factor, _, g: (g / factor,))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def identity_rule(fn, z):  # forward: fn(z); backward: the gradient times fn(z) / z (element-wise)
-    return fn(z)
-
-
-def _identity_fwd(fn, z):
-    y = fn(z)
-    return y, y / (z + 1e-10)  # lxt's epsilon, so both implementations divide alike
-
-
-identity_rule.defvjp(_identity_fwd, lambda fn, ratio, g: (g * ratio,))
-
-
-def _constant(t, lrp):  # AttnLRP holds a norm's scale constant; numpy inputs never ask for it
-    return jax.lax.stop_gradient(t) if lrp else t
-
-
-# ---------------------------------------------------------------- layers
-def layer_norm(x, g, b, eps, lrp=False):  # [n_seq, d] -> [n_seq, d]
+# ---------------------------------------------------------------- norms
+def layer_norm(x, w, b=None, eps=1e-5, offset=0.0, rules: Rules = GRADIENT):  # [..., d] -> [..., d]
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return g * (x - mean) * _constant((var + eps) ** -0.5, lrp) + b
+    y = (x - mean) * rules.norm_scale((var + eps) ** -0.5) * (w + offset)
+    return y if b is None else y + b
 
 
-def rms_norm(x, g, eps, lrp=False):  # [n_seq, d] -> [n_seq, d]
-    return g * x * _constant(((x ** 2).mean(-1, keepdims=True) + eps) ** -0.5, lrp)
+def rms_norm(x, w, b=None, eps=1e-6, offset=0.0, rules: Rules = GRADIENT):  # [..., d] -> [..., d]
+    y = x * rules.norm_scale(((x ** 2).mean(-1, keepdims=True) + eps) ** -0.5) * (w + offset)
+    return y if b is None else y + b
 
 
-def activation(fn, z, lrp=False):  # an element-wise non-linearity, under the identity rule for AttnLRP
-    return identity_rule(fn, z) if lrp else fn(z)
+NORMS = {"layernorm": layer_norm, "rmsnorm": rms_norm}
 
 
-def product(a, b, lrp=False):  # a * b, each factor getting half the gradient for AttnLRP
-    return divide_gradient(a * b, 2) if lrp else a * b
+# ---------------------------------------------------------------- activations (transformers' ACT2FN names)
+def gelu_tanh(x):  # GPT-2's "gelu_new", Gemma's "gelu_pytorch_tanh"
+    return 0.5 * x * (1 + jnp.tanh(jnp.sqrt(2 / jnp.pi) * (x + 0.044715 * x ** 3)))
 
 
-def causal_mask(n, dtype):  # [n_seq, n_seq]: 0 on and below the diagonal, the dtype's minimum above
-    return (1 - jnp.tri(n, dtype=dtype)) * jnp.finfo(dtype).min
+ACTIVATIONS = {
+    "gelu": lambda x: 0.5 * x * (1 + jax.scipy.special.erf(x / math.sqrt(2))),  # exact, erf
+    "gelu_python": lambda x: 0.5 * x * (1 + jax.scipy.special.erf(x / math.sqrt(2))),
+    "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "gelu_fast": gelu_tanh,
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu, "silu": jax.nn.silu, "swish": jax.nn.silu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid,
+}
 
 
-def attention(q, k, v, mask):  # [n_q, d_k], [n_k, d_k], [n_k, d_v], [n_q, n_k] -> [n_q, d_v]
-    return jax.nn.softmax(q @ k.T / jnp.sqrt(q.shape[-1]) + mask, axis=-1) @ v
+def soft_cap(x, cap, rules: Rules = GRADIENT):  # cap * tanh(x / cap): Gemma 2's logit soft-capping
+    return x if cap is None else rules.activation(lambda z: jnp.tanh(z / cap) * cap, x)
 
 
-def multi_head(q, k, v, lrp=False):  # [n_head, n_seq, d_head] x 3 -> [n_seq, n_head * d_head], causal
-    if lrp:  # two products (q k^T, then the weights times v): half for v, a quarter for q and k
-        q, k, v = divide_gradient(q, 4), divide_gradient(k, 4), divide_gradient(v, 2)
-    n = q.shape[1]
-    out = jax.vmap(attention, in_axes=(0, 0, 0, None))(q, k, v, causal_mask(n, q.dtype))
-    return out.transpose(1, 0, 2).reshape(n, -1)
+# ---------------------------------------------------------------- attention
+def rotate(x, cos, sin, style: str):  # [..., n_seq, r] rotated by position; cos, sin [n_seq, r / 2]
+    if style == "interleaved":  # GPT-J: pairs (x0, x1), (x2, x3), ...
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).reshape(x.shape)
+    x1, x2 = jnp.split(x, 2, axis=-1)  # Llama, GPT-NeoX: halves
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+
+
+def rope(x, inv_freq, style: str, factor: float = 1.0):  # [n_head, n_seq, d_head], rotary dims first
+    r = 2 * inv_freq.shape[-1]
+    angles = jnp.arange(x.shape[-2], dtype=jnp.float32)[:, None] * inv_freq[None]  # [n_seq, r / 2]
+    cos, sin = jnp.cos(angles) * factor, jnp.sin(angles) * factor
+    rotated = rotate(x[..., :r], cos, sin, style)
+    return rotated if r == x.shape[-1] else jnp.concatenate([rotated, x[..., r:]], -1)
+
+
+def attention_mask(n, window):  # [n_seq, n_seq] True where query q may read key k (window 0: unlimited)
+    q, k = jnp.arange(n)[:, None], jnp.arange(n)[None]
+    return (k <= q) & ((window == 0) | (q - k < window))
+
+
+def attention(q, k, v, scale, window, softcap=None, rules: Rules = GRADIENT):
+    """[n_head, n_seq, d_head] x 3 -> [n_seq, n_head * d_head]: causal (and windowed) softmax attention."""
+    q, k, v = rules.attention_inputs(q, k, v)
+    scores = soft_cap(jnp.einsum("hqd,hkd->hqk", q, k) * scale, softcap, rules)  # [n_head, n_seq, n_seq]
+    scores = jnp.where(attention_mask(q.shape[1], window), scores, jnp.finfo(scores.dtype).min)
+    out = jax.nn.softmax(scores, axis=-1) @ v                                   # [n_head, n_seq, d_head]
+    return out.transpose(1, 0, 2).reshape(q.shape[1], -1)
 
 
 def split_heads(t, n_head):  # [n_seq, n_head * d_head] -> [n_head, n_seq, d_head]
     return t.reshape(t.shape[0], n_head, -1).transpose(1, 0, 2)
 
 
+# ---------------------------------------------------------------- stacked layers
 def stack(blocks: list[dict]) -> dict:
     """Per-layer parameter dicts -> one dict of arrays with a leading layer axis (for lax.scan)."""
     return jax.tree_util.tree_map(stack_layers, *blocks)
@@ -105,8 +104,3 @@ def _root(x):
     while isinstance(x, np.ndarray) and x.base is not None:
         x = x.base
     return x.obj if isinstance(x, memoryview) else x  # np.frombuffer: a memoryview of the mapping each time
-
-
-def scan_blocks(block, x, blocks):  # run `block(x, params_of_layer)` over the stacked layers
-    x, _ = jax.lax.scan(lambda h, p: (block(h, p), None), x, blocks)
-    return x

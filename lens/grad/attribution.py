@@ -31,6 +31,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import families
+from ..families import decoder
+from ..families.rules import ATTNLRP, GRADIENT
 from ..errors import LensError
 from ..settings import METHODS, TARGETS
 from ..store import ModelFolder
@@ -95,31 +97,29 @@ def _bucket(n: int, size: int, cap: int | None = None) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(arch: str, static: tuple, target: str, contrastive: bool, lrp: bool = False, batched: bool = False):
-    """Jitted (gradients, values) for one scoring rule.
+def _compiled(arch, target: str, contrastive: bool, rules=GRADIENT, batched: bool = False):
+    """Jitted (gradients, values) for one scoring rule on one architecture (`families.decoder.Arch`).
 
     gradients(params, x [L,d], baseline [L,d], positions [C], targets [C], foils [C], alphas [S],
     weights [S]) -> (values [S, C], path-weighted gradient [C, L, d]);
     values(params, x [L,d], positions [C], targets [C], foils [C]) -> [C].
+    `rules`: the backward rules (`families.rules`: plain gradients or AttnLRP's).
     `batched`: the same over a leading axis of B sequences (x, baseline, positions, targets, foils
     and the results gain it; the path is shared), one call for all of them.
     """
     import jax
     import jax.numpy as jnp
 
-    family = families.get(arch)
-    final_hidden = functools.partial(family.final_hidden, **dict(static), lrp=lrp)
-
-    def score(h, unembed, tokens):  # [C, d] hidden states -> [C] score of one token each
+    def score(h, params, tokens):  # [C, d] hidden states -> [C] score of one token each (the family's logits)
         if target == "logit":
-            return jnp.sum(h * unembed[tokens], axis=-1)
-        return jnp.take_along_axis(jax.nn.softmax(h @ unembed.T, axis=-1), tokens[:, None], axis=-1)[:, 0]
+            return decoder.logits(h, params, arch, tokens, rules)
+        probs = jax.nn.softmax(decoder.logits(h, params, arch, rules=rules), axis=-1)
+        return jnp.take_along_axis(probs, tokens[:, None], axis=-1)[:, 0]
 
     def values(params, x, positions, targets, foils):  # [L, d] -> [C]
-        h = final_hidden(x, params)[positions]
-        unembed = family.unembedding(params)
-        s = score(h, unembed, targets)
-        return s - score(h, unembed, foils) if contrastive else s
+        h = decoder.final_hidden(x, params, arch, rules)[positions]
+        s = score(h, params, targets)
+        return s - score(h, params, foils) if contrastive else s
 
     def gradients(params, x, baseline, positions, targets, foils, alphas, weights):
         rows = jnp.eye(positions.shape[0], dtype=x.dtype)
@@ -158,27 +158,22 @@ class Attributor:
 
         enable_compilation_cache()
         folder = folder if isinstance(folder, ModelFolder) else ModelFolder(folder)
-        config = folder.config
-        family = families.get(config)
-        shape = family.dims(config)
-        self.arch = shape["architecture"]
-        self.n_layers, self.d_model, self.n_ctx = shape["n_layers"], shape["d_model"], shape["n_ctx"]
-        self.n_head, self.d_mlp = shape["n_heads"], shape["d_mlp"]
-        params, static = family.load_params(folder.weights(), config)
-        self.wte = np.asarray(family.embedding(params))              # [d_vocab, d_model] input embeddings
+        self.arch, params = families.load(folder.config, folder.weights())
+        a = self.arch
+        self.n_layers, self.d_model, self.n_ctx, self.n_head, self.d_mlp = a.n_layers, a.d_model, a.n_ctx, a.n_heads, a.d_mlp
+        self.wte = np.asarray(decoder.embedding(params))              # [d_vocab, d_model] input embeddings
         self.params = jax.device_put(params)
         if not in_place(params, self.params):
             # JAX holds its own copies (a GPU, an older export's layout): drop the mapped file pages
             # they were read from (pages still needed fault back in from the page cache), so the
             # process does not count them twice
             folder.release_weight_pages()
-        self.static = tuple(sorted(static.items()))
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
 
     @property
     def unembedding(self):
         """[d_vocab, d_model] output embedding as a JAX array (the logit lens can share it)."""
-        return families.get(self.arch).unembedding(self.params)
+        return decoder.unembedding(self.params)
 
     def rows_per_chunk(self, seq_len: int) -> int:
         """Target rows whose backward passes fit the memory budget together."""
@@ -224,7 +219,7 @@ class Attributor:
         ig = method == "integrated_gradients"
         path, settings = _path_and_settings(method, steps, baseline, keep_first)
         alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
-        grad_fn, value_fn = _compiled(self.arch, self.static, target, False, method == "attnlrp", batched=True)
+        grad_fn, value_fn = _compiled(self.arch, target, False, ATTNLRP if method == "attnlrp" else GRADIENT, batched=True)
         xs_of = [self.wte[ids] for ids, _ in seqs]                                # token embeddings [n, d]
         bases = [self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x) for x in xs_of]
         out = [None] * len(seqs)
@@ -309,7 +304,7 @@ class Attributor:
         """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline).
         `progress(done, total)` is called as each chunk's rows come back."""
         n, n_gen = len(ids), len(ids) - n_prompt
-        grad_fn, value_fn = _compiled(self.arch, self.static, target, contrastive, lrp)
+        grad_fn, value_fn = _compiled(self.arch, target, contrastive, ATTNLRP if lrp else GRADIENT)
         alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
         pending = []
         with jax_precision():
