@@ -9,7 +9,9 @@ import pytest
 
 import lens
 from lens.errors import LensError
-from lens.families import gpt2, layers, llama
+from lens.families import decoder, layers
+from lens.families.decoder import Arch
+from lens.families.rules import ATTNLRP, GRADIENT
 from lens.grad import Attributor
 from references import assert_equal_to_lxt, lxt_relevance
 
@@ -47,17 +49,20 @@ def test_norms_activations_and_products_conserve_relevance(rng):
     x = jnp.asarray(rng.normal(size=(5, 16)), jnp.float32)
     g = jnp.asarray(rng.normal(size=16), jnp.float32)
     w1, w2, w3 = (jnp.asarray(rng.normal(size=s) / 4, jnp.float32) for s in [(16, 24), (16, 24), (24, 16)])
+    gelu = Arch("toy", 1, 16, 1, 1, 16, 24, 8, 8, act="gelu_new")
+    silu = Arch("toy", 1, 16, 1, 1, 16, 24, 8, 8, act="silu")
     cases = {
-        "layer_norm": lambda x, lrp: layers.layer_norm(x, g, 0.0, 1e-5, lrp=lrp),
-        "rms_norm": lambda x, lrp: layers.rms_norm(x, g, 1e-6, lrp=lrp),
-        "gpt2 mlp": lambda x, lrp: gpt2.ffn(x, {"w": w1, "b": 0.0}, {"w": w3, "b": 0.0}, lrp=lrp),
-        "swiglu": lambda x, lrp: llama.swiglu(x, w1, w2, w3, lrp=lrp),
+        "layer_norm": lambda x, r: layers.layer_norm(x, g, None, 1e-5, rules=r),
+        "rms_norm": lambda x, r: layers.rms_norm(x, g, None, 1e-6, rules=r),
+        "gemma's 1 + w norm": lambda x, r: layers.rms_norm(x, g, None, 1e-6, offset=1.0, rules=r),
+        "gpt2 mlp": lambda x, r: decoder.mlp(x, {"W_in": w1, "W_out": w3}, gelu, r),
+        "swiglu": lambda x, r: decoder.mlp(x, {"W_gate": w1, "W_in": w2, "W_out": w3}, silu, r),
     }
     for name, f in cases.items():
-        total = float(f(x, True).sum())
-        assert _relevance_in(lambda x: f(x, True), x) == pytest.approx(total, rel=1e-4), name
+        total = float(f(x, ATTNLRP).sum())
+        assert _relevance_in(lambda x: f(x, ATTNLRP), x) == pytest.approx(total, rel=1e-4), name
         # plain gradient x input is not conservative here (a norm is scale-invariant: it gives 0)
-        assert abs(_relevance_in(lambda x: f(x, False), x) - total) > 0.05 * abs(total), name
+        assert abs(_relevance_in(lambda x: f(x, GRADIENT), x) - total) > 0.05 * abs(total), name
 
 
 def test_uniform_rule_through_attention(rng):
@@ -65,13 +70,13 @@ def test_uniform_rule_through_attention(rng):
     weights, and with constant scores (q = k = 0) the softmax passes none of it on."""
     q = jnp.zeros((2, 6, 8), jnp.float32)
     v = jnp.asarray(rng.normal(size=(2, 6, 8)), jnp.float32)
-    out = layers.multi_head(q, q, v, lrp=True)
-    assert _relevance_in(lambda v: layers.multi_head(q, q, v, lrp=True), v) == \
-        pytest.approx(0.5 * float(out.sum()), rel=1e-5)
+    attend = lambda q, k, v, rules=ATTNLRP: layers.attention(q, k, v, 8 ** -0.5, 0, rules=rules)
+    out = attend(q, q, v)
+    assert _relevance_in(lambda v: attend(q, q, v), v) == pytest.approx(0.5 * float(out.sum()), rel=1e-5)
     # q, k, v all carrying signal: half through v exactly, the rest through q and k a quarter each
     q, k = (jnp.asarray(rng.normal(size=(2, 6, 8)), jnp.float32) for _ in range(2))
-    f = lambda q, k, v: layers.multi_head(q, k, v, lrp=True)
-    plain = lambda q, k, v: layers.multi_head(q, k, v)
+    f = attend
+    plain = lambda q, k, v: attend(q, k, v, GRADIENT)
     dq, dk, dv = jax.grad(lambda *a: f(*a).sum(), argnums=(0, 1, 2))(q, k, v)
     pq, pk, pv = jax.grad(lambda *a: plain(*a).sum(), argnums=(0, 1, 2))(q, k, v)
     np.testing.assert_allclose(dv, pv / 2, rtol=1e-5)
@@ -83,8 +88,8 @@ def test_rules_leave_the_forward_unchanged(tiny_llama):
     folder = tiny_llama[1]
     a = Attributor(folder)
     x = a.wte[np.arange(100, 110)]
-    f = lambda lrp: llama.final_hidden(jnp.asarray(x), a.params, **dict(a.static), lrp=lrp)
-    np.testing.assert_array_equal(np.asarray(f(True)), np.asarray(f(False)))
+    f = lambda rules: decoder.final_hidden(jnp.asarray(x), a.params, a.arch, rules)
+    np.testing.assert_array_equal(np.asarray(f(ATTNLRP)), np.asarray(f(GRADIENT)))
 
 
 def test_attnlrp_explains_the_logit(tiny):
