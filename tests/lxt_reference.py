@@ -15,6 +15,8 @@ import types
 import numpy as np
 import torch
 
+from references import logits_from_embeddings
+
 
 def _import_lxt():
     # lxt's model registry imports its vision module, which needs torchvision (a text model does not):
@@ -38,15 +40,14 @@ def load(source: str):
     import json
     from pathlib import Path
 
+    import importlib
+
+    from transformers import AutoModelForCausalLM
+
     kind = json.loads((Path(source) / "config.json").read_text())["model_type"]
-    if kind == "gpt2":
-        from transformers.models.gpt2 import modeling_gpt2 as module
-        cls = module.GPT2LMHeadModel
-    else:
-        from transformers.models.llama import modeling_llama as module
-        cls = module.LlamaForCausalLM
+    module = importlib.import_module(f"transformers.models.{kind.replace('_text', '')}.modeling_{kind.replace('_text', '')}")
     monkey_patch(module)
-    return cls.from_pretrained(source, attn_implementation="eager", dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=torch.float32).eval()
 
 
 def relevance(model, ids, n_prompt):
@@ -57,7 +58,7 @@ def relevance(model, ids, n_prompt):
     for t in range(len(ids) - n_prompt):
         pos = n_prompt + t
         x = wte[ids[:pos]].clone().requires_grad_(True)
-        logit = model(inputs_embeds=x[None]).logits[0, -1, ids[pos]]
+        logit = logits_from_embeddings(model, ids[:pos], x)[-1, ids[pos]]
         logit.backward()  # initial relevance: the logit itself (gradient 1 times the output)
         out[t, :pos] = (x * x.grad).sum(-1).detach().numpy()
         logits.append(float(logit))

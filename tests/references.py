@@ -27,7 +27,7 @@ def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit",
         base = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline[:pos], dtype=x.dtype)
 
         def f(e):
-            logits = model(inputs_embeds=e[None]).logits[0, -1]
+            logits = logits_from_embeddings(model, ids[:pos], e)[-1]
             s = logits if target == "logit" else torch.softmax(logits, -1)
             return s[ids[pos]] - (s[foil] if foil is not None else 0)
 
@@ -48,6 +48,27 @@ def torch_reference(model, ids, n_prompt, method="grad_x_input", target="logit",
         scores[t, :pos] = (s / s.sum()).numpy()
         signed[t, :pos] = (g * (x - base)).sum(-1).numpy()
     return scores, signed, np.asarray(values)
+
+
+def logits_from_embeddings(model, ids, x):
+    """The model's logits [n, V] on token ids [n] with their token embeddings replaced by x [n, d]
+    (the rows of the embedding matrix, differentiable). The embedding module's output is swapped for
+    x times the module's own scale: Gemma 3 scales inside the module, where `inputs_embeds` would
+    skip it; Gemma 1 and 2 scale after it."""
+    import torch
+
+    emb = model.get_input_embeddings()
+
+    def swap(mod, args, out):
+        raw = mod.weight[args[0]].detach()
+        k = int(raw.abs().argmax())
+        return x[None] * (out.detach().flatten()[k] / raw.flatten()[k])
+
+    handle = emb.register_forward_hook(swap)
+    try:
+        return model(torch.as_tensor(ids)[None]).logits[0]
+    finally:
+        handle.remove()
 
 
 def lxt_relevance(source, ids, n_prompt, tmp_path) -> tuple[np.ndarray, np.ndarray]:
@@ -76,11 +97,19 @@ def torch_logit_lens(model, token_ids) -> np.ndarray:
     lm_head, from transformers' hidden states (the last one is already normalised there)."""
     import torch
 
-    norm = model.transformer.ln_f if hasattr(model, "transformer") else model.model.norm
-    with torch.no_grad():
-        hs = model(torch.as_tensor(np.asarray(token_ids))[None], output_hidden_states=True).hidden_states
-        layers = [norm(h[0]) for h in hs[1:-1]] + [hs[-1][0]]
-        return np.stack([model.lm_head(h).numpy() for h in layers]).astype(np.float64)
+    base = getattr(model, "transformer", None) or getattr(model, "gpt_neox", None) or model.model
+    blocks = getattr(base, "h", None) or base.layers
+    norm = next(getattr(base, n) for n in ("ln_f", "final_layer_norm", "norm") if hasattr(base, n))
+    outs = []
+    handles = [b.register_forward_hook(lambda m, a, o: outs.append(o[0] if isinstance(o, tuple) else o))
+               for b in blocks]
+    try:
+        with torch.no_grad():
+            model(torch.as_tensor(np.asarray(token_ids))[None])
+            return np.stack([model.get_output_embeddings()(norm(h[0])).numpy() for h in outs]).astype(np.float64)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def rank_bounds(z: np.ndarray, target: int, tol: float = 1e-4) -> tuple[int, int]:

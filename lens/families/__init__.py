@@ -49,7 +49,11 @@ def all_families() -> list:
 def get(config_or_name: dict | str):
     """The adapter of a config.json dict or of a model_type / family name."""
     _load_built_in()
+    if not isinstance(config_or_name, (dict, str)):
+        raise LensError("config.json is not a JSON object")
     name = config_or_name.get("model_type") if isinstance(config_or_name, dict) else config_or_name
+    if not isinstance(name, str):
+        raise LensError(f"config.json's model_type {name!r} is not a name")
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name in REFUSED:
