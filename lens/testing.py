@@ -179,4 +179,5 @@ def smollm2_torch(**kw):
     from .export.sources import resolve_source
 
     folder, _, gguf = resolve_source("smollm2")
+    kw.setdefault("attn_implementation", "eager")
     return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype="float32", **kw).eval()

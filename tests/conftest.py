@@ -50,7 +50,7 @@ def tiny_explainer(tiny_model):
 @pytest.fixture(scope="session")
 def tiny_torch(tiny):
     from transformers import GPT2LMHeadModel
-    return GPT2LMHeadModel.from_pretrained(tiny[0]).eval()
+    return GPT2LMHeadModel.from_pretrained(tiny[0], attn_implementation="eager").eval()
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +62,7 @@ def distil_model(distil):
 @pytest.fixture(scope="session")
 def distil_torch(distil):
     from transformers import GPT2LMHeadModel
-    return GPT2LMHeadModel.from_pretrained(distil[0]).eval()
+    return GPT2LMHeadModel.from_pretrained(distil[0], attn_implementation="eager").eval()
 
 
 def run_cli(*args, env=None, timeout=600, stdin=None):

@@ -29,7 +29,7 @@ def test_unsupported_architecture_is_refused(cli, tmp_path):
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64)).save_pretrained(tmp_path / "bert")
     rc, out, err = cli("export", tmp_path / "bert", "--models-dir", tmp_path / "m")
-    _one_line_error(rc, err, "'bert' is not supported", "GPT-2 family")
+    _one_line_error(rc, err, "'bert' is an encoder model", "decoder-only")
     assert not any((tmp_path / "m").iterdir())
 
 

@@ -33,7 +33,7 @@ def llama_explainer(llama_model):
 @pytest.fixture(scope="module")
 def llama_torch(llama):
     from transformers import LlamaForCausalLM
-    return LlamaForCausalLM.from_pretrained(llama[0]).eval()
+    return LlamaForCausalLM.from_pretrained(llama[0], attn_implementation="eager").eval()
 
 
 def test_manifest_records_llama_and_bos(llama):

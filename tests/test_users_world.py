@@ -91,8 +91,10 @@ def test_export_without_its_extra_is_refused_before_any_work(monkeypatch, tmp_pa
 
 
 @pytest.mark.parametrize("change,fragment", [
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope scaling"),
-    ({"attention_bias": True}, "attention or MLP biases"),
+    ({"rope_scaling": {"rope_type": "longrope", "factor": 8.0}}, "rope scaling 'longrope' is not implemented"),
+    ({"hidden_act": "mish"}, "activation function 'mish'"),
+    ({"num_local_experts": 8}, "mixture-of-experts"),
+    ({"pretraining_tp": 2}, "pretraining_tp=2"),
 ])
 def test_unsupported_llama_configs_are_refused_at_export(tmp_path, change, fragment, capsys):
     from lens.testing import build_random_llama

@@ -37,6 +37,7 @@ def head_dim(config: dict) -> int:
 def llama_arch(config: dict, family: str, **flags) -> Arch:
     """An Arch from the config keys Llama-like families share; `flags` override or add."""
     refuse_moe(config)
+    rope.kind(config.get("rope_scaling"))
     heads = config["num_attention_heads"]
     fields = dict(family=family, n_layers=config["num_hidden_layers"], d_model=config["hidden_size"], n_heads=heads,
                   n_kv_heads=config.get("num_key_value_heads") or heads, d_head=head_dim(config),

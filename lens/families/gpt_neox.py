@@ -2,6 +2,7 @@
 q|k|v laid out per head, rotary on the first rotary_pct of each head, LayerNorm, untied unembedding."""
 from __future__ import annotations
 
+from . import rope
 from .common import T, activation, attention_layers, refuse_moe
 from .decoder import Arch
 from .layers import stack
@@ -14,6 +15,7 @@ EXAMPLES = ("EleutherAI/pythia-160m", "EleutherAI/pythia-1b", "EleutherAI/gpt-ne
 
 def arch(config: dict) -> Arch:
     refuse_moe(config)
+    rope.kind(config.get("rope_scaling"))
     d, heads = config["hidden_size"], config["num_attention_heads"]
     return Arch(family=NAME, n_layers=config["num_hidden_layers"], d_model=d, n_heads=heads, n_kv_heads=heads,
                 d_head=d // heads, d_mlp=config["intermediate_size"], n_ctx=config["max_position_embeddings"],
