@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from . import methods
 from . import settings as S
 from .errors import LensError, require
 from .files import output_path, same_file
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     x.add_argument("--top-p", type=float, help="sample among the most likely tokens holding this much probability")
     x.add_argument("--seed", type=int, help="sampling seed (the same seed gives the same tokens)")
-    x.add_argument("--method", action="append", choices=S.METHODS,
+    x.add_argument("--method", action="append", choices=methods.names(),
                    help=f"attribution method (repeatable; default {', '.join(d.methods)})")
     x.add_argument("--target", choices=S.TARGETS, default=d.target,
                    help="differentiate the token's logit (the article) or its probability (Ecco 0.1)")
@@ -298,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--out", required=True, help="output folder (a re-run with the same arguments resumes it)")
     co.add_argument("--max-new-tokens", type=int, default=c.max_new_tokens,
                     help="tokens to generate and attribute per prompt; 0 profiles the text itself")
-    co.add_argument("--method", action="append", choices=[m for m in S.METHODS if m != "contrastive"],
+    co.add_argument("--method", action="append", choices=methods.names(batchable=True),
                     help=f"attribution method when generating (repeatable; default {', '.join(c.methods)})")
     co.add_argument("--layers", help="layers profiled: one layer or A-B (default all)")
     co.add_argument("--top-k", type=int, default=c.top_k, help="strongest activations kept per neuron and factor")

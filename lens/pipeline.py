@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from . import methods as M
 from .errors import LensError
 from .explanation import Explanation, next_tokens
 from .runtime import Model, load
@@ -134,7 +135,7 @@ class Explainer:
         model = self.model
         watched = {w: self.watch_id(w) for w in s.watch}  # bad tokens fail before the slow stages
         foil_id = model.token_id(s.foil) if s.foil else None
-        baseline = self.baseline(s.ig_baseline) if "integrated_gradients" in s.methods else None
+        baseline = self.baseline(s.ig_baseline) if any(M.get(m).path_integral for m in s.methods) else None
         asked = prompt
         if s.chat:
             prompt = model.chat_prompt(prompt if isinstance(prompt, str) else model.decode(model.prompt_ids(prompt)))

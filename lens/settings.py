@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
+from . import methods as M
 from .errors import LensError
+from .methods import TARGETS  # noqa: F401 - where callers have always found it
 
 DEFAULT_MODEL = "smollm2"  # the one trained model that installs offline (`lens export smollm2`)
-METHODS = ("grad_x_input", "gradient", "integrated_gradients", "contrastive", "attnlrp")
-TARGETS = ("logit", "probability")
 BOS_CHOICES = ("auto", "yes", "no")
 FACTORIZATIONS = ("nmf", "pca")
 DEFAULT_FACTORS = 5           # NMF factors in the report (fewer for a shorter sequence)
@@ -64,9 +64,7 @@ class ExplainSettings:
         _int("max_new_tokens", self.max_new_tokens, 1)
         if not self.methods:
             raise LensError("choose at least one attribution method")
-        for m in self.methods:
-            if m not in METHODS:
-                raise LensError(f"unknown attribution method {m!r}; choose from {', '.join(METHODS)}")
+        chosen = [M.get(m) for m in self.methods]
         if self.target not in TARGETS:
             raise LensError(f"unknown attribution target {self.target!r}; choose from {', '.join(TARGETS)}")
         _float("temperature", self.temperature, lambda t: 1e-4 <= t < math.inf, "a finite number >= 1e-4")
@@ -85,10 +83,10 @@ class ExplainSettings:
         if self.continuation is not None and not (isinstance(self.continuation, str) and self.continuation) \
                 and not (isinstance(self.continuation, tuple) and self.continuation):
             raise LensError("the continuation must be non-empty text or token ids")
-        if "attnlrp" in self.methods and self.target != "logit":
-            raise LensError("attnlrp explains the logit: use --target logit with it")
-        if "contrastive" in self.methods and not self.foil:
-            raise LensError("the contrastive method needs --foil TOKEN (the alternative to explain against)")
+        for m in chosen:
+            m.check(self.target)
+            if m.needs_foil and not self.foil:
+                raise LensError(f"the {m.name} method needs --foil TOKEN (the alternative to explain against)")
 
     def replace(self, **changes) -> "ExplainSettings":
         unknown = set(changes) - {f.name for f in fields(self)}
@@ -127,9 +125,8 @@ class CorpusSettings:
                            else tuple(dict.fromkeys(self.methods or ())))
         _int("max_new_tokens", self.max_new_tokens, 0)
         for m in self.methods:
-            if m not in METHODS or m == "contrastive":
-                raise LensError(f"corpus attribution method {m!r}: choose from "
-                                f"{', '.join(x for x in METHODS if x != 'contrastive')}")
+            if m not in M.names(batchable=True):
+                raise LensError(f"corpus attribution method {m!r}: choose from {', '.join(M.names(batchable=True))}")
         if self.max_new_tokens and not self.methods:
             raise LensError("choose at least one attribution method")
         _int("top_k", self.top_k, 1, 1000)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lens
-from lens import families
+from lens import families, methods  # noqa: F401 - lens.methods below
 from lens.families import gpt2
 from lens.families.common import attention_layers
 from references import assert_ranks_match, torch_logit_lens, torch_reference
@@ -103,3 +103,38 @@ def test_a_family_defined_here_runs_through_every_stage(toy, tmp_path):
     assert_ranks_match(expl.ranks, torch_logit_lens(reference, ids), np.append(ids[1:], ids[-1]))
     expl.report(tmp_path / "toy.html")
     assert (tmp_path / "toy.html").stat().st_size > 100_000
+
+
+# ---------------------------------------------------------------- a toy method: squared gradient x input
+@lens.methods.register
+class SquaredGradXInput(lens.methods.Method):
+    name = "squared_grad_x_input"
+    description = "sum over the embedding of (gradient x input)^2 (a test's own method)"
+
+    def score(self, grads, delta):
+        return ((grads * delta[None]) ** 2).sum(-1), None
+
+
+def test_a_method_defined_here_runs_through_every_stage(tiny, tiny_torch, tmp_path):
+    import torch
+
+    from lens.settings import ExplainSettings
+    from references import logits_from_embeddings
+
+    assert "squared_grad_x_input" in lens.methods.names(batchable=True)
+    explainer = lens.Explainer.load(tiny[1])
+    settings = ExplainSettings(methods=("squared_grad_x_input", "grad_x_input"), max_new_tokens=4, faithfulness=True)
+    expl = explainer.explain("The quick brown fox", settings)
+    ids = expl.token_ids
+    wte = tiny_torch.get_input_embeddings().weight.detach()
+    for t in range(expl.n_generated):  # torch autograd, one token at a time
+        pos = expl.n_prompt + t
+        x = wte[torch.as_tensor(ids[:pos])].clone().requires_grad_(True)
+        logits_from_embeddings(tiny_torch, ids[:pos], x)[-1, int(ids[pos])].backward()
+        want = ((x.grad * x) ** 2).sum(-1).detach().numpy()
+        np.testing.assert_allclose(expl.attributions["squared_grad_x_input"][t, :pos], want / want.sum(), atol=1e-5)
+    assert set(expl.settings["faithfulness"]) == {"squared_grad_x_input", "grad_x_input", "random"}
+    expl.report(tmp_path / "method.html")
+    assert "squared_grad_x_input" in (tmp_path / "method.html").read_text()
+    again = lens.Explanation.load(expl.save(tmp_path / "method.npz"))
+    np.testing.assert_array_equal(again.attributions["squared_grad_x_input"], expl.attributions["squared_grad_x_input"])

@@ -117,10 +117,11 @@ class Profiler(_Actor):
 
     def attribute(self, gens, method: str):
         """Attributions of generations, as `Explainer.explain` computes them with default settings."""
+        from ..methods import get
         from ..settings import EXPLAIN
         if not gens:
             return []
-        ig = method == "integrated_gradients"
+        ig = get(method).path_integral
         return self.explainer.attributor.attribute_batch(
             [(g.token_ids, g.n_prompt) for g in gens], method=method, steps=EXPLAIN.ig_steps,
             baseline=self.explainer.baseline(EXPLAIN.ig_baseline) if ig else None)

@@ -31,13 +31,15 @@ REFUSED = {"mixtral": "mixture-of-experts", "qwen2_moe": "mixture-of-experts", "
 
 def register(module) -> None:
     """Add a family adapter (a module or any object with the attributes above)."""
+    if module.NAME not in BUILT_IN:
+        _load_built_in()  # built-ins first, so a user's family may take over one of their model types
     for key in (module.NAME, *module.MODEL_TYPES):
         _REGISTRY[key] = module
 
 
 def _load_built_in() -> None:
-    if not _REGISTRY:
-        for name in BUILT_IN:
+    for name in BUILT_IN:
+        if name not in _REGISTRY:
             register(importlib.import_module(f"{__name__}.{name}"))
 
 

@@ -74,3 +74,4 @@ class AttnLRP(Rules):
 
 
 GRADIENT, ATTNLRP = Rules(), AttnLRP()
+RULES = {r.name: r for r in (GRADIENT, ATTNLRP)}  # what a method's `rules` names

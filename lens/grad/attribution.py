@@ -32,9 +32,10 @@ import numpy as np
 
 from .. import families
 from ..families import decoder
-from ..families.rules import ATTNLRP, GRADIENT
+from ..families.rules import GRADIENT, RULES
 from ..errors import LensError
-from ..settings import METHODS, TARGETS
+from ..methods import TARGETS, Method
+from ..methods import get as get_method
 from ..store import ModelFolder
 
 SEQ_BUCKET = 8    # sequence lengths are padded up to a multiple of this
@@ -191,17 +192,15 @@ class Attributor:
         token id, or a [tokens, d_model] array (used as given); `keep_first` keeps the first position's
         real embedding in the others, so that position gets no attribution."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
-        self._check(ids, n_prompt, method, target, steps)
+        m = self._check(ids, n_prompt, method, target, steps)
         n_gen = len(ids) - n_prompt
-        contrastive, ig = method == "contrastive", method == "integrated_gradients"
-        foil_ids = self._foils(foils, n_gen) if contrastive else np.zeros(n_gen, np.int64)
+        foil_ids = self._foils(foils, n_gen) if m.needs_foil else np.zeros(n_gen, np.int64)
         x = self.wte[ids]                                                   # [n, d] token embeddings
-        base = self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x)
+        base = self.baseline(x, baseline, keep_first) if m.path_integral else np.zeros_like(x)
         chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
-        path, settings = _path_and_settings(method, steps, baseline, keep_first, foil_ids if contrastive else None)
-        grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, contrastive,
-                                               path, progress, method == "attnlrp")
-        scores, signed = _score(method, grads, x - base, n_prompt)
+        path, settings = _path_and_settings(m, steps, baseline, keep_first, foil_ids if m.needs_foil else None)
+        grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, m, path, progress)
+        scores, signed = _score(m, grads, x - base, n_prompt)
         return Attribution(method, target, scores, signed, values, base_values, settings)
 
     def attribute_batch(self, sequences, method: str = "grad_x_input", target: str = "logit", steps: int = 16,
@@ -211,15 +210,16 @@ class Attributor:
         sequences of a batch are padded to one length and row count and run through one vmapped
         forward and VJP (a corpus of short generations is many small problems; together they make
         larger matrix products). Equal to `attribute` on each sequence; contrastive is not offered."""
-        if method == "contrastive":
-            raise LensError("attribute_batch does not take the contrastive method (one foil per sequence)")
+        meth = get_method(method)
+        if not meth.batchable:
+            raise LensError(f"attribute_batch does not take the {method} method (one foil per sequence)")
         seqs = [(np.asarray(ids, np.int64).reshape(-1), int(n)) for ids, n in sequences]
         for ids, n in seqs:
             self._check(ids, n, method, target, steps)
-        ig = method == "integrated_gradients"
-        path, settings = _path_and_settings(method, steps, baseline, keep_first)
+        ig = meth.path_integral
+        path, settings = _path_and_settings(meth, steps, baseline, keep_first)
         alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
-        grad_fn, value_fn = _compiled(self.arch, target, False, ATTNLRP if method == "attnlrp" else GRADIENT, batched=True)
+        grad_fn, value_fn = _compiled(self.arch, target, False, RULES[meth.rules], batched=True)
         xs_of = [self.wte[ids] for ids, _ in seqs]                                # token embeddings [n, d]
         bases = [self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x) for x in xs_of]
         out = [None] * len(seqs)
@@ -248,7 +248,7 @@ class Attributor:
                 n_gen, m = len(ids) - n, min(length, len(ids))
                 grads = np.zeros((n_gen, len(ids), self.d_model), np.float32)
                 grads[:, :m] = g[j, :n_gen, :m]
-                scores, signed = _score(method, grads, xs_of[i] - bases[i], n)
+                scores, signed = _score(meth, grads, xs_of[i] - bases[i], n)
                 values = np.asarray(v1)[j, :n_gen] if ig else np.asarray(vals)[j, 0, :n_gen]
                 out[i] = Attribution(method, target, scores, signed, values.astype(np.float64),
                                      np.asarray(v0)[j, :n_gen].astype(np.float64) if ig else None, dict(settings))
@@ -273,19 +273,18 @@ class Attributor:
             base[0] = x[0]
         return base
 
-    def _check(self, ids, n_prompt, method, target, steps):
-        if method not in METHODS:
-            raise LensError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+    def _check(self, ids, n_prompt, method, target, steps) -> Method:
+        m = get_method(method)
         if target not in TARGETS:
             raise LensError(f"unknown attribution target {target!r}; choose from {', '.join(TARGETS)}")
         if not 1 <= n_prompt <= len(ids) <= self.n_ctx:
             raise LensError(f"need 1 <= n_prompt ({n_prompt}) <= tokens ({len(ids)}) <= context ({self.n_ctx})")
         if ids.min() < 0 or ids.max() >= self.wte.shape[0]:
             raise LensError(f"token ids must be in 0..{self.wte.shape[0] - 1}")
-        if method == "integrated_gradients" and steps < 1:
-            raise LensError("integrated_gradients needs steps >= 1")
-        if method == "attnlrp" and target != "logit":
-            raise LensError("attnlrp explains the logit: use --target logit with it")
+        if m.path_integral and steps < 1:
+            raise LensError(f"{method} needs steps >= 1")
+        m.check(target)
+        return m
 
     def plan(self, n: int, n_prompt: int, rows_per_chunk: int | None = None) -> list[Chunk]:
         """Chunks of target rows: as many as fit memory at the longest prefix any row could need,
@@ -299,12 +298,11 @@ class Attributor:
             t0 += C
         return chunks
 
-    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, contrastive, path, progress=None,
-             lrp=False):
+    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, method: Method, path, progress=None):
         """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline).
         `progress(done, total)` is called as each chunk's rows come back."""
         n, n_gen = len(ids), len(ids) - n_prompt
-        grad_fn, value_fn = _compiled(self.arch, target, contrastive, ATTNLRP if lrp else GRADIENT)
+        grad_fn, value_fn = _compiled(self.arch, target, method.needs_foil, RULES[method.rules])
         alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
         pending = []
         with jax_precision():
@@ -350,26 +348,19 @@ class Attributor:
         return f
 
 
-def _score(method: str, grads: np.ndarray, delta: np.ndarray, n_prompt: int):
+def _score(method: Method, grads: np.ndarray, delta: np.ndarray, n_prompt: int):
     """Normalised scores [n_gen, n] and signed sums (None for `gradient`) from gradients [n_gen, n, d]
     and the input minus its baseline [n, d]."""
     n_gen, n = grads.shape[:2]
     # causality: token t (at position n_prompt + t) is scored from positions < n_prompt + t only
     grads *= (np.arange(n)[None, :] < (n_prompt + np.arange(n_gen))[:, None])[..., None]
-    if method == "gradient":
-        scores, signed = np.linalg.norm(grads, axis=-1), None
-    elif method == "attnlrp":  # relevance is the signed sum over the embedding; its size is the score
-        signed = np.einsum("tnd,nd->tn", grads, delta).astype(np.float32)
-        scores = np.abs(signed)
-    else:
-        gxi = grads * delta[None]                                           # [n_gen, n, d]
-        scores, signed = np.linalg.norm(gxi, axis=-1), gxi.sum(-1).astype(np.float32)
+    scores, signed = method.score(grads, delta)
     return (scores / np.maximum(scores.sum(1, keepdims=True), 1e-30)).astype(np.float32), signed
 
 
-def _path_and_settings(method: str, steps: int, baseline, keep_first: bool, foil_ids=None):
+def _path_and_settings(method: Method, steps: int, baseline, keep_first: bool, foil_ids=None):
     """Integrated gradients' path (None for the other methods) and the settings an Attribution records."""
-    ig = method == "integrated_gradients"
+    ig = method.path_integral
     label = _baseline_label(baseline) if ig else None
     path = _path(steps, power=3 if label == "zero" else 1) if ig else None
     settings = dict(steps=steps if ig else None, foils=None if foil_ids is None else foil_ids.tolist(),
