@@ -40,7 +40,8 @@ def register(module) -> None:
 def _load_built_in() -> None:
     for name in BUILT_IN:
         if name not in _REGISTRY:
-            register(importlib.import_module(f"{__name__}.{name}"))
+            module = importlib.import_module(f"{__name__}.{name}")
+            register(getattr(module, "family", module))  # a module, or a `common.LlamaLike` it declares
 
 
 def all_families() -> list:

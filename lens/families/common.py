@@ -62,6 +62,8 @@ def windows(config: dict, n_layers: int, all_layers: bool = True) -> list[int]:
     `sliding_window` for every layer (`all_layers`) or none."""
     w = config.get("sliding_window") or 0
     types = config.get("layer_types")
+    if config.get("use_sliding_window") is False:  # Qwen2/3: a window in the config, switched off
+        return [0] * n_layers
     if types:
         if len(types) != n_layers or set(types) - {"sliding_attention", "full_attention"}:
             raise LensError(f"layer_types {types!r} is not implemented by lens")
@@ -132,3 +134,45 @@ def llama_torch_modules(model):
     """(blocks, final norm, MLP down-projections) of a Llama-layout transformers model."""
     blocks = model.model.layers
     return blocks, model.model.norm, [b.mlp.down_proj for b in blocks]
+
+
+LLAMA_NORMS = {"input_layernorm": "ln1", "post_attention_layernorm": "ln2"}
+SANDWICH_NORMS = {"input_layernorm": "ln1", "post_attention_layernorm": "ln1_post",   # Gemma 2 and 3
+                  "pre_feedforward_layernorm": "ln2", "post_feedforward_layernorm": "ln2_post"}
+
+
+def default_scale(config: dict, arch: Arch) -> float:
+    return arch.d_head ** -0.5
+
+
+def one_rope(config: dict, arch: Arch) -> tuple:
+    """(RoPE base, scaling): the config's, for every layer."""
+    return config.get("rope_theta", 10000.0), config.get("rope_scaling")
+
+
+class LlamaLike:
+    """A family laid out like Llama (`model.layers.{l}.self_attn.q_proj`, ...), described by its
+    differences: which norms a block has (`norms`), the attention scale, the RoPE bases, and Arch
+    flags (`flags`: values, or functions of the config). Biases, q/k norms and fused projections
+    are read wherever the checkpoint stores them; sliding windows wherever the config asks."""
+
+    torch_modules = staticmethod(llama_torch_modules)
+
+    def __init__(self, name: str, description: str, examples: tuple, model_types: tuple | None = None,
+                 norms: dict = LLAMA_NORMS, scale=default_scale, rope=one_rope, refused: dict | None = None, **flags):
+        self.NAME, self.DESCRIPTION, self.EXAMPLES = name, description, examples
+        self.MODEL_TYPES = model_types or (name,)
+        self.norms, self.scale, self.rope, self.refused, self.flags = norms, scale, rope, refused or {}, flags
+
+    def arch(self, config: dict) -> Arch:
+        refuse(config, **self.refused)
+        return llama_arch(config, self.NAME, **{k: f(config) if callable(f) else f for k, f in self.flags.items()})
+
+    def params(self, weights: dict, config: dict, arch: Arch, blocks: bool = True) -> dict:
+        bases, scaling = self.rope(config, arch)
+        layers = attention_layers(arch, self.scale(config, arch), windows(config, arch.n_layers), bases, scaling,
+                                  int(arch.d_head * (config.get("partial_rotary_factor") or 1.0)))
+        return llama_params(weights, arch, self.norms, layers, blocks)
+
+    def __repr__(self):
+        return f"<lens family {self.NAME}>"
