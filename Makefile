@@ -35,6 +35,8 @@ demo: install
 	$(BIN)/lens explain --model $(MODEL) --prompt "$(PROMPT)" --watch " the" -o report.html
 
 test: install chromium
+	$(BIN)/ruff check lens tests bench scripts examples
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: install

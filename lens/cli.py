@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 from . import methods
 from . import settings as S
@@ -216,7 +217,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fmt: dict[str, Any] = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p = _Parser(prog="lens", description="Explain what GPT-2- and Llama-family language models do when they "
                 "generate text: input saliency, logit lens, neuron activation factors.")
     p.add_argument("--version", action="version", version=f"lens {__version__}")

@@ -141,7 +141,7 @@ class Explanation:
         return persist.save(self, path, compress)
 
     @classmethod
-    def load(cls, path) -> "Explanation":
+    def load(cls, path) -> Explanation:
         """Read a saved file; a file that is not a complete, consistent explanation is refused."""
         from . import persist
         return persist.load(cls, path)
@@ -201,7 +201,7 @@ class Explanation:
         from bokeh.resources import INLINE
 
         try:
-            get_ipython  # noqa: F821 - defined inside IPython only
+            get_ipython  # noqa: F821, B018 - defined inside IPython only
             if not _NOTEBOOK["ready"]:  # BokehJS (~4 MB inline) goes into the notebook once per kernel
                 output_notebook(INLINE, hide_banner=True)
                 _NOTEBOOK["ready"] = True

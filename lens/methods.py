@@ -16,14 +16,14 @@ import numpy as np
 from .errors import LensError
 
 TARGETS = ("logit", "probability")
-REGISTRY: dict[str, "Method"] = {}
+REGISTRY: dict[str, Method] = {}
 
 
 class Method:
     name = ""
     description = ""
     rules = "gradient"           # the backward rules (`lens.families.rules`): "gradient" or "attnlrp"
-    targets = TARGETS            # the scores it can explain
+    targets: tuple[str, ...] = TARGETS  # the scores it can explain
     needs_foil = False           # explains score(token) - score(foil)
     path_integral = False        # gradients averaged over a path from a baseline (integrated gradients)
     batchable = True             # corpus mode runs it on many sequences in one call (not with one foil each)

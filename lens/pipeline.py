@@ -28,7 +28,7 @@ class Explainer:
         self._memory_budget = memory_budget_bytes
 
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike, models_dir=None, **kw) -> "Explainer":
+    def load(cls, name_or_path: str | os.PathLike, models_dir=None, **kw) -> Explainer:
         """`lens.load(...)` (same arguments) wrapped in an Explainer."""
         return cls(load(name_or_path, models_dir, **kw))
 
@@ -48,12 +48,12 @@ class Explainer:
             lens.unembed_device = self.attributor.unembedding
         return lens
 
-    def prepare(self, settings: ExplainSettings | None = None) -> "Explainer":
+    def prepare(self, settings: ExplainSettings | None = None) -> Explainer:
         """Build the engines `settings` need (JAX, the weights on its device), as `explain` does
         first. `lens.load` opens the ONNX Runtime session on a thread, so this overlaps it."""
         if (settings or EXPLAIN).methods:
-            self.attributor
-        self.logit_lens
+            _ = self.attributor
+        _ = self.logit_lens
         return self
 
     def devices(self) -> dict:
@@ -178,7 +178,8 @@ class Explainer:
         timings["logit_lens"] = time.perf_counter() - t
         top_tokens = [[model.isolated_strings(row) for row in layer] for layer in ll["top_ids"]]
         settings_used = dict(gen.settings, methods=list(s.methods), target=s.target, foil=s.foil,
-                             ig_steps=s.ig_steps, ig_baseline=s.ig_baseline, prompt=asked if isinstance(asked, str) else None, chat=s.chat,
+                             ig_steps=s.ig_steps, ig_baseline=s.ig_baseline,
+                             prompt=asked if isinstance(asked, str) else None, chat=s.chat,
                              bos=bool(model.add_bos and gen.token_ids[0] == model.bos_token_id),
                              watch_tokens={w: v[1] for w, v in watched.items()}, devices=self.devices(), **diagnostics)
         expl = Explanation(

@@ -19,7 +19,7 @@ from .errors import LensError
 from .settings import SERVE, ServeSettings
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_explainer(name_or_path: str, models_dir: str | None = None):
     """One Explainer per model and process: every session of a Bokeh server app shares it (loading a
     model per session would take seconds and its memory each time)."""
@@ -27,7 +27,7 @@ def shared_explainer(name_or_path: str, models_dir: str | None = None):
     return Explainer.load(name_or_path, models_dir=models_dir)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _worker(explainer) -> tuple:
     """The thread that runs an explainer's requests, one at a time, off the server's event loop."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="lens-explain"), threading.Lock()

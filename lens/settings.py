@@ -88,7 +88,7 @@ class ExplainSettings:
             if m.needs_foil and not self.foil:
                 raise LensError(f"the {m.name} method needs --foil TOKEN (the alternative to explain against)")
 
-    def replace(self, **changes) -> "ExplainSettings":
+    def replace(self, **changes) -> ExplainSettings:
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise LensError(f"unknown setting {sorted(unknown)[0]!r}")

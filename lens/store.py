@@ -96,7 +96,7 @@ class ModelFolder:
         self.graph, self.tokenizer = self.path / GRAPH, self.path / TOKENIZER
 
     @classmethod
-    def resolve(cls, name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> "ModelFolder":
+    def resolve(cls, name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> ModelFolder:
         """An exported model by name (or hub id) in the store, else by folder path. The store comes
         first for bare names: a source checkpoint folder of the same name here must not shadow its export."""
         text = str(name_or_path)
@@ -212,7 +212,7 @@ def _manifest_problem(m: dict) -> str | None:
         return "no file list"
     for key, kind in _MANIFEST_KEYS.items():
         v = m.get(key)
-        if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < 1):
+        if not isinstance(v, kind) or isinstance(v, bool) or (isinstance(v, int) and v < 1):
             return f"{key} is {v!r}"
     for required in (GRAPH, TOKENIZER, CONFIG):
         if required not in m["files"]:

@@ -146,7 +146,7 @@ def build_random(out_dir: str | os.PathLike, kind: str, seed: int = 0, initializ
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(perturb * (2 * torch.rand_like(p) - 1))
     out = Path(out_dir)

@@ -96,4 +96,5 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 4, max_iter: int 
         labels, inertia = _lloyd(x, kmeans_plusplus(x, k, rng, norms), tol, max_iter)
         if best is None or (inertia < best_inertia and not _same_clustering(labels, best)):
             best, best_inertia = labels, inertia
+    assert best is not None  # n_init >= 1
     return best

@@ -26,7 +26,7 @@ from ..store import ModelFolder
 CPU_ROWS, DEVICE_ROWS = 48, 256
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reader(k: int, arch):
     """Jitted block reader: normalised hidden states [R, d] -> ranks of targets [R], ranks of watched
     ids [R, W], top-k ids [R, k] and their probabilities [R, k]. The logits are the family's own
@@ -56,7 +56,7 @@ class LogitLens:
         self.unembed = decoder.unembedding(params)    # [d_vocab, d_model]
 
     @classmethod
-    def from_folder(cls, folder: ModelFolder) -> "LogitLens":
+    def from_folder(cls, folder: ModelFolder) -> LogitLens:
         return cls(*families.load(folder.config, folder.weights(), blocks=False))
 
     def final_norm(self, hidden: np.ndarray) -> np.ndarray:  # [n, d] -> [n, d], the model's own final norm

@@ -45,7 +45,7 @@ class StreamingNMF:
         return None if self.model is None else self.model.components_.astype(np.float32)
 
     @classmethod
-    def load(cls, state: Path, k: int) -> "StreamingNMF":
+    def load(cls, state: Path, k: int) -> StreamingNMF:
         path = state / "nmf.npz"
         if not path.is_file():
             return cls(state, k)

@@ -104,7 +104,7 @@ def _plan(model, models_dir, prompts, out: Path, s: CorpusSettings) -> _Run:
                 plan_shards(examples, [len(i) for i in ids], s.batch_size), out, state)
 
 
-def _profile(run: _Run, pool: "_Pool", progress: bool, say) -> StreamingNMF:
+def _profile(run: _Run, pool: _Pool, progress: bool, say) -> StreamingNMF:
     """Pass 1: generate, attribute, profile every shard not done before; shards come back in order,
     so the streaming NMF sees the same stream on every run."""
     s, state, shards = run.settings, run.state, run.shards
@@ -134,7 +134,7 @@ def _profile(run: _Run, pool: "_Pool", progress: bool, say) -> StreamingNMF:
     return nmf
 
 
-def _read_contexts(run: _Run, pool: "_Pool", full_ids: dict, top: T.TopK, loadings, say) -> None:
+def _read_contexts(run: _Run, pool: _Pool, full_ids: dict, top: T.TopK, loadings, say) -> None:
     """Pass 2: each token's factor values, and the activations around the contexts the report paints."""
     paint = {}  # example -> (unit, example, position) of the report's contexts in it
     for c in _paint_units(top, loadings, run.layers, run.model.d_mlp):

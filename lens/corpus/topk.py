@@ -17,7 +17,7 @@ class TopK:
     positions: np.ndarray   # [units, k] int64 (-1 where empty)
 
     @classmethod
-    def empty(cls, units: int, k: int) -> "TopK":
+    def empty(cls, units: int, k: int) -> TopK:
         return cls(np.full((units, k), -np.inf, np.float32), np.full((units, k), -1, np.int64),
                    np.full((units, k), -1, np.int64))
 
@@ -25,7 +25,7 @@ class TopK:
     def k(self) -> int:
         return self.values.shape[1]
 
-    def merge(self, other: "TopK") -> "TopK":
+    def merge(self, other: TopK) -> TopK:
         """The top-k of both candidate sets."""
         v = np.concatenate([self.values, other.values], 1)
         e = np.concatenate([self.examples, other.examples], 1)

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from .. import __version__, families
 from ..errors import LensError
@@ -140,7 +140,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     if gguf_file:
         say(f"[1/6] reading {gguf_file} (dequantising to float32)")
         src = gguf_tokenizer_folder(src, gguf_file, work / "hf")
-    model = _load_torch_model(family, src if not gguf_file else gguf_path)
+    model = _load_torch_model(family, gguf_path or src)
     config = model.config.to_dict()
     shape = families.dims(config)  # the loaded config (a GGUF's is derived from its metadata)
 

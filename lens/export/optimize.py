@@ -19,7 +19,7 @@ def gemm_for_transposed_weights(model: onnx.ModelProto) -> int:
     inits = {i.name: i for i in g.initializer}
     transposed = {n.output[0]: n for n in g.node
                   if n.op_type == "Transpose" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2}
-    consumers = {}
+    consumers: dict[str, list] = {}
     for n in g.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)

@@ -93,6 +93,6 @@ def add_tap_outputs(graph_path, taps: dict[str, str], d_mlp: int, d_model: int) 
     g = model.graph
     for hook, tensor in taps.items():
         g.node.append(helper.make_node("Identity", [tensor], [hook], name=f"lens_tap/{hook}"))
-        dims = ["batch_size", "sequence_length", d_mlp if ".mlp." in hook else d_model]
+        dims: list[str | int] = ["batch_size", "sequence_length", d_mlp if ".mlp." in hook else d_model]
         g.output.append(helper.make_tensor_value_info(hook, onnx.TensorProto.FLOAT, dims))
     onnx.save_model(model, str(graph_path))

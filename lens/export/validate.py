@@ -26,7 +26,7 @@ def torch_taps(model, token_ids, family=None, past=None) -> dict[str, np.ndarray
 
     family = family or families.get(model.config.model_type)
     blocks, norm, down = family.torch_modules(model)
-    got = {}
+    got: dict = {}
     first = lambda out: out[0] if isinstance(out, tuple) else out
     handles = [m.register_forward_pre_hook(lambda mod, args, l=l: got.__setitem__(hooks.mlp_post(l), args[0]))
                for l, m in enumerate(down)]

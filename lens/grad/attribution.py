@@ -64,7 +64,7 @@ class Attribution:
 
     def completeness_error(self) -> np.ndarray:
         """|sum(signed) - (f(x) - f(x'))| / |f(x) - f(x')| per token (integrated gradients)."""
-        if self.baseline_values is None:
+        if self.baseline_values is None or self.signed is None:
             raise LensError("completeness applies to integrated_gradients only")
         delta = self.target_values - self.baseline_values
         return np.abs(self.signed.sum(1) - delta) / np.maximum(np.abs(delta), 1e-12)
@@ -97,7 +97,7 @@ def _bucket(n: int, size: int, cap: int | None = None) -> int:
     return min(b, cap) if cap else b
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(arch, target: str, contrastive: bool, rules=GRADIENT, batched: bool = False):
     """Jitted (gradients, values) for one scoring rule on one architecture (`families.decoder.Arch`).
 
@@ -222,7 +222,7 @@ class Attributor:
         grad_fn, value_fn = _compiled(self.arch, target, False, RULES[meth.rules], batched=True)
         xs_of = [self.wte[ids] for ids, _ in seqs]                                # token embeddings [n, d]
         bases = [self.baseline(x, baseline, keep_first) if ig else np.zeros_like(x) for x in xs_of]
-        out = [None] * len(seqs)
+        out: list = [None] * len(seqs)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))  # similar lengths share a batch
         rows_max = _bucket(max(len(ids) - n for ids, n in seqs), ROW_BUCKET)
         per_batch = max(1, batch_rows // rows_max)
@@ -331,7 +331,7 @@ class Attributor:
             grads[c.rows, :m] = np.asarray(g)[:C, :m]  # waits for this chunk
             if progress:
                 progress(int(c.rows[-1]) + 1, n_gen)
-            if path is not None:
+            if base_values is not None:
                 values[c.rows], base_values[c.rows] = np.asarray(vals[0])[:C], np.asarray(vals[1])[:C]
             else:
                 values[c.rows] = np.asarray(vals)[0, :C]

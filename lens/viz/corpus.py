@@ -71,7 +71,7 @@ def _contexts(unit: int, top, windows: dict, tokens: dict, n_prompt: dict) -> di
             alpha = float(np.clip(a / peak, 0, 1))
             fill = tuple(int(round(alpha * c + (1 - alpha) * b)) for c, b in zip(rgb(SALIENCY_COLOR), rgb(INPUT_COLOR)))
             where = f"example {int(e)}, position {pos}" + (" (generated)" if pos >= n_prompt[int(e)] else "")
-            _box(d, _cut(display(tok)), col + n / 2, n, y, "#%02x%02x%02x" % fill, tok, float(a), where,
+            _box(d, _cut(display(tok)), col + n / 2, n, y, "#{:02x}{:02x}{:02x}".format(*fill), tok, float(a), where,
                  3 if pos == p else 1)
             col += n + 0.3
     return d

@@ -1,0 +1,191 @@
+"""`Model`: one exported folder's ORT session (opened on a thread), tokenizer and manifest, and the
+graph call everything else goes through (`session_run`: logits, the KV cache, any tap)."""
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import Future
+from threading import Thread
+
+import numpy as np
+
+from .. import hooks
+from ..errors import LensError, ModelFolderError
+from ..store import ModelFolder
+from .generation import Generating
+from .masked import Masking
+from .prompts import Prompts
+from .results import Trace
+
+
+def _providers(preferred=None) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = preferred or ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+
+def open_session(path, opts, providers) -> Future:
+    """An ONNX Runtime session built on a thread: ORT releases the GIL while it reads and prepacks the
+    weights (~1 s for SmolLM2), so a caller's imports and set-up overlap it."""
+    import onnxruntime as ort
+
+    future: Future = Future()
+
+    def build():
+        try:
+            future.set_result(ort.InferenceSession(str(path), opts, providers=providers))
+        except BaseException as e:  # handed to the caller of result()
+            future.set_exception(e)
+
+    Thread(target=build, name="lens-open-session", daemon=True).start()
+    return future
+
+
+def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
+         providers: list[str] | None = None, add_bos: bool | None = None, verify: bool | str = True,
+         threads: int | None = None, session: bool = True) -> Model:
+    """Open an exported model (a folder, or a name in the model store) for generation and tracing.
+
+    `add_bos` overrides the manifest's choice of prepending the BOS token to prompts; `verify="full"`
+    hashes every file (by default only files whose size or mtime changed since the last check);
+    `threads` caps ONNX Runtime's threads (default: one per core); `session=False` opens only the
+    tokenizer and manifest (a corpus driver tokenizes; its actors run the model)."""
+    folder = ModelFolder.resolve(name_or_path, models_dir)
+    return Model(folder, providers=providers, add_bos=add_bos, manifest_data=folder.read_manifest(verify=verify),
+                 threads=threads, session=session)
+
+
+class Model(Prompts, Generating, Masking):
+    """An exported model: one ORT session, its tokenizer and its manifest."""
+
+    def __init__(self, folder: ModelFolder | str | os.PathLike, providers: list[str] | None = None,
+                 manifest_data: dict | None = None, add_bos: bool | None = None, threads: int | None = None,
+                 session: bool = True):
+        """`manifest_data` skips reading the manifest: the exporter validates before writing it."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.store = folder if isinstance(folder, ModelFolder) else ModelFolder(folder)
+        self.folder = self.store.path
+        if manifest_data:  # an export in progress: its manifest is not written yet
+            self.store.__dict__["manifest"] = manifest_data
+        self.manifest = m = self.store.manifest
+        self.name = m.get("name") or self.folder.name
+        self.architecture = m["architecture"]
+        self.n_layers, self.d_model, self.d_mlp = m["n_layers"], m["d_model"], m["d_mlp"]
+        self.n_heads, self.n_ctx, self.d_vocab = m["n_heads"], m["n_ctx"], m["d_vocab"]
+        eos = m.get("eos_token_id")  # an id, or a list of ids
+        self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self.bos_token_id = m.get("bos_token_id")
+        self.add_bos = bool(m.get("add_bos", False) if add_bos is None else add_bos)
+        if self.add_bos and self.bos_token_id is None:
+            raise LensError(f"{self.name} has no BOS token to prepend")
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.store.tokenizer))
+        except Exception as e:  # a corrupt file that still matches a (tampered) manifest
+            raise self._unopenable(e) from None
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:  # several models on one machine (corpus actors) each take a share of the cores
+            opts.intra_op_num_threads = int(threads)
+        self._opening = open_session(self.store.graph, opts, _providers(providers)) if session else None
+        self._session = None
+        self._past_names = [f"past_key_values.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
+        self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
+        self.taps = hooks.all_taps(self.n_layers)
+        self._kv_shape = (m["n_kv_heads"], m["d_head"])
+        self._special_ids = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+
+    def __repr__(self):
+        return (f"<lens Model {self.name!r}: {self.n_layers} layers x {self.d_model}, "
+                f"{self.providers[0] if self.providers else 'no session'}>")
+
+    def _unopenable(self, e: Exception) -> ModelFolderError:
+        return ModelFolderError(f"{self.folder}: cannot open the model ({str(e).splitlines()[0][:200]}); "
+                                f"re-export with `lens export --force`")
+
+    @property
+    def session(self):
+        """The ONNX Runtime session (None when opened with session=False); waits for it the first time."""
+        opening = self._opening
+        if opening is not None:
+            try:
+                self._session = opening.result()
+            except Exception as e:  # raised again at every use: the model stays unusable
+                raise self._unopenable(e) from None
+            self._opening = None
+        return self._session
+
+    @functools.cached_property
+    def providers(self) -> list[str]:
+        return self.session.get_providers() if self.session else []
+
+    @functools.cached_property
+    def _inputs(self) -> set[str]:
+        if not self.session:
+            return set()
+        # inputs with a default (logits_from) are listed as overridable initializers, not inputs
+        return {i.name for i in [*self.session.get_inputs(), *self.session.get_overridable_initializers()]}
+
+    # ---------------------------------------------------------------- engine
+    def session_run(self, token_ids, past=None, taps: bool = False, attention_mask=None, outputs=(),
+                    position_ids=None, logits_from: int = 0) -> dict:
+        """One graph call on token_ids [seq] or [batch, seq] after an optional cache; raw outputs by
+        name (logits, the cache, every tap with `taps`, and the taps named in `outputs`).
+        `attention_mask` [batch, past + seq] (1 = attend) defaults to all ones; `position_ids`
+        [batch, seq] default to past, past + 1, ... whatever the mask. `present` in the result is the
+        cache to pass as `past` next. `logits_from`: logits of this call's positions from this one on
+        (negative: from the end; -1 the last only), the unembedding skipped at the others (graphs
+        exported by lens >= 0.3; older graphs compute them all and the result is sliced)."""
+        if self.session is None:
+            raise LensError(f"{self.name} was opened without a session (load(..., session=False)): tokens only")
+        ids = np.asarray(token_ids, dtype=np.int64)
+        ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
+        batch, seq = ids.shape
+        n_past = 0 if past is None else past[0].shape[2]
+        feed = {"input_ids": ids}
+        if attention_mask is not None and "attention_mask" not in self._inputs:
+            raise LensError(f"{self.name}'s graph takes no attention mask")
+        if "attention_mask" in self._inputs:
+            feed["attention_mask"] = (np.ones((batch, n_past + seq), dtype=np.int64) if attention_mask is None
+                                      else np.asarray(attention_mask, dtype=np.int64))
+        if "position_ids" in self._inputs:
+            default = np.broadcast_to(np.arange(n_past, n_past + seq, dtype=np.int64), (batch, seq))
+            given = default if position_ids is None else position_ids
+            feed["position_ids"] = np.array(given, np.int64).reshape(batch, seq)
+        if past is None:
+            past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
+        feed.update(zip(self._past_names, past))
+        graph_slices = hooks.LOGITS_FROM in self._inputs                  # older graphs compute every position
+        if logits_from and graph_slices:
+            feed[hooks.LOGITS_FROM] = np.asarray([logits_from], np.int64)
+        names = ["logits", *self._present_names] + (self.taps if taps else [t for t in outputs if t in self.taps])
+        values = self.session.run(names, feed)
+        out = dict(zip(names, values))
+        if logits_from and not graph_slices:
+            out["logits"] = out["logits"][:, logits_from:]
+        out["present"] = values[1:1 + len(self._present_names)]
+        return out
+
+    def mlp_activations(self, token_ids, layers: list[int]) -> np.ndarray:
+        """MLP neuron activations [batch, len(layers), seq, d_mlp] of a batch of sequences [batch, seq]
+        in one graph call. Pad short sequences at the end: causal attention keeps padding out of
+        every real position."""
+        ids = np.asarray(token_ids, dtype=np.int64)
+        names = [hooks.mlp_post(l) for l in layers]
+        out = self.session_run(ids, taps=False, outputs=names, logits_from=-1)
+        return np.stack([out[n] for n in names], axis=1)
+
+    def run(self, token_ids) -> Trace:
+        """One full-sequence pass with every tap, for all positions."""
+        ids = np.asarray(self.prompt_ids(token_ids), dtype=np.int64)
+        if not 0 < len(ids) <= self.n_ctx:
+            raise LensError(f"sequence of {len(ids)} tokens; this model takes 1 to {self.n_ctx}")
+        return self._trace(self.session_run(ids, taps=True))
+
+    def _trace(self, out: dict) -> Trace:
+        hidden = np.stack([out[hooks.EMBED][0]] + [out[hooks.resid_post(l)][0] for l in range(self.n_layers)])
+        acts = np.stack([out[hooks.mlp_post(l)][0] for l in range(self.n_layers)])
+        return Trace(out["logits"][0], hidden, acts, out[hooks.LN_FINAL][0])
