@@ -1,5 +1,5 @@
-"""lens: explain what GPT-2- and Llama-family language models do when they generate text."""
-__version__ = "0.2.0"
+"""lens: explain what decoder-only language models (GPT-2, Llama, Qwen, Gemma, ...) do when they generate text."""
+from .version import __version__  # noqa: E402
 
 from .errors import LensError, ModelFolderError  # noqa: E402
 from .runtime import Generation, Model, Trace, load  # noqa: E402

@@ -161,7 +161,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from . import __version__
+    from .version import __version__
     from .store import default_models_dir
 
     info = {"lens": __version__, "python": sys.version.split()[0], "model store": str(default_models_dir())}
@@ -215,7 +215,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     fmt: dict[str, Any] = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p = _Parser(prog="lens", description="Explain what GPT-2- and Llama-family language models do when they "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lens.grad import Attributor
-from lens.grad.attribution import _compiled
+from lens.grad.engine import _compiled
 from references import torch_reference
 
 
@@ -138,7 +138,7 @@ def test_exported_weights_are_read_in_place(tiny, tiny_llama, family):
     from safetensors.numpy import load_file
 
     from lens import families
-    from lens.grad.attribution import in_place
+    from lens.grad.engine import in_place
     from lens.store import ModelFolder
 
     src, exported = tiny if family == "gpt2" else tiny_llama

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from collections.abc import Callable
 
-from .. import __version__, families
+from .. import families
+from ..version import __version__
 from ..errors import LensError
 from ..settings import BOS_CHOICES
 from ..store import GRAPH, MANIFEST, ModelFolder, check_name, default_models_dir, model_name
