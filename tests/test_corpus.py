@@ -160,7 +160,7 @@ def test_factor_values_are_nonnegative_least_squares():
 
 def test_report_paints_real_activations(profiled, tiny_model):
     """The report's painted windows hold the neuron's activations from a fresh run of that prompt."""
-    from lens.corpus.run import _windows
+    from lens.corpus.outputs import _windows
 
     examples = _full_ids(profiled)
     ctx = [np.load(p) for p in sorted((profiled / "state").glob("contexts-*.npz"))]
