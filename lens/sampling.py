@@ -13,13 +13,18 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+MIN_TEMPERATURE = 1e-4  # below this a softmax of float32 logits overflows to one-hot anyway
+
+
 def check(temperature, top_k, top_p) -> None:
-    if not 0 < temperature < float("inf"):
-        raise LensError("temperature must be a positive, finite number")
-    if top_k is not None and top_k < 1:
-        raise LensError("top_k must be >= 1")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise LensError("top_p must be in (0, 1]")
+    """The sampling bounds, for the API, the CLI, `lens serve` and `Model.generate` alike."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not MIN_TEMPERATURE <= temperature < float("inf"):
+        raise LensError(f"temperature must be a finite number >= {MIN_TEMPERATURE}, not {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise LensError(f"top_k must be an integer >= 1, not {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise LensError(f"top_p must be in (0, 1], not {top_p!r}")
 
 
 def distribution(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:

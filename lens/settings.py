@@ -4,9 +4,10 @@ one-line error wherever it comes from."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from . import methods as M
+from . import sampling
 from .errors import LensError
 from .methods import TARGETS  # noqa: F401 - where callers have always found it
 
@@ -17,6 +18,12 @@ DEFAULT_FACTORS = 5           # NMF factors in the report (fewer for a shorter s
 HEATMAP_NEURONS = 64          # most active neurons the report's heatmap shows
 HEATMAP_CLUSTERS = 6
 MAX_IG_STEPS = 1024
+
+
+def opt(default, help: str, flag: str | None = None, **argparse_kw):
+    """A settings field with what the CLI needs to offer it (`lens.cli.options` builds the options from
+    these): its help, its flag (default: --field-name), and argparse's choices, metavar, ..."""
+    return field(default=default, metadata={"help": help, "flag": flag, **argparse_kw})
 
 
 def _int(name, v, low=None, high=None, optional=False):
@@ -39,22 +46,28 @@ def _float(name, v, ok, what, optional=False):
 @dataclass(frozen=True)
 class ExplainSettings:
     """What `explain` does: how to generate, which attributions, what the logit lens follows."""
-    max_new_tokens: int = 20
-    methods: tuple = ("grad_x_input",)
-    target: str = "logit"                 # differentiate the token's logit (the article) or its probability
-    sample: bool = False                  # greedy unless True
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    watch: tuple = ()                     # tokens whose logit-lens rank to follow
-    foil: str | None = None               # the alternative token for the contrastive method
-    ig_steps: int = 16                    # integrated-gradients path points (cost: ~1x grad_x_input each)
-    ig_baseline: str = " "                # "zero", "mean", "pad" (the end-of-text token) or a one-token text
-    lens_top_k: int = 10                  # logit-lens candidates kept per layer and position
-    chat: bool = False                    # wrap the prompt in the model's chat template (instruct models)
-    continuation: str | tuple | None = None  # explain this continuation (text or token ids) instead of generating
-    faithfulness: bool = False            # AOPC of every method (and a random control) from masked model runs
+    max_new_tokens: int = opt(20, "tokens to generate")
+    methods: tuple = opt(("grad_x_input",), "attribution method (repeatable)", "--method", choices=M.names)
+    target: str = opt("logit", "differentiate the token's logit (the article) or its probability (Ecco 0.1)",
+                      choices=lambda: TARGETS)
+    sample: bool = opt(False, "sample instead of greedy decoding")
+    temperature: float = opt(1.0, "sampling temperature")
+    top_k: int | None = opt(None, "sample among the k most likely tokens")
+    top_p: float | None = opt(None, "sample among the most likely tokens holding this much probability")
+    seed: int | None = opt(None, "sampling seed (the same seed gives the same tokens)")
+    watch: tuple = opt((), "a token whose rank to follow across layers (repeatable; a string of several tokens is "
+                       "followed by its first)")
+    foil: str | None = opt(None, "for --method contrastive: the token to explain against, e.g. ' 16'")
+    ig_steps: int = opt(16, "integrated-gradients path points (cost: ~1x grad_x_input each)")
+    ig_baseline: str = opt(" ", "integrated gradients' baseline at every position but the first (which keeps its "
+                           "own): zero, the mean embedding, pad (the end-of-text token), or a text of one token",
+                           "--baseline", metavar="zero|mean|pad|TOKEN")
+    lens_top_k: int = opt(10, "logit-lens candidates kept per layer and position")
+    chat: bool = opt(False, "wrap the prompt in the model's chat template (instruct models)")
+    continuation: str | tuple | None = opt(None, "explain this continuation of the prompt instead of generating one "
+                                           "(forced decoding; --max-new-tokens and sampling do not apply)")
+    faithfulness: bool = opt(False, "measure each method's AOPC (masking the earlier tokens it ranks highest / "
+                             "lowest) against a random ranking; shown beside the method menu")
 
     def __post_init__(self):
         # normalise sequences given as lists or single strings, then check every value
@@ -67,9 +80,7 @@ class ExplainSettings:
         chosen = [M.get(m) for m in self.methods]
         if self.target not in TARGETS:
             raise LensError(f"unknown attribution target {self.target!r}; choose from {', '.join(TARGETS)}")
-        _float("temperature", self.temperature, lambda t: 1e-4 <= t < math.inf, "a finite number >= 1e-4")
-        _int("top_k", self.top_k, 1, optional=True)
-        _float("top_p", self.top_p, lambda p: 0 < p <= 1, "in (0, 1]", optional=True)
+        sampling.check(self.temperature, self.top_k, self.top_p)
         _int("seed", self.seed, 0, 2 ** 63 - 1, optional=True)
         _int("ig_steps", self.ig_steps, 1, MAX_IG_STEPS)
         _int("lens_top_k", self.lens_top_k, 1, 100)
@@ -98,9 +109,9 @@ class ExplainSettings:
 @dataclass(frozen=True)
 class ServeSettings:
     """Caps of `lens serve`: every browser session shares one model and one worker."""
-    port: int = 5006
-    max_prompt_tokens: int = 64
-    max_new_tokens: int = 30
+    port: int = opt(5006, "port on 127.0.0.1")
+    max_prompt_tokens: int = opt(64, "longest prompt accepted")
+    max_new_tokens: int = opt(30, "most tokens a request generates")
 
     def __post_init__(self):
         _int("port", self.port, 1, 65535)
@@ -111,14 +122,15 @@ class ServeSettings:
 @dataclass(frozen=True)
 class CorpusSettings:
     """What `lens corpus` does to every prompt of a corpus (see `lens.corpus`)."""
-    max_new_tokens: int = 0               # 0: profile the text itself (forward only, the neuron-study mode)
-    methods: tuple = ("grad_x_input",)    # attributions of the generated tokens (none when nothing is generated)
-    layers: tuple | None = None           # (first, last) layers profiled, inclusive; None: all
-    top_k: int = 20                       # strongest activations kept per neuron and per factor
-    factors: int = 8                      # streaming NMF factors of the activations (0: none)
-    batch_size: int = 16                  # prompts per shard: one padded ONNX Runtime call profiles them
-    max_tokens: int = 128                 # prompts are cut to their first max_tokens tokens
-    include_first: bool = False           # rank the first position too (attention-sink neurons fire there)
+    max_new_tokens: int = opt(0, "tokens to generate and attribute per prompt; 0 profiles the text itself")
+    methods: tuple = opt(("grad_x_input",), "attribution method when generating (repeatable)", "--method",
+                         choices=lambda: M.names(batchable=True))
+    layers: tuple | None = None           # (first, last) layers profiled, inclusive; None: all (--layers A-B)
+    top_k: int = opt(20, "strongest activations kept per neuron and factor")
+    factors: int = opt(8, "streaming NMF factors (0: none)")
+    batch_size: int = opt(16, "prompts per shard (one padded model call)")
+    max_tokens: int = opt(128, "prompts are cut to this many tokens")
+    include_first: bool = opt(False, "rank first positions too (left out by default: attention-sink neurons fire there)")
 
     def __post_init__(self):
         object.__setattr__(self, "methods", (self.methods,) if isinstance(self.methods, str)

