@@ -22,7 +22,7 @@ def check(temperature, top_k, top_p) -> None:
             or not MIN_TEMPERATURE <= temperature < float("inf"):
         raise LensError(f"temperature must be a finite number >= {MIN_TEMPERATURE}, not {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise LensError(f"top_k must be an integer >= 1, not {top_k!r}")
+        raise LensError(f"top_k must be >= 1 (an integer), not {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise LensError(f"top_p must be in (0, 1], not {top_p!r}")
 

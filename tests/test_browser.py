@@ -176,3 +176,25 @@ def test_markup_inside_one_token_stays_text_in_the_details(browser, report, tmp_
         assert pg.dialogs == []
     finally:
         pg.close()
+
+
+def test_view_javascript_parses_and_its_colour_rule_is_pythons(browser):
+    """Every file of lens/viz/js compiles in Chromium (as CustomJS compiles it: a function body), and
+    colors.js's textColor gives what style.text_color gives on fills across the colour cube."""
+    from lens.viz.style import JS_DIR, js, text_color
+
+    pg = Page(browser)
+    try:
+        pg.page.set_content("<html><body></body></html>")
+        names = sorted(p.stem for p in JS_DIR.glob("*.js"))
+        assert {"colors", "saliency", "factors", "layer_predictions", "unit_select"} <= set(names)
+        for name in names:
+            error = pg.page.evaluate("code => { try { new Function(code); return null } catch (e) { return String(e) } }",
+                                     js(name))
+            assert error is None, (name, error)
+        fills = [[r, g, b] for r in range(0, 256, 51) for g in range(0, 256, 51) for b in range(0, 256, 17)]
+        got = pg.page.evaluate("([code, fills]) => new Function('fills', code + '; return fills.map(textColor)')(fills)",
+                               [js("colors"), fills])
+        assert got == [text_color(tuple(f)) for f in fills]
+    finally:
+        pg.close()

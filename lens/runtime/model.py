@@ -39,7 +39,7 @@ def open_session(path, opts, providers) -> Future:
         except BaseException as e:  # handed to the caller of result()
             future.set_exception(e)
 
-    Thread(target=build, name="lens-open-session", daemon=True).start()
+    Thread(target=build, name="lens-open-session").start()  # not a daemon: exiting mid-build aborts ORT
     return future
 
 

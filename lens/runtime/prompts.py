@@ -55,7 +55,7 @@ class Prompts:
 
     def chat_prompt(self, text: str) -> str:
         """`text` as one user turn of the model's chat template, the assistant's turn opened."""
-        from .chat import render
+        from ..chat import render
         return render(self.manifest.get("chat_template"), text, self.manifest.get("special_tokens"), self.name)
 
     def decode(self, ids) -> str:

@@ -15,7 +15,7 @@ from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
 from ..files import write_atomic
-from .style import CHAR_W, INPUT_COLOR, INPUT_EDGE, NOTE_STYLE, SALIENCY_COLOR, display, rgb, text_color, text_div
+from .style import CHAR_W, INPUT_COLOR, INPUT_EDGE, NOTE_STYLE, SALIENCY_COLOR, display, js, rgb, text_color, text_div
 
 ROW_H = 30
 BOX_H = 22
@@ -113,7 +113,7 @@ def _browser(items: dict):
     p.text("x", "y", text="text", source=src, text_align="center", text_baseline="middle",
            text_font=value("monospace"), text_font_size="13px", text_color="text_color")
     select = Select(title="neuron or factor", value=names[0], options=names, name="unit_select")
-    select.js_on_change("value", CustomJS(args=dict(src=src, items=items), code="src.data = items[cb_obj.value];"))
+    select.js_on_change("value", CustomJS(args=dict(src=src, items=items), code=js("unit_select")))
     note = text_div(f"<span style='{NOTE_STYLE}'>Each row: one of the unit's strongest contexts over the corpus "
                     f"(one per prompt), its value on the left; tokens painted by the unit's activation there, "
                     f"relative to its strongest; the firing token outlined in black. Hover a token for its value."

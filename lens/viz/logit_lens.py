@@ -12,7 +12,7 @@ from bokeh.models import (ColorBar, ColumnDataSource, CustomJS, HoverTool, Linea
 from bokeh.palettes import Blues256, Viridis256
 from bokeh.plotting import figure
 
-from .style import NOTE_STYLE, drop_grids, label, plain, text_color, text_div
+from .style import NOTE_STYLE, drop_grids, js, label, plain, text_color, text_div
 
 MAX_WIDTH = 1300      # px a grid may take before it scrolls inside its own panel
 PROB_PALETTE = Blues256[::-1]  # white (p = 0) to dark blue (p = 1)
@@ -119,9 +119,7 @@ def layer_predictions_view(expl, position: int | None = None):
     select = Select(title="position (its token → the token it predicts)", value=str(pos), options=options,
                     name="position_select", width=420)
     # one JSON string, parsed in the page: Bokeh walks every element of a nested list it serialises
-    select.js_on_change("value", CustomJS(args=dict(src=src, data=json.dumps(per_position)), code="""
-        if (!src.tags.length) src.tags = [JSON.parse(data)];
-        src.data = Object.assign({}, src.data, src.tags[0][cb_obj.value]);"""))
+    select.js_on_change("value", CustomJS(args=dict(src=src, data=json.dumps(per_position)), code=js("layer_predictions")))
     title = text_div("<b>Layer predictions</b>: the most probable next tokens after each layer at one position "
                      "(logit lens through the final norm)")
     return column(title, select, _panel(p, "layer_predictions_panel"), name="layer_predictions_view")

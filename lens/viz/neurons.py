@@ -13,7 +13,7 @@ from bokeh.plotting import figure
 
 from ..analysis.neurons import cluster_neurons, select_layers
 from ..settings import HEATMAP_CLUSTERS, HEATMAP_NEURONS
-from .style import (CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, JS_TEXT_COLOR, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
+from .style import (CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, js, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
                     SPARK_BACKGROUND, drop_grids, label, plain, rgb, text_color, text_div)
 from .text import draw_tokens, text_figure, token_layout, token_source
 
@@ -116,33 +116,7 @@ def _factor_js(src, palette, cells, action: str) -> CustomJS:
     """Hovering a factor's row paints that factor on the text; leaving restores (the pinned factor,
     else each token's dominant one); a tap pins the factor (a tap on the pinned one unpins it)."""
     return CustomJS(args=dict(src=src, palette=palette, cells=cells, action=action, excluded=EXCLUDED_COLOR,
-                              input_rgb=rgb(INPUT_COLOR), output_rgb=rgb(OUTPUT_COLOR)), code=JS_TEXT_COLOR + """
-        let f = -1;
-        if (action == "hover") {
-            const idx = cb_data.index.indices;
-            if (!idx.length) return;
-            f = cells.data.factor[idx[0]];
-        } else if (action == "tap") {
-            const idx = cells.selected.indices;
-            if (!idx.length) return;
-            f = cells.data.factor[idx[0]];
-            src.tags = [src.tags[0] == f ? -1 : f];
-            cells.selected.indices = [];
-        }
-        const show = action == "hover" ? f : src.tags[0];
-        const d = src.data, n = d.x.length;
-        if (show < 0) {
-            src.data = Object.assign({}, d, {color: d.dom_color, alpha: d.dom_alpha, text_color: d.dom_text});
-            return;
-        }
-        const acts = d["act_" + show], color = new Array(n), alpha = new Array(n), tc = new Array(n);
-        for (let i = 0; i < n; i++) {
-            color[i] = d.ok[i] ? palette[show] : excluded;
-            alpha[i] = d.ok[i] ? 0.9 * acts[i] : 1.0;
-            tc[i] = textColor(blend(hexrgb(color[i]), d.kind[i] == "input" ? input_rgb : output_rgb, alpha[i]));
-        }
-        src.data = Object.assign({}, d, {color: color, alpha: alpha, text_color: tc});
-    """)
+                              input_rgb=rgb(INPUT_COLOR), output_rgb=rgb(OUTPUT_COLOR)), code=js("colors", "factors"))
 
 
 def _blend(top: str, bottom: str, alpha: float) -> tuple:

@@ -2,6 +2,8 @@
 contrast), and the one way to put our own HTML on the page (escaped, never typeset)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from bokeh.models import Div, Grid, PlainText
 
 CHAR_W = 8.4          # px per character of the 14 px monospace token text
@@ -73,20 +75,13 @@ def text_color(fill) -> str:
     return DARK_TEXT if contrast(fill, (0, 0, 0)) >= contrast(fill, (255, 255, 255)) else LIGHT_TEXT
 
 
-# The same rule in the page's JavaScript, for colours that change on hover.
-JS_TEXT_COLOR = """
-function channel(c) { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); }
-function luminance(rgb) { return 0.2126 * channel(rgb[0]) + 0.7152 * channel(rgb[1]) + 0.0722 * channel(rgb[2]); }
-function hexrgb(h) { h = h.replace('#', ''); return [0, 2, 4].map(i => parseInt(h.substr(i, 2), 16)); }
-function blend(top, bottom, a) { return top.map((t, i) => a * t + (1 - a) * bottom[i]); }
-function textColor(fill) {
-    const l = luminance(fill);
-    return (l + 0.05) / 0.05 >= 1.05 / (l + 0.05) ? '#000000' : '#ffffff';
-}
-function escapeHtml(s) {
-    return String(s).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
-}
-"""
+JS_DIR = Path(__file__).with_name("js")
+
+
+def js(*names: str) -> str:
+    """The browser code of `lens/viz/js/NAME.js` files, joined (helpers first): every view's
+    CustomJS code lives in those files, none in Python strings."""
+    return "\n".join((JS_DIR / f"{name}.js").read_text() for name in names)
 
 
 def drop_grids(p) -> None:

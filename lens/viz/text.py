@@ -13,7 +13,7 @@ from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, CustomJS, HoverTool, Range1d, Select, TapTool
 from bokeh.plotting import figure
 
-from .style import (CHAR_W, INPUT_COLOR, INPUT_EDGE, JS_TEXT_COLOR, NOTE_STYLE, OUTPUT_COLOR, OUTPUT_EDGE,
+from .style import (CHAR_W, INPUT_COLOR, INPUT_EDGE, js, NOTE_STYLE, OUTPUT_COLOR, OUTPUT_EDGE,
                     SALIENCY_COLOR, display, rgb, text_div)
 
 LINE_H = 50           # px per line: a 24 px box, its percentage label below it, a gap
@@ -101,38 +101,7 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
                                heading=heading, n_prompt=expl.n_prompt, input_rgb=rgb(INPUT_COLOR),
                                output_rgb=rgb(OUTPUT_COLOR), paint_rgb=rgb(SALIENCY_COLOR),
                                heading_html=_heading("METHOD")),
-                     code=JS_TEXT_COLOR + """
-        // the hovered token, else the tapped one, else the last one shown (when the method changes)
-        let idx = (cb_data && cb_data.index) ? cb_data.index.indices : [];
-        if (idx.length == 0) idx = src.selected.indices.length ? src.selected.indices : src.tags;
-        heading.text = heading_html.replace('METHOD', () => escapeHtml(select.value));  // no $-patterns
-        if (!idx || idx.length == 0) return;
-        const i = idx[idx.length - 1];
-        src.tags = [i];
-        const d = src.data, n = d.x.length;
-        const alpha = new Array(n).fill(0), pct = new Array(n).fill(""), tc = new Array(n), lw = new Array(n).fill(1);
-        let info = "Prompt token " + i + ": <b>" + escapeHtml(JSON.stringify(d.token[i])) + "</b>";
-        if (i >= n_prompt) {
-            const row = mats[select.value][i - n_prompt];
-            const mx = Math.max(...row, 1e-12);
-            for (let j = 0; j < i; j++) {
-                alpha[j] = 0.85 * row[j] / mx;
-                const v = 100 * row[j];
-                pct[j] = v >= 0.5 ? v.toFixed(0) + "%" : (v > 0 ? "<1%" : "");
-            }
-            const top = Array.from(row.keys()).filter(j => j < i).sort((a, b) => row[b] - row[a]).slice(0, 3);
-            info = "Generated token " + i + ": <b>" + escapeHtml(JSON.stringify(d.token[i])) + "</b>, p = " +
-                probs[i - n_prompt].toFixed(3) + ". Top contributors (" + escapeHtml(select.value) + "): " +
-                top.map(j => escapeHtml(JSON.stringify(d.token[j])) + " " + (100 * row[j]).toFixed(1) + "%").join(", ");
-        }
-        lw[i] = 3;
-        for (let j = 0; j < n; j++) {
-            const base = j < n_prompt ? input_rgb : output_rgb;
-            tc[j] = textColor(blend(paint_rgb, base, alpha[j]));
-        }
-        details.text = info;
-        src.data = Object.assign({}, d, {alpha: alpha, pct: pct, text_color: tc, line_width: lw});
-    """)
+                     code=js("colors", "saliency"))
     p.add_tools(HoverTool(tooltips=None, callback=paint, renderers=[boxes]), TapTool(renderers=[boxes]))
     src.selected.js_on_change("indices", paint)
     select.js_on_change("value", paint)
