@@ -23,6 +23,31 @@ def output_path(path, what: str = "output") -> Path:
     return path
 
 
+def replace_atomic(path, write: Callable[[Path], None]) -> None:
+    """The one way lens replaces a file: `write(tmp)` on a temporary sibling, its data flushed to disk,
+    renamed over `path`, and the folder's entry flushed too, so that neither an interruption nor a
+    power cut leaves half a file (a manifest, a report, a saved explanation, a corpus's state)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder: the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path, write: Callable[[Path], None], what: str = "output") -> Path:
     """Call `write(tmp)` on a temporary sibling of `path`, then rename it over `path`."""
     path = output_path(path, what)
@@ -36,14 +61,10 @@ def write_atomic(path, write: Callable[[Path], None], what: str = "output") -> P
         except OSError as e:
             raise LensError(f"cannot write {path}: {e.strerror or e}") from None
         return path
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        replace_atomic(path, write)
     except OSError as e:
         raise LensError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -51,13 +72,7 @@ def savez_atomic(path, arrays: dict) -> None:
     """np.savez through a temporary sibling renamed into place: an interrupted run leaves no half file."""
     import numpy as np
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomic(path, lambda tmp: np.savez(tmp, **arrays))  # tmp ends in .npz: savez adds no suffix
 
 
 def same_file(a, b) -> bool:

@@ -18,6 +18,7 @@ import os
 import re
 from pathlib import Path
 
+from .files import replace_atomic
 from .errors import ModelFolderError
 from .swap import repair
 
@@ -143,9 +144,8 @@ class ModelFolder:
         """Describe every file (size, sha256) and write the manifest atomically: the folder's last write."""
         files = {p.relative_to(self.path).as_posix(): {"size": p.stat().st_size, "sha256": sha256(p)}
                  for p in sorted(self.path.rglob("*")) if p.is_file() and p.name not in (MANIFEST, _STAMP)}
-        tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(dict(data, format=FORMAT_VERSION, files=files), indent=2))
-        os.replace(tmp, self.path / MANIFEST)
+        text = json.dumps(dict(data, format=FORMAT_VERSION, files=files), indent=2)
+        replace_atomic(self.path / MANIFEST, lambda tmp: tmp.write_text(text))
 
     def read_manifest(self, verify: bool | str = True) -> dict:
         """Read and check the manifest; raise ModelFolderError naming what is wrong. `verify`: False,

@@ -52,30 +52,41 @@ def test_watched_ranks_match_pytorch(expl, torch_lens, tiny_model, tiny_explaine
     assert_ranks_match(expl.watch(" of", tiny_explainer), torch_lens, [tiny_model.token_id(" of")] * n)
 
 
+def _nndsvda_reference(x, k, eps=1e-6):
+    """NNDSVDa (Boutsidis & Gallopoulos 2008, "a": zeros filled with the mean) from its definition, on
+    numpy's full SVD."""
+    u, s, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+    w, h = np.zeros((x.shape[0], k)), np.zeros((k, x.shape[1]))
+    w[:, 0], h[0] = np.sqrt(s[0]) * np.abs(u[:, 0]), np.sqrt(s[0]) * np.abs(vt[0])
+    for j in range(1, k):
+        pos = np.maximum(u[:, j], 0), np.maximum(vt[j], 0)
+        neg = np.maximum(-u[:, j], 0), np.maximum(-vt[j], 0)
+        (a, b) = max((pos, neg), key=lambda p: np.linalg.norm(p[0]) * np.linalg.norm(p[1]))
+        sigma = np.linalg.norm(a) * np.linalg.norm(b)
+        w[:, j] = np.sqrt(s[j] * sigma) * a / np.linalg.norm(a)
+        h[j] = np.sqrt(s[j] * sigma) * b / np.linalg.norm(b)
+    w[w < eps], h[h < eps] = 0, 0
+    w[w == 0], h[h == 0] = x.mean(), x.mean()
+    return w.astype(x.dtype), h.astype(x.dtype)
+
+
 def _sklearn_nmf(a, k):
-    """scikit-learn's NMF from its own NNDSVDa start, its randomized SVD swapped for an exact one."""
-    from unittest import mock
+    """scikit-learn's NMF (its public API) from the NNDSVDa start of `_nndsvda_reference`."""
+    from sklearn.decomposition import NMF
 
-    from sklearn.decomposition import NMF, _nmf
-
-    def exact_svd(x, k, **kw):
-        u, s, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
-        return u[:, :k], s[:k], vt[:k]
-
-    with mock.patch.object(_nmf, "_randomized_svd", exact_svd):
-        w0, h0 = _nmf._initialize_nmf(a, k, init="nndsvda")
+    w0, h0 = _nndsvda_reference(a, k)
     ref = NMF(n_components=k, init="custom", max_iter=500, tol=1e-3)
     return ref, ref.fit_transform(a, W=w0.astype(a.dtype), H=h0.astype(a.dtype)), (w0, h0)
 
 
-def test_nndsvda_equals_sklearns_on_an_exact_svd(expl):
+def test_nndsvda_equals_its_definition(expl):
     from lens.analysis.nmf import nndsvda
 
     for layers, k in (((0, 1), 4), (1, 3)):
         a = np.maximum(expl.activations[list(np.atleast_1d(layers))].transpose(1, 0, 2).reshape(expl.n_tokens, -1), 0)
         for x in (a, a.T[:, :20]):                                  # wide and tall
             w, h = nndsvda(x, k)
-            _, _, (w0, h0) = _sklearn_nmf(x, k)
+            w0, h0 = _nndsvda_reference(x, k)
             np.testing.assert_allclose(w, w0, rtol=1e-4, atol=1e-6)
             np.testing.assert_allclose(h, h0, rtol=1e-4, atol=1e-6)
 
@@ -114,26 +125,34 @@ def test_nmf_takes_sklearns_steps():
         np.testing.assert_allclose(h, ref.components_, rtol=1e-3, atol=1e-4 * h.max())
 
 
-def test_kmeans_takes_sklearns_draws():
-    """The same seed gives scikit-learn's clusters, labels included: its k-means++ draws, Lloyd's
-    steps, its rule for empty clusters (duplicate rows) and its choice among restarts."""
-    import warnings
+def _same_partition(a, b) -> bool:
+    pairs = np.unique(np.stack([a, b]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
+
+def test_kmeans_is_a_local_optimum_and_finds_separable_clusters():
+    """Lloyd's fixed point (every row nearest its own cluster's mean), seeded, and on well-separated
+    blobs the same partition as scikit-learn's KMeans."""
     from sklearn.cluster import KMeans
 
     from lens.analysis.kmeans import kmeans
 
     rng = np.random.default_rng(1)
-    for trial in range(60):
-        n, d = rng.integers(8, 80), rng.integers(2, 50)
-        k = int(min(rng.integers(1, 8), n))
-        x = (rng.standard_normal((n, d)) * rng.random(d) + (rng.random((n, 1)) > 0.5) * 2).astype(np.float32)
-        if trial % 5 == 0:
-            x[: n // 3] = 0                                          # duplicate rows
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")                          # fewer distinct rows than clusters
-            ref = KMeans(k, random_state=trial, n_init=4).fit(x).labels_
-        np.testing.assert_array_equal(kmeans(x, k, seed=trial), ref, err_msg=f"trial {trial}")
+    for trial in range(30):
+        n, d, k = int(rng.integers(12, 80)), int(rng.integers(2, 40)), int(rng.integers(2, 7))
+        centres = rng.normal(size=(k, d)) * 20
+        x = (centres[np.arange(n) % k] + rng.normal(size=(n, d))).astype(np.float32)
+        labels = kmeans(x, k, seed=trial)
+        np.testing.assert_array_equal(labels, kmeans(x, k, seed=trial))
+        means = np.stack([x[labels == c].mean(0) for c in range(k)])
+        nearest = ((x[:, None] - means[None]) ** 2).sum(-1).argmin(1)
+        np.testing.assert_array_equal(nearest, labels)
+        assert _same_partition(labels, np.arange(n) % k), trial
+        assert _same_partition(labels, KMeans(k, random_state=0, n_init=4).fit(x).labels_), trial
+    noisy = rng.normal(size=(40, 8)).astype(np.float32)             # no structure: still a fixed point
+    labels = kmeans(noisy, 5, seed=0)
+    means = np.stack([noisy[labels == c].mean(0) for c in np.unique(labels)])
+    assert (np.unique(labels)[((noisy[:, None] - means[None]) ** 2).sum(-1).argmin(1)] == labels).all()
 
 
 def test_factors_leave_the_first_position_out_by_default(expl):
@@ -170,12 +189,14 @@ def test_single_layer_factors_and_pca(expl):
     assert p.explained == pytest.approx(ref.explained_variance_ratio_.sum(), rel=1e-4)
 
 
-def test_kmeans_matches_sklearn(expl):
-    from sklearn.cluster import KMeans
-
+def test_clusters_of_a_layer(expl):
+    """The report's neuron clusters: a k-means partition of the layer's neurons (each nearest its own
+    cluster's mean activation pattern), ordered cluster by cluster."""
     c = expl.clusters(5, layers=[1])
-    ref = KMeans(n_clusters=5, random_state=0, n_init=4).fit(expl.activations[1].T)
-    np.testing.assert_array_equal(c.labels, ref.labels_)
+    x = expl.activations[1].T.astype(np.float64)
+    x = x - x.mean(0)
+    means = np.stack([x[c.labels == k].mean(0) for k in range(5)])
+    np.testing.assert_array_equal(((x[:, None] - means[None]) ** 2).sum(-1).argmin(1), c.labels)
     assert (np.diff(c.labels[c.order]) >= 0).all()
 
 

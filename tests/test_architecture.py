@@ -15,7 +15,7 @@ BASE = {"errors", "hooks", "settings", "methods", "version"}
 # module (or package) -> the lens modules it may import
 ALLOWED = {
     "errors": set(), "hooks": set(), "version": set(), "methods": {"errors"}, "settings": {"errors", "methods", "sampling"},
-    "swap": set(), "store": {"errors", "swap"}, "files": {"errors"},
+    "swap": set(), "store": {"errors", "swap", "files"}, "files": {"errors"},
     "persist": {"errors", "files", "version"},
     "tokens": {"errors"}, "sampling": {"errors"},
     "chat": {"errors"},
