@@ -125,3 +125,30 @@ def cluster_neurons(activations: np.ndarray, k: int = 8, layers=None, seed: int 
         raise LensError(f"{k} clusters asked for, but there are {x.shape[0]} neurons")
     labels = kmeans(x, k, seed=seed)
     return Clusters(chosen, activations.shape[2], labels, np.argsort(labels, kind="stable"))
+
+
+@dataclass
+class Heatmap:
+    """A layer's most active neurons grouped by k-means cluster: what the report's heatmap draws."""
+    layer: int
+    n_clusters: int
+    neurons: np.ndarray          # [n_neurons] neuron indices, in drawing order (cluster by cluster)
+    clusters: np.ndarray         # [n_neurons] cluster of each drawn row
+    values: np.ndarray           # [n_neurons, n_tokens] positive activations (negatives as 0)
+    high: float                  # the colour scale's top: the 98th percentile past the first position
+
+
+def neuron_heatmap(activations: np.ndarray, layer: int, n_neurons: int, clusters: int, seed: int = 0) -> Heatmap:
+    """The `n_neurons` most positively active neurons of `layer` ([n_layers, n_tokens, d_mlp] in) in
+    `clusters` k-means clusters of their activation patterns. The first position, where attention-sink
+    neurons fire, neither picks the neurons nor sets the colour scale."""
+    layer = select_layers(activations.shape[0], layer)[0]
+    acts = activations[layer].astype(np.float32)                        # [n_tokens, d_mlp]
+    rest = acts[1:] if len(acts) > 1 else acts
+    n_neurons = int(min(max(1, n_neurons), acts.shape[1]))
+    top = np.argsort(-np.maximum(rest, 0).sum(0), kind="stable")[:n_neurons]
+    k = min(clusters, n_neurons)
+    c = cluster_neurons(rest[None], k, layers=[0], seed=seed, neurons=top)
+    order = top[c.order]
+    high = float(max(np.percentile(np.maximum(rest[:, order], 0), 98), 1e-6))  # outliers saturate, not wash out
+    return Heatmap(layer, k, order, c.labels[c.order], np.maximum(acts[:, order].T, 0), high)

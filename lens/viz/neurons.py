@@ -11,8 +11,6 @@ from bokeh.models import ColorBar, ColumnDataSource, CustomJS, HoverTool, Linear
 from bokeh.palettes import Blues256, Category10_10
 from bokeh.plotting import figure
 
-from ..analysis.neurons import cluster_neurons, select_layers
-from ..settings import HEATMAP_CLUSTERS, HEATMAP_NEURONS
 from .style import (CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, js, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
                     SPARK_BACKGROUND, drop_grids, label, plain, rgb, text_color, text_div)
 from .text import draw_tokens, text_figure, token_layout, token_source
@@ -123,24 +121,12 @@ def _blend(top: str, bottom: str, alpha: float) -> tuple:
     return tuple(alpha * t + (1 - alpha) * b for t, b in zip(rgb(top), rgb(bottom)))
 
 
-def activations_view(expl, layer: int, n_neurons: int = HEATMAP_NEURONS, clusters: int = HEATMAP_CLUSTERS,
-                     seed: int = 0):
-    """The `n_neurons` most active neurons of `layer` (rows) over every token (columns), grouped by
-    k-means cluster of their activation patterns into bands; zero is white, only positive
-    activations are coloured (the article's figure). The first position, where attention-sink
-    neurons fire, is drawn but neither picks the neurons nor sets the colour scale."""
-    layer = select_layers(expl.n_layers, layer)[0]
-    acts = expl.activations[layer].astype(np.float32)                    # [n_tokens, d_mlp]
-    rest = acts[1:] if expl.n_tokens > 1 else acts
-    n_neurons = int(min(max(1, n_neurons), acts.shape[1]))
-    top = np.argsort(-np.maximum(rest, 0).sum(0), kind="stable")[:n_neurons]  # most positive activation in all
-    c = cluster_neurons(rest[None], min(clusters, n_neurons), layers=[0], seed=seed, neurons=top)
-    order = top[c.order]
-    cluster_of = c.labels[c.order]                                      # cluster per drawn row
-    n = expl.n_tokens
-    img = np.maximum(acts[:, order].T, 0)                               # [n_neurons, n_tokens]
-    positive = np.maximum(rest[:, order], 0)
-    high = float(max(np.percentile(positive, 98), 1e-6))               # a few outliers saturate, not wash out
+def activations_view(expl, heat):
+    """The heatmap (`analysis.neurons.Heatmap`): the most active neurons of a layer (rows) over every
+    token (columns), grouped into bands by k-means cluster; zero is white, only positive activations
+    are coloured (the article's figure)."""
+    layer, order, cluster_of, img, high = heat.layer, heat.neurons, heat.clusters, heat.values, heat.high
+    n, n_neurons, d_mlp, clusters = expl.n_tokens, len(order), expl.activations.shape[2], heat.n_clusters
     rows, cols = np.meshgrid(np.arange(n_neurons), np.arange(n), indexing="ij")
     names = [f"{layer}.{int(i)}" for i in order]
     src = ColumnDataSource(dict(
@@ -152,8 +138,8 @@ def activations_view(expl, layer: int, n_neurons: int = HEATMAP_NEURONS, cluster
     cell_h = int(np.clip(640 // n_neurons, 5, 14))
     p = figure(frame_width=cell_w * n, frame_height=cell_h * n_neurons, tools="", toolbar_location=None,
                x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(n_neurons, 0), x_axis_location="above",
-               title=f"Layer {layer}: the {n_neurons} most active of {acts.shape[1]} MLP neurons, in "
-                     f"{min(clusters, n_neurons)} k-means clusters (bands)", name="activations")
+               title=f"Layer {layer}: the {n_neurons} most active of {d_mlp} MLP neurons, in "
+                     f"{clusters} k-means clusters (bands)", name="activations")
     p.rect("x", "y", 1, 1, source=src, fill_color={"field": "value", "transform": mapper}, line_color=None)
     bounds = [i for i in range(1, n_neurons) if cluster_of[i] != cluster_of[i - 1]]
     p.segment(x0=[-0.5] * len(bounds), x1=[n - 0.5] * len(bounds), y0=bounds, y1=bounds, line_color="#444444",

@@ -14,8 +14,9 @@ from bokeh.settings import settings
 
 from ..errors import LensError
 from ..files import output_path, write_atomic
-from ..settings import DEFAULT_FACTORS, HEATMAP_NEURONS
+from ..settings import DEFAULT_FACTORS, HEATMAP_CLUSTERS, HEATMAP_NEURONS
 from .logit_lens import layer_predictions_view, rankings_view, watch_view
+from ..analysis.neurons import neuron_heatmap
 from .neurons import activations_view, factors_view
 from .style import NOTE_STYLE, text_div
 from .text import saliency_view
@@ -54,7 +55,8 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
         parts = [header_view(expl), saliency_view(expl), rankings_view(expl), layer_predictions_view(expl)]
         if expl.watched:
             parts.append(watch_view(expl))
-        heatmap = activations_view(expl, heatmap_layer, heatmap_neurons)
+        heatmap = activations_view(expl, neuron_heatmap(expl.activations, heatmap_layer, heatmap_neurons,
+                                                        HEATMAP_CLUSTERS))
         if nmf is not None:
             parts.append(factors_view(expl, nmf.result()))
     parts.append(heatmap)
