@@ -29,10 +29,19 @@ class Explanation:
     watched: dict[str, np.ndarray] = field(default_factory=dict)  # token text -> [n_layers, n_tokens]
     signed: dict[str, np.ndarray] = field(default_factory=dict)   # method -> unnormalised signed scores
     top_tokens: list = field(default_factory=list)                # display text of top_ids, same shape
-    settings: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)                  # what was asked (generation, methods, ...)
     timings: dict = field(default_factory=dict)
     prompt_text: str = ""                 # decoded from the ids (a token may hold part of a character)
     generated_text: str = ""
+    aopc: dict = field(default_factory=dict)          # faithfulness: ranking -> {morf, lerf, aopc_morf, aopc_lerf}
+    ig_completeness_error: float | None = None        # integrated gradients: max |sum - (f(x) - f(x'))| / |...|
+    devices: dict = field(default_factory=dict)       # engine -> where it ran (onnxruntime, jax)
+
+    def __post_init__(self):
+        # files of lens <= 0.2 kept these results among the settings
+        for key, name in (("faithfulness", "aopc"), ("ig_completeness_error",) * 2, ("devices",) * 2):
+            if key in self.settings and getattr(self, name) in ({}, None):
+                setattr(self, name, self.settings.pop(key))
 
     def __eq__(self, other) -> bool:
         """Same values in every field (arrays compared element-wise, dtype-independent)."""
@@ -149,7 +158,7 @@ class Explanation:
     def faithfulness(self) -> dict:
         """{method: (AOPC most-relevant-first, AOPC least-relevant-first)} computed when explaining with
         faithfulness=True, `random` the control: a method worth believing has a high first and a low second."""
-        f = self.settings.get("faithfulness")
+        f = self.aopc
         if not f:
             raise LensError("faithfulness was not measured: explain with faithfulness=True (--faithfulness)")
         return {m: (v["aopc_morf"], v["aopc_lerf"]) for m, v in f.items()}
@@ -165,7 +174,8 @@ class Explanation:
                 "attributions": {m: a.tolist() for m, a in self.attributions.items()},
                 "rankings": self.rankings().tolist(),
                 "watched": {w: r[:, gen].tolist() for w, r in self.watched.items()},
-                "warnings": self.warnings(), "settings": self.settings, "timings": self.timings}
+                "warnings": self.warnings(), "settings": self.settings, "timings": self.timings,
+                "aopc": self.aopc, "ig_completeness_error": self.ig_completeness_error, "devices": self.devices}
 
     def to_pandas(self):
         """Long format, one row per (generated token, earlier token, method): generated_position,
@@ -225,7 +235,7 @@ class Explanation:
     def warnings(self) -> list[str]:
         """Caveats a reader of these results should see."""
         out = []
-        err = self.settings.get("ig_completeness_error")
+        err = self.ig_completeness_error
         if err is not None and err > 0.05:
             out.append(f"integrated gradients is {err:.0%} away from completeness (sum of attributions vs "
                        f"f(input) - f(baseline)): its scores are unreliable here. On the straight path from "

@@ -158,6 +158,14 @@ def check(e) -> str | None:
         return "timings are not numbers"
     if not isinstance(e.prompt_text, str) or not isinstance(e.generated_text, str):
         return "prompt_text or generated_text is not text"
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    if not isinstance(e.aopc, dict) or not all(
+            isinstance(v, dict) and number(v.get("aopc_morf")) and number(v.get("aopc_lerf")) for v in e.aopc.values()):
+        return "aopc is not a mapping of rankings to AOPC numbers"
+    if e.ig_completeness_error is not None and not number(e.ig_completeness_error):
+        return "ig_completeness_error is not a number"
+    if not isinstance(e.devices, dict) or not all(isinstance(v, str) for v in e.devices.values()):
+        return "devices is not a mapping to text"
     return None
 
 

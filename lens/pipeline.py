@@ -142,7 +142,7 @@ class Explainer:
         ids = model.prompt_ids(prompt)                   # a bad prompt fails before any stage starts
         if s.continuation is None:
             model.check_length(len(ids), s.max_new_tokens)
-        timings, diagnostics = {}, {}
+        timings, completeness = {}, None
         self.prepare(s)
 
         t = time.perf_counter()
@@ -167,7 +167,7 @@ class Explainer:
             if a.signed is not None:
                 signed[m] = a.signed
             if a.baseline_values is not None:  # integrated gradients: how far from complete the path sum is
-                diagnostics["ig_completeness_error"] = float(a.completeness_error().max())
+                completeness = float(a.completeness_error().max())
             timings[f"attribution/{m}"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -181,7 +181,7 @@ class Explainer:
                              ig_steps=s.ig_steps, ig_baseline=s.ig_baseline,
                              prompt=asked if isinstance(asked, str) else None, chat=s.chat,
                              bos=bool(model.add_bos and gen.token_ids[0] == model.bos_token_id),
-                             watch_tokens={w: v[1] for w, v in watched.items()}, devices=self.devices(), **diagnostics)
+                             watch_tokens={w: v[1] for w, v in watched.items()})
         expl = Explanation(
             model_name=model.name, token_ids=gen.token_ids, tokens=model.token_strings(gen.token_ids),
             n_prompt=gen.n_prompt, probabilities=gen.probabilities, attributions=attributions,
@@ -189,13 +189,14 @@ class Explainer:
             top_ids=ll["top_ids"], top_probs=ll["top_probs"],
             watched={w: ll["watch_ranks"][..., i] for i, w in enumerate(s.watch)}, signed=signed,
             top_tokens=top_tokens, settings=settings_used, timings=timings,
-            prompt_text=model.decode(gen.token_ids[:gen.n_prompt]), generated_text=model.decode(gen.generated_ids))
+            prompt_text=model.decode(gen.token_ids[:gen.n_prompt]), generated_text=model.decode(gen.generated_ids),
+            ig_completeness_error=completeness, devices=self.devices())
         if s.faithfulness:
             t = time.perf_counter()
             say("faithfulness (AOPC)")
             faithful = self.faithfulness(expl)
             expl.timings["faithfulness"] = time.perf_counter() - t
-            expl.settings["faithfulness"] = faithful
+            expl.aopc = faithful
         return expl
 
 

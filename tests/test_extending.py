@@ -133,7 +133,7 @@ def test_a_method_defined_here_runs_through_every_stage(tiny, tiny_torch, tmp_pa
         logits_from_embeddings(tiny_torch, ids[:pos], x)[-1, int(ids[pos])].backward()
         want = ((x.grad * x) ** 2).sum(-1).detach().numpy()
         np.testing.assert_allclose(expl.attributions["squared_grad_x_input"][t, :pos], want / want.sum(), atol=1e-5)
-    assert set(expl.settings["faithfulness"]) == {"squared_grad_x_input", "grad_x_input", "random"}
+    assert set(expl.aopc) == {"squared_grad_x_input", "grad_x_input", "random"}
     expl.report(tmp_path / "method.html")
     assert "squared_grad_x_input" in (tmp_path / "method.html").read_text()
     again = lens.Explanation.load(expl.save(tmp_path / "method.npz"))

@@ -118,7 +118,7 @@ def test_integrated_gradients_incompleteness_is_reported(explainer):
     explanation says so instead of presenting the scores as complete."""
     expl = explainer.explain("The capital of France is", max_new_tokens=1, methods=("integrated_gradients",),
                              ig_steps=16)
-    assert expl.settings["ig_completeness_error"] > 0.05
+    assert expl.ig_completeness_error > 0.05
     assert any("integrated gradients" in w for w in expl.warnings())
     assert "warning: integrated gradients" in expl.summary()
 

@@ -27,7 +27,7 @@ def header_view(expl):
     times = ", ".join(f"{k} {v:.2f}s" for k, v in expl.timings.items())
     warnings = "".join(f"<p style='color:#a05a00'>&#9888; {e(w)}</p>" for w in expl.warnings())
     chat = " (in the model's chat template)" if expl.settings.get("chat") else ""
-    devices = ", ".join(f"{k} on {v}" for k, v in expl.settings.get("devices", {}).items())
+    devices = ", ".join(f"{k} on {v}" for k, v in expl.devices.items())
     times = times + (f" ({devices})" if devices else "")
     return text_div(f"<h2>lens: {e(expl.model_name)}</h2><p><b>Prompt{chat}:</b> <span class='lens-text'>"
                     f"{e(expl.prompt)}</span><br><b>Generated:</b> <span class='lens-text'>{e(expl.generated)}</span></p>"

@@ -106,8 +106,8 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
     src.selected.js_on_change("indices", paint)
     select.js_on_change("value", paint)
     parts = [heading, select, details, p]
-    if isinstance(expl.settings.get("faithfulness"), dict):
-        parts.insert(2, faithfulness_view(expl.settings["faithfulness"]))
+    if expl.aopc:
+        parts.insert(2, faithfulness_view(expl.aopc))
     legend = text_div(f"<span style='{NOTE_STYLE}'>Grey boxes: the prompt; yellow: generated tokens. Percentages are "
                       f"each earlier token's share of the attribution.</span>")
     return column(*parts, legend, name="saliency_view")
