@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "lens"
-BASE = {"errors", "hooks", "settings", "methods", "version"}
+BASE = {"errors", "hooks", "settings", "methods", "version", "sampling"}
 # module (or package) -> the lens modules it may import
 ALLOWED = {
     "errors": set(), "hooks": set(), "version": set(), "methods": {"errors"}, "settings": {"errors", "methods", "sampling"},
@@ -41,6 +41,30 @@ FORBIDDEN = {
     "pipeline": {"torch", "transformers", "optimum", "ray"},
     "corpus": {"torch", "transformers", "optimum"},
 }
+
+
+def _drawn_layers() -> list[set[str]]:
+    """The layers drawn in docs/architecture.md, bottom first: each line of its diagram names the
+    modules of one layer (after a 12-column label, before the description)."""
+    doc = (ROOT.parent / "docs" / "architecture.md").read_text()
+    diagram = doc.split("```")[1].strip("\n").splitlines()
+    import re
+    return [{m.rstrip("/") for m in re.split(r"\s{3,}", line[12:].strip())[0].split()} for line in reversed(diagram)]
+
+
+def test_the_rules_are_the_drawn_layers():
+    """Every module is drawn in one layer, every rule above is in the drawing, and no allowed import
+    goes up a layer."""
+    layers = _drawn_layers()
+    level = {m: i for i, layer in enumerate(layers) for m in layer}
+    assert sum(len(layer) for layer in layers) == len(level), "a module drawn twice"
+    top = {"cli", "serve", "__main__"}
+    assert set(level) == set(ALLOWED) | top
+    assert set(level) >= {_layer(rel) for _, rel in _modules()} - {"lens"}
+    for module, allowed in ALLOWED.items():
+        for target in allowed:
+            assert level[target] <= level[module], f"{module} may import {target}, which is drawn above it"
+    assert layers[0] == BASE
 
 
 def _modules():
