@@ -36,6 +36,7 @@ class Explanation:
     aopc: dict = field(default_factory=dict)          # faithfulness: ranking -> {morf, lerf, aopc_morf, aopc_lerf}
     ig_completeness_error: float | None = None        # integrated gradients: max |sum - (f(x) - f(x'))| / |...|
     devices: dict = field(default_factory=dict)       # engine -> where it ran (onnxruntime, jax)
+    family: str = ""                                  # the model's family (lens.families), e.g. "gemma3"
 
     def __post_init__(self):
         # files of lens <= 0.2 kept these results among the settings
@@ -175,7 +176,8 @@ class Explanation:
                 "rankings": self.rankings().tolist(),
                 "watched": {w: r[:, gen].tolist() for w, r in self.watched.items()},
                 "warnings": self.warnings(), "settings": self.settings, "timings": self.timings,
-                "aopc": self.aopc, "ig_completeness_error": self.ig_completeness_error, "devices": self.devices}
+                "aopc": self.aopc, "ig_completeness_error": self.ig_completeness_error, "devices": self.devices,
+                "family": self.family}
 
     def to_pandas(self):
         """Long format, one row per (generated token, earlier token, method): generated_position,

@@ -166,6 +166,8 @@ def check(e) -> str | None:
         return "ig_completeness_error is not a number"
     if not isinstance(e.devices, dict) or not all(isinstance(v, str) for v in e.devices.values()):
         return "devices is not a mapping to text"
+    if not isinstance(e.family, str):
+        return "family is not text"
     return None
 
 

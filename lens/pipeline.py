@@ -190,7 +190,7 @@ class Explainer:
             watched={w: ll["watch_ranks"][..., i] for i, w in enumerate(s.watch)}, signed=signed,
             top_tokens=top_tokens, settings=settings_used, timings=timings,
             prompt_text=model.decode(gen.token_ids[:gen.n_prompt]), generated_text=model.decode(gen.generated_ids),
-            ig_completeness_error=completeness, devices=self.devices())
+            ig_completeness_error=completeness, devices=self.devices(), family=model.architecture)
         if s.faithfulness:
             t = time.perf_counter()
             say("faithfulness (AOPC)")

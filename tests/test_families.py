@@ -43,7 +43,8 @@ def test_family_equals_pytorch(kind, exported):
     explainer = lens.Explainer.load(folder)
     expl = explainer.explain(PROMPT, max_new_tokens=6, methods=("grad_x_input", "gradient"))
     ids = expl.token_ids
-    assert explainer.model.manifest["architecture"] == lens.families.get(reference.config.model_type).NAME
+    family = lens.families.get(reference.config.model_type).NAME
+    assert explainer.model.manifest["architecture"] == expl.family == family
 
     # greedy tokens: transformers' generate, eager attention
     with torch.no_grad():

@@ -52,9 +52,12 @@ def test_manifest_and_tokenizer(gemma3, model):
     assert model.decode(model.encode(text, bos=False)) == text
 
 
-def test_shakespeare(model):
+def test_shakespeare(model, tmp_path):
     gen = model.generate("William Shakespeare was born in the year", 6)  # digits are single tokens
     assert model.decode(gen.generated_ids).startswith(" 1564")
+    expl = lens.Explainer(model).explain("William Shakespeare was born in the year", max_new_tokens=6)
+    assert expl.generated.startswith(" 1564") and expl.family == "gemma3"
+    assert "(gemma3 family)" in expl.report(tmp_path / "g.html").read_text()
 
 
 def test_past_the_sliding_window_equals_pytorch(model, reference):

@@ -29,7 +29,8 @@ def header_view(expl):
     chat = " (in the model's chat template)" if expl.settings.get("chat") else ""
     devices = ", ".join(f"{k} on {v}" for k, v in expl.devices.items())
     times = times + (f" ({devices})" if devices else "")
-    return text_div(f"<h2>lens: {e(expl.model_name)}</h2><p><b>Prompt{chat}:</b> <span class='lens-text'>"
+    family = f" <span style='{NOTE_STYLE}'>({e(expl.family)} family)</span>" if expl.family else ""
+    return text_div(f"<h2>lens: {e(expl.model_name)}{family}</h2><p><b>Prompt{chat}:</b> <span class='lens-text'>"
                     f"{e(expl.prompt)}</span><br><b>Generated:</b> <span class='lens-text'>{e(expl.generated)}</span></p>"
                     f"{warnings}<p style='{NOTE_STYLE}'>{e(times)}</p>", width=1200, name="header",
                     styles={"white-space": "pre-wrap"})
