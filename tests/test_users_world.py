@@ -30,7 +30,7 @@ def test_json_output_matches_the_saved_explanation(cli, tiny, tmp_path):
     assert data["rankings"] == expl.rankings().tolist()
     assert data["watched"][" Paris"] == expl.watched[" Paris"][:, expl.n_prompt - 1:-1].tolist()
     assert data["report"] == str(tmp_path / "r.html") and data["warnings"] == []
-    assert set(data["settings"]["devices"]) == {"onnxruntime", "jax"}
+    assert set(data["devices"]) == {"onnxruntime", "jax"} and data["family"] == "gpt2"
 
 
 def test_tables(tiny_explainer):

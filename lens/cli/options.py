@@ -42,6 +42,6 @@ def add_settings(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None
 
 def settings_from(args: argparse.Namespace, cls, **extra):
     """`cls` from the options given (tuples for repeatable ones) and `extra`; the rest stay defaults."""
-    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if "help" in f.metadata and hasattr(args, f.name)}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     return cls(**given, **extra)
