@@ -65,6 +65,20 @@ def distil_torch(distil):
     return GPT2LMHeadModel.from_pretrained(distil[0], attn_implementation="eager").eval()
 
 
+def export_offline(name: str, module: str, package: str, tmp_path_factory):
+    """Export one of the real models that install offline (`smollm2`, `gemma3`); without its package,
+    skip (fail in CI, where `make test` installs it)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{package} is not installed: `make test` installs it")
+        pytest.skip(f"{package} is not installed")
+    from lens.export import export_model
+
+    return export_model(name, models_dir=tmp_path_factory.mktemp(name))
+
+
 def run_cli(*args, env=None, timeout=600, stdin=None):
     """Run `python -m lens ARGS` in a subprocess; return (exit code, stdout, stderr)."""
     full_env = dict(os.environ, **(env or {}))

