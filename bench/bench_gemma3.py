@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -21,12 +20,13 @@ PROMPT = "William Shakespeare was born in the year 1564 in Stratford-upon-Avon, 
 
 
 def export_figures(name: str) -> tuple[float, float]:
-    """(seconds, peak RSS in GB) of `lens export NAME --force` in a fresh process."""
+    """(seconds, peak RSS in GB) of `lens export NAME --force` in a fresh process of its own."""
+    code = ("import resource, sys; from lens.cli import main; rc = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "lens", "-q", "export", name, "--force", "--models-dir",
-                    str(CACHE / "export-bench")], check=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
-    return time.perf_counter() - t, peak
+    out = subprocess.run([sys.executable, "-c", code, "-q", "export", name, "--force", "--models-dir",
+                          str(CACHE / "export-bench")], check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - t, int(out.split()[-1]) / 2 ** 20
 
 
 def main():
