@@ -154,3 +154,15 @@ def test_a_users_own_server_app(tiny, browser, tiny_explainer):
         proc.terminate()
         proc.wait(timeout=30)
 
+
+
+def test_the_over_2_gb_path_on_a_small_model(tiny_llama, tmp_path, monkeypatch):
+    """Graphs over protobuf's 2 GB limit skip optimum's post-processing (it cannot serialise them):
+    that path, taken here by lowering the limit, exports, validates and generates as the usual one."""
+    from lens.export import convert
+
+    monkeypatch.setattr(convert, "_PROTO_LIMIT", 1)
+    folder = convert.export_model(str(tiny_llama[0]), models_dir=tmp_path, name="big-path")
+    assert lens.load(folder).manifest["validation"]["max_relative_error"] < 1e-4
+    np.testing.assert_array_equal(lens.load(folder).generate("Hello there", 6).token_ids,
+                                  lens.load(tiny_llama[1]).generate("Hello there", 6).token_ids)
