@@ -174,3 +174,17 @@ def test_notebook_show_loads_bokehjs_once_per_kernel(tiny_explainer, monkeypatch
     e.show()
     e.show()
     assert len(loads) == 1 and len(shown) == 2 and shown[0] is not shown[1]
+
+
+def test_json_writes_a_report_only_when_asked(cli, tiny, tmp_path):
+    """--json prints the results; it writes report.html into the current folder only with -o."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "lens", "-q", "explain", "--model", str(tiny[1]), "--prompt", "Hi there",
+                        "--max-new-tokens", "2", "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["report"] is None and list(tmp_path.iterdir()) == []
+    rc, out, err = cli("-q", "explain", "--model", tiny[1], "--prompt", "Hi there", "--max-new-tokens", "2", "--json",
+                       "-o", tmp_path / "r.html")
+    assert rc == 0 and json.loads(out)["report"] == str(tmp_path / "r.html") and (tmp_path / "r.html").is_file()

@@ -79,10 +79,12 @@ def cmd_explain(args) -> int:
     options = _report_options(args, layers)  # the report's options are checked before the slow stages
     settings = settings_from(args, S.ExplainSettings)
     prompt = _read_prompt(args.prompt)
-    report = output_path(args.output, "report")        # bad paths fail before the slow stages
+    if args.output is None and not args.json:
+        args.output = "report.html"
+    report = output_path(args.output, "report") if args.output is not None else None  # bad paths fail early
     if args.save is not None:
         output_path(args.save, "--save")
-        if same_file(args.save, report):
+        if report is not None and same_file(args.save, report):
             raise LensError("--save and -o name the same file")
     explainer = Explainer.load(args.model, models_dir=args.models_dir)
     if layers is not None:  # check before the slow stages
@@ -100,14 +102,17 @@ def cmd_explain(args) -> int:
     explainer.prepare(settings)                        # JAX set-up while the ORT session opens on its thread
     from ..viz import report as _                       # noqa: F401 - Bokeh's import too: generation waits for the session
     expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1)
-    _stage("writing the report")
-    t = time.perf_counter()
-    out = expl.report(report, **options)  # first: a failing report replaces no saved file
-    expl.timings["report"] = time.perf_counter() - t
+    out = None
+    if report is not None:
+        _stage("writing the report")
+        t = time.perf_counter()
+        out = expl.report(report, **options)  # first: a failing report replaces no saved file
+        expl.timings["report"] = time.perf_counter() - t
     if args.save:
         expl.save(args.save, compress=args.compress)
     if args.json:
-        print(json.dumps(dict(expl.to_dict(), report=str(out), saved=args.save), ensure_ascii=False))
+        print(json.dumps(dict(expl.to_dict(), report=None if out is None else str(out), saved=args.save),
+                         ensure_ascii=False))
     else:
         print(expl.summary())
         print(f"report: {out}" + (f"\nsaved: {args.save}" if args.save else ""))

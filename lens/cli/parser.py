@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--heatmap-layer", type=int, help="layer of the neuron heatmap (default: the last of --layers, "
                    "else the middle layer)")
     x.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
-    x.add_argument("-o", "--output", default="report.html", help="the HTML report to write")
+    x.add_argument("-o", "--output", help="the HTML report to write (default report.html; with --json, a report "
+                   "is written only when -o is given)")
     x.add_argument("--save", help="also save the explanation (.npz) for `lens render`")
     x.add_argument("--compress", action="store_true", help="with --save: float16 activations")
     x.add_argument("--json", action="store_true", help="print the results as one JSON object (tokens, probabilities, "
