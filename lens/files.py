@@ -23,7 +23,7 @@ def output_path(path, what: str = "output") -> Path:
     return path
 
 
-def replace_atomic(path, write: Callable[[Path], None]) -> None:
+def replace_atomic(path, write: Callable[[Path], object]) -> None:
     """The one way lens replaces a file: `write(tmp)` on a temporary sibling, its data flushed to disk,
     renamed over `path`, and the folder's entry flushed too, so that neither an interruption nor a
     power cut leaves half a file (a manifest, a report, a saved explanation, a corpus's state)."""
