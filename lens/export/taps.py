@@ -27,7 +27,7 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
     probe sequence; raises LensError naming a tap no tensor matches."""
     import onnxruntime as ort
 
-    from .validate import torch_taps
+    from .validate import relative_error, torch_taps
 
     ids = np.random.default_rng(seed).integers(0, vocab, size=(1, PROBE_TOKENS))
     want = torch_taps(torch_model, ids, family)
@@ -49,9 +49,8 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
     taps = {}
     for hook in hooks.all_taps(n_layers):
         ref = want[hook]
-        scale = max(1.0, float(np.abs(ref).max()))
         match = next((name for name in candidates if values[name].shape == ref.shape
-                      and float(np.abs(values[name] - ref).max()) <= MATCH_RTOL * scale), None)
+                      and relative_error(values[name], ref) <= MATCH_RTOL), None)
         if match is None:
             raise LensError(f"no tensor of the exported graph equals PyTorch's {hook}: unsupported model structure")
         taps[hook] = match

@@ -57,9 +57,9 @@ def activation(config: dict, name) -> str:
     return name
 
 
-def windows(config: dict, n_layers: int, all_layers: bool = True) -> list[int]:
+def windows(config: dict, n_layers: int) -> list[int]:
     """Each layer's sliding window (0: none): `layer_types` where the config has them, else the one
-    `sliding_window` for every layer (`all_layers`) or none."""
+    `sliding_window` for every layer."""
     w = config.get("sliding_window") or 0
     types = config.get("layer_types")
     if config.get("use_sliding_window") is False:  # Qwen2/3: a window in the config, switched off
@@ -68,7 +68,7 @@ def windows(config: dict, n_layers: int, all_layers: bool = True) -> list[int]:
         if len(types) != n_layers or set(types) - {"sliding_attention", "full_attention"}:
             raise LensError(f"layer_types {types!r} is not implemented by lens")
         return [w if t == "sliding_attention" else 0 for t in types]
-    return [w if all_layers else 0] * n_layers
+    return [w] * n_layers
 
 
 def attention_layers(arch: Arch, scale, window, bases=None, scaling=None, rotary_dim=None) -> dict:
@@ -94,7 +94,7 @@ def llama_params(weights: dict, arch: Arch, norms: dict[str, str], per_layer: di
     """params from a Llama-layout state dict. `norms`: {Hugging Face norm name in a layer: lens role
     (ln1, ln1_post, ln2, ln2_post)}; biases, q/k norms and fused projections are read where stored."""
     t = lambda name: weights[f"{prefix}.{name}"]
-    params = {"W_E": t("embed_tokens.weight"), "ln_final": _norm(weights, f"{prefix}.norm")}
+    params = {"W_E": t("embed_tokens.weight"), "ln_final": norm_params(weights, f"{prefix}.norm")}
     if "lm_head.weight" in weights:
         params["W_U"] = weights["lm_head.weight"]
     if blocks:
@@ -108,7 +108,7 @@ PROJECTIONS = {"self_attn": {"q_proj": "Q", "k_proj": "K", "v_proj": "V", "o_pro
 
 
 def _llama_layer(weights: dict, pre: str, norms: dict) -> dict:
-    layer = {role: _norm(weights, f"{pre}.{name}") for name, role in norms.items()}
+    layer = {role: norm_params(weights, f"{pre}.{name}") for name, role in norms.items()}
     for part, names in PROJECTIONS.items():
         key = "attn" if part == "self_attn" else "mlp"
         layer[key] = {}
@@ -119,11 +119,12 @@ def _llama_layer(weights: dict, pre: str, norms: dict) -> dict:
                     layer[key][f"b_{c}"] = weights[f"{pre}.{part}.{hf}.bias"]
     for c in ("q", "k"):
         if f"{pre}.self_attn.{c}_norm.weight" in weights:
-            layer["attn"][f"{c}_norm"] = _norm(weights, f"{pre}.self_attn.{c}_norm")
+            layer["attn"][f"{c}_norm"] = norm_params(weights, f"{pre}.self_attn.{c}_norm")
     return layer
 
 
-def _norm(weights: dict, name: str) -> dict:
+def norm_params(weights: dict, name: str) -> dict:
+    """{w, b?} of the norm `name` (its weight, and its bias where the checkpoint stores one)."""
     p = {"w": weights[f"{name}.weight"]}
     if f"{name}.bias" in weights:
         p["b"] = weights[f"{name}.bias"]

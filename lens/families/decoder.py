@@ -152,7 +152,7 @@ def embedding(params):  # [V, d] the token embeddings (the attributions' input)
 
 
 def unembedding(params):  # [V, d] the output embeddings (tied unless stored apart)
-    return params.get("W_U", params["W_E"])
+    return params["W_U"] if "W_U" in params else params["W_E"]
 
 
 def logits(h, params, arch: Arch, tokens=None, rules: Rules = GRADIENT):

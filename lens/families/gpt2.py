@@ -4,7 +4,7 @@ scale flags (`scale_attn_weights`, `scale_attn_by_inverse_layer_idx`) that only 
 transformers honours."""
 from __future__ import annotations
 
-from .common import activation, attention_layers, refuse
+from .common import activation, attention_layers, norm_params, refuse
 from .decoder import Arch
 from .layers import stack
 
@@ -25,12 +25,12 @@ def arch(config: dict) -> Arch:
 
 def params(weights: dict, config: dict, arch: Arch, blocks: bool = True) -> dict:
     t = lambda name: weights[f"transformer.{name}"]
-    lin = lambda pre: {"w": t(f"{pre}.weight"), "b": t(f"{pre}.bias")}
-    params = {"W_E": t("wte.weight"), "ln_final": lin("ln_f")}
+    ln = lambda pre: norm_params(weights, f"transformer.{pre}")
+    params = {"W_E": t("wte.weight"), "ln_final": ln("ln_f")}
     if blocks:
         params["W_pos"] = t("wpe.weight")
         params["blocks"] = stack([{
-            "ln1": lin(f"h.{l}.ln_1"), "ln2": lin(f"h.{l}.ln_2"),
+            "ln1": ln(f"h.{l}.ln_1"), "ln2": ln(f"h.{l}.ln_2"),
             "attn": {"W_QKV": t(f"h.{l}.attn.c_attn.weight"), "b_QKV": t(f"h.{l}.attn.c_attn.bias"),
                      "W_O": t(f"h.{l}.attn.c_proj.weight"), "b_O": t(f"h.{l}.attn.c_proj.bias")},
             "mlp": {"W_in": t(f"h.{l}.mlp.c_fc.weight"), "b_in": t(f"h.{l}.mlp.c_fc.bias"),

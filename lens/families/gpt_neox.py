@@ -3,7 +3,7 @@ q|k|v laid out per head, rotary on the first rotary_pct of each head, LayerNorm,
 from __future__ import annotations
 
 from . import rope
-from .common import T, activation, attention_layers, refuse_moe
+from .common import T, activation, attention_layers, norm_params, refuse_moe
 from .decoder import Arch
 from .layers import stack
 
@@ -26,7 +26,7 @@ def arch(config: dict) -> Arch:
 
 def params(weights: dict, config: dict, arch: Arch, blocks: bool = True) -> dict:
     t = lambda name: weights[f"gpt_neox.{name}"]
-    ln = lambda pre: {"w": t(f"{pre}.weight"), "b": t(f"{pre}.bias")}
+    ln = lambda pre: norm_params(weights, f"gpt_neox.{pre}")
 
     def lin(pre, w, b):
         out = {w: T(t(f"{pre}.weight"))}

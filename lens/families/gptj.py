@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import LensError
-from .common import T, activation, attention_layers
+from .common import T, activation, attention_layers, norm_params
 from .decoder import Arch
 from .layers import stack
 
@@ -26,7 +26,7 @@ def arch(config: dict) -> Arch:
 
 def params(weights: dict, config: dict, arch: Arch, blocks: bool = True) -> dict:
     t = lambda name: weights[f"transformer.{name}"]
-    ln = lambda pre: {"w": t(f"{pre}.weight"), "b": t(f"{pre}.bias")}
+    ln = lambda pre: norm_params(weights, f"transformer.{pre}")
     params = {"W_E": t("wte.weight"), "ln_final": ln("ln_f"), "W_U": weights["lm_head.weight"],
               "b_U": weights["lm_head.bias"]}
     if blocks:
