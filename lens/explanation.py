@@ -93,9 +93,12 @@ class Explanation:
         """Values per position -> the value each token is coloured with in the article: an input
         token's own position, and for a generated token the position that produced it (the one
         before), so the last input token and the first generated token share a value."""
+        values = np.asarray(per_position)
+        if values.ndim < 1 or values.shape[0] != self.n_tokens:
+            raise LensError(f"by_token takes one value per position ({self.n_tokens}), not shape {values.shape}")
         source = np.arange(self.n_tokens)
         source[self.n_prompt:] -= 1
-        return np.asarray(per_position)[source]
+        return values[source]
 
     # --------------------------------------------------------------- logit lens
     def rankings(self) -> np.ndarray:
@@ -106,9 +109,12 @@ class Explanation:
         """Top-k (token, probability) after each layer at `position` (default: the last prompt
         position, which predicts the first generated token)."""
         pos = self.n_prompt - 1 if position is None else position
-        if not 0 <= pos < self.n_tokens:
-            raise LensError(f"position {pos} is out of range 0..{self.n_tokens - 1}")
-        k = k or self.top_ids.shape[-1]
+        if not _integer(pos) or not 0 <= pos < self.n_tokens:
+            raise LensError(f"position {pos!r} is not an integer in 0..{self.n_tokens - 1}")
+        stored = self.top_ids.shape[-1]
+        k = stored if k is None else k
+        if not _integer(k) or not 1 <= k <= stored:
+            raise LensError(f"k must be an integer in 1..{stored} (the lens_top_k explained with), not {k!r}")
         return [[(self.top_tokens[l][pos][j], float(self.top_probs[l, pos, j])) for j in range(k)]
                 for l in range(self.n_layers)]
 
@@ -277,3 +283,7 @@ def _same_array(a, b) -> bool:
 def next_tokens(token_ids: np.ndarray) -> np.ndarray:
     """The token each position predicts: the following one (the last position repeats itself)."""
     return np.append(token_ids[1:], token_ids[-1])
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

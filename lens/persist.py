@@ -20,6 +20,7 @@ FORMAT = 2                                # load() refuses newer files with a cl
 BIG = ("hidden_states", "activations")    # float16 with save(compress=True)
 MAX_BYTES = 4 << 30                       # no array of a lens file is near this: refuse before reading it
 MAX_META = 256 << 20
+MAX_RATIO = 64                            # deflate reaches ~1000x only on runs of one byte: a zip bomb
 
 
 def kind(f) -> str:
@@ -88,6 +89,8 @@ def load(cls, path):
         raise
     except KeyError as e:
         raise LensError(f"{path} is not a lens explanation file (no {str(e.args[0])!r})") from None
+    except RecursionError:  # JSON nested 100,000 deep
+        raise LensError(f"{path} is not a lens explanation file (its metadata is nested too deeply)") from None
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise LensError(f"{path} is not a lens explanation file ({e.__class__.__name__}: "
                         f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
@@ -99,17 +102,25 @@ def load(cls, path):
 
 
 def _read(z: zipfile.ZipFile, name: str, max_bytes: int = MAX_BYTES) -> np.ndarray:
-    """One array of the archive, its header checked first: a crafted file's huge shape is refused
-    before any memory is taken, and object arrays (pickles) are never read."""
-    with z.open(name + ".npy") as f:
+    """One array of the archive, its header checked first: a crafted file's huge shape, or a small
+    entry that would inflate far beyond what lens's arrays compress to, is refused before any memory
+    is taken, and object arrays (pickles) are never read."""
+    info = z.getinfo(name + ".npy")
+    if info.file_size > max(16 << 20, MAX_RATIO * info.compress_size):
+        raise ValueError(f"{name} would inflate {info.file_size / max(info.compress_size, 1):.0f}-fold "
+                         f"to {info.file_size / 2**20:.0f} MiB")
+    with z.open(info) as f:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(f)
         if dtype.hasobject:
             raise ValueError(f"{name} holds Python objects")
-        if math.prod(shape) * dtype.itemsize > max_bytes:
-            raise ValueError(f"{name} claims {math.prod(shape) * dtype.itemsize / 2**30:.1f} GiB")
-        return np.lib.format.read_array(z.open(name + ".npy"), allow_pickle=False)
+        size = math.prod(shape) * dtype.itemsize
+        if size > max_bytes:
+            raise ValueError(f"{name} claims {size / 2**30:.1f} GiB")
+        if size > info.file_size:
+            raise ValueError(f"{name} claims more data than the file holds")
+        return np.lib.format.read_array(z.open(info), allow_pickle=False)
 
 
 def check(e) -> str | None:
@@ -154,6 +165,9 @@ def check(e) -> str | None:
         return f"top_tokens is not a [{L}][{n}][{k}] list of text"
     if not isinstance(e.settings, dict) or not isinstance(e.timings, dict):
         return "settings or timings is not a mapping"
+    wt = e.settings.get("watch_tokens", {})  # the report spells watched tokens with these
+    if not (isinstance(wt, dict) and all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in wt.values())):
+        return "settings' watch_tokens is not a mapping of text to lists of text"
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in e.timings.values()):
         return "timings are not numbers"
     if not isinstance(e.prompt_text, str) or not isinstance(e.generated_text, str):

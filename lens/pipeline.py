@@ -23,7 +23,16 @@ class Explainer:
         expl = explainer.explain("1, 2, 3,", max_new_tokens=10, watch=[" 5"])
     """
 
-    def __init__(self, model: Model, memory_budget_bytes: int | None = None):
+    def __init__(self, model: Model | str | os.PathLike, memory_budget_bytes: int | None = None):
+        """`model`: a loaded `lens.Model`, or a model name or folder (loaded with `lens.load`)."""
+        if isinstance(model, (str, os.PathLike)):
+            model = load(model)
+        if not isinstance(model, Model):
+            raise LensError(f"Explainer(model): model must be a lens.Model (lens.load(...)) or a model name or "
+                            f"folder, not {type(model).__name__}")
+        if memory_budget_bytes is not None and (not isinstance(memory_budget_bytes, int)
+                                                or isinstance(memory_budget_bytes, bool) or memory_budget_bytes < 1):
+            raise LensError(f"memory_budget_bytes must be a positive integer, not {memory_budget_bytes!r}")
         self.model = model
         self._memory_budget = memory_budget_bytes
 
@@ -130,6 +139,11 @@ class Explainer:
         `settings` (default `lens.settings.EXPLAIN`) with any field overridden by keyword, e.g.
         `max_new_tokens=10, methods=("grad_x_input", "gradient"), watch=[" Paris"]`. `progress` gets
         each stage's name; `bars` shows a progress bar over the attribution's chunks (tqdm)."""
+        if isinstance(settings, dict):  # explain(prompt, {"max_new_tokens": 5}) means the same as keywords
+            settings, overrides = None, {**settings, **overrides}
+        if settings is not None and not isinstance(settings, ExplainSettings):
+            raise LensError(f"explain(prompt, settings): settings must be lens.ExplainSettings or a dict, "
+                            f"not {type(settings).__name__}")
         s = (settings or EXPLAIN).replace(**overrides)
         say = progress or (lambda msg: None)
         model = self.model

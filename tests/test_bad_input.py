@@ -64,10 +64,26 @@ def world(tiny, tiny_explainer, tmp_path_factory):
         with z.open("hidden_states.npy", "w") as f:
             np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
                                                      "shape": (L + 1, n, 10 ** 9)})
+    # a zip bomb: 200 MB of zeros in a 0.2 MB entry of a plausible shape (refused before inflating it)
+    with zipfile.ZipFile(root / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        for k, v in arrays.items():
+            if k != "activations":
+                with z.open(k + ".npy", "w") as f:
+                    np.lib.format.write_array(f, v)
+        with z.open("activations.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (L, n, (200 << 20) // (4 * L * n))})
+            for _ in range(200):
+                f.write(bytes(1 << 20))
+    deep = json.dumps(meta).replace('"settings": {', '"deep": ' + "[" * 100_000 + "]" * 100_000 + ', "settings": {', 1)
+    np.savez(root / "deep_meta.npz", **dict(arrays, meta=np.frombuffer(deep.encode(), np.uint8)))
+    crafted("watch_text", {"settings": dict(meta["settings"], watch_tokens="x")})
+    crafted("watch_ints", {"settings": dict(meta["settings"], watch_tokens={" the": 5})})
     # broken model folders
     for name, change in [("no_sha", lambda m: m["files"]["model.onnx"].pop("sha256")),
                          ("layers_text", lambda m: m.__setitem__("n_layers", "2")),
                          ("no_arch", lambda m: m.pop("architecture")),
+                         ("layers_5", lambda m: m.__setitem__("n_layers", 5)),
                          ("files_outside", lambda m: m["files"].__setitem__("../x", {"size": 1, "sha256": "0" * 64}))]:
         shutil.copytree(tiny[1], root / "models" / name)
         m = json.loads((root / "models" / name / "manifest.json").read_text())
@@ -162,6 +178,7 @@ CASES = [
     (["explain", "--model", "no_sha", "--prompt", "hi"], None, "has no size and sha256"),
     (["explain", "--model", "layers_text", "--prompt", "hi"], None, "n_layers is '2'"),
     (["explain", "--model", "no_arch", "--prompt", "hi"], None, "architecture is None"),
+    (["explain", "--model", "layers_5", "--prompt", "hi"], None, "the manifest says 5 layers, the graph has 2"),
     (["explain", "--model", "files_outside", "--prompt", "hi"], None, "points outside the folder"),
     (["explain", "--model", "garbage_weights", "--prompt", "hi"], None, "cannot"),
     # saved explanations
@@ -185,6 +202,10 @@ CASES = [
     (["render", "{root}/top_tokens_short.npz"], None, "top_tokens is not a"),
     (["render", "{root}/object_array.npz"], None, "holds Python objects"),
     (["render", "{root}/huge.npz"], None, "claims"),
+    (["render", "{root}/bomb.npz"], None, "would inflate"),
+    (["render", "{root}/deep_meta.npz"], None, "nested too deeply"),
+    (["render", "{root}/watch_text.npz"], None, "watch_tokens is not a mapping"),
+    (["render", "{root}/watch_ints.npz"], None, "watch_tokens is not a mapping"),
     (["render", "{root}/good.npz", "-o", "{root}/good.npz"], None, "would overwrite the explanation"),
     (["render", "{root}/good.npz", "--factors", "0"], None, "--factors must be >= 1"),
     # the server's settings
@@ -257,8 +278,42 @@ def test_invalid_utf8_on_argv(world):
     (lambda e: e.explain("hi", methods="lime"), "unknown attribution method 'lime'"),
     (lambda e: e.explain("hi", frobnicate=1), "unknown setting 'frobnicate'"),
     (lambda e: e.model.run([]), "sequence of 0 tokens"),
+    (lambda e: e.explain("hi", {"frobnicate": 1}), "unknown setting 'frobnicate'"),
+    (lambda e: e.explain("hi", [3]), "settings must be lens.ExplainSettings or a dict"),
+    (lambda e: type(e)(123), "model must be a lens.Model"),
+    (lambda e: type(e)(e.model, memory_budget_bytes=-1), "memory_budget_bytes must be a positive integer"),
+    (lambda e: _load(e, add_bos="no"), "add_bos must be True, False or None"),
+    (lambda e: _load(e, threads=-3), "threads must be a positive integer"),
+    (lambda e: _load(e, threads=2.5), "threads must be a positive integer"),
+    (lambda e: _load(e, providers=["BogusExecutionProvider"]), "unknown execution provider 'BogusExecutionProvider'"),
+    (lambda e: _load(e, providers="CPUExecutionProvider"), "providers must be a list"),
+    (lambda e: _load(e, verify="bogus"), "verify must be True, False or 'full'"),
+    (lambda e: _expl(e).layer_predictions(k=10 ** 6), "k must be an integer in 1..10"),
+    (lambda e: _expl(e).layer_predictions(k=-1), "k must be an integer in 1..10"),
+    (lambda e: _expl(e).layer_predictions(k=0), "k must be an integer in 1..10"),
+    (lambda e: _expl(e).layer_predictions(position=1.5), "position 1.5 is not an integer"),
+    (lambda e: _expl(e).by_token(np.zeros(99)), "by_token takes one value per position"),
+    (lambda e: _expl(e).by_token(3.0), "by_token takes one value per position"),
 ])
 def test_bad_api_input_raises_lens_error(tiny_explainer, call, fragment):
     import lens
     with pytest.raises(lens.LensError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         call(tiny_explainer)
+
+
+def _load(explainer, **kw):
+    import lens
+    return lens.load(explainer.model.folder, **kw)
+
+
+def _expl(explainer):
+    return explainer.explain("Hello there", max_new_tokens=1)
+
+
+def test_the_api_takes_what_it_reasonably_can(tiny, tiny_explainer):
+    """A folder for Explainer, a dict for settings: the same results as the long forms."""
+    import lens
+    a = lens.Explainer(str(tiny[1])).explain("Hello there", {"max_new_tokens": 2, "lens_top_k": 3})
+    b = tiny_explainer.explain("Hello there", max_new_tokens=2, lens_top_k=3)
+    assert a.tokens == b.tokens and len(a.layer_predictions()[0]) == 3
+    np.testing.assert_allclose(a.attributions["grad_x_input"], b.attributions["grad_x_input"], rtol=1e-5)

@@ -212,7 +212,8 @@ def test_interrupted_run_resumes_to_the_same_files(explained, tiny, corpus_file,
         time.sleep(0.002)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
+    log = state / "ray.log"
+    assert p.returncode == 130, err + (log.read_text(errors="replace")[-3000:] if log.is_file() else "")
     done = StreamingNMF.load(state, FACTORS).shards_done
     assert 1 <= done < 50 and not (out / "top_activations.parquet").exists()
     code, _, err = _corpus(tiny[1], corpus_file, out, *GENERATE)
@@ -256,6 +257,40 @@ def test_prompt_formats(tmp_path):
         assert read_prompts(tmp_path / name) == want, name
 
 
+def test_a_csv_cell_larger_than_a_read_block(tmp_path):
+    """pyarrow reads CSV in 1 MB blocks and refused a 10 MB cell ("straddling object")."""
+    big = "word " * 2_000_000
+    (tmp_path / "big.csv").write_text(f"text\nshort\n\"{big}\"\nlast\n")
+    assert read_prompts(tmp_path / "big.csv") == ([0, 1, 2], ["short", big, "last"])
+
+
+def test_a_killed_driver_leaves_no_ray_process(tiny, corpus_file, tmp_path):
+    """SIGKILL of `lens corpus` (no clean-up runs): the local Ray it started is gone soon after,
+    agents included (Ray's own fate-sharing left ray::DashboardAgent and ray::RuntimeEnvAgent)."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "lens", "corpus", "--model", str(tiny[1]), "--prompts", str(corpus_file), "--out",
+           str(tmp_path / "out"), "--top-k", str(TOP_K), "--factors", str(FACTORS), *map(str, GENERATE)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver, seen, deadline = psutil.Process(p.pid), {}, time.time() + 120
+    while time.time() < deadline and p.poll() is None:  # until the actor runs: Ray fully started
+        for c in driver.children(recursive=True):
+            seen.setdefault(c.pid, c)
+        if any("Profiler" in " ".join(c.cmdline()) or "MapWorker" in c.name() for c in seen.values()
+               if c.is_running()) and len(seen) > 5:
+            break
+        time.sleep(0.05)
+    time.sleep(1)
+    for c in driver.children(recursive=True):
+        seen.setdefault(c.pid, c)
+    assert p.poll() is None and any("raylet" in c.name() for c in seen.values() if c.is_running())
+    p.kill()
+    p.wait()
+    _, alive = psutil.wait_procs(list(seen.values()), timeout=20)
+    alive = [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [c.name() for c in alive]
+
+
 def test_topk_merge_is_exact_with_ties():
     """Many exact ties: the merged partial results equal a sort by (-value, example, position)."""
     rng = np.random.default_rng(0)
@@ -291,6 +326,14 @@ BAD = [
     (["--prompts", "p.txt", "--factors", "-1"], "factors must be"),
     (["--prompts", "p.txt", "--method", "contrastive"], "invalid choice"),
     (["--prompts", "nul.txt"], "prompt 0: the prompt holds a NUL character"),
+    (["--prompts", "deep.jsonl"], "line 1: JSON lens cannot read"),
+    (["--prompts", "bigint.jsonl"], "line 1: JSON lens cannot read"),
+    (["--prompts", "p.txt", "--cpus-per-actor", "inf"], "--cpus-per-actor must be a positive number"),
+    (["--prompts", "p.txt", "--cpus-per-actor", "nan"], "--cpus-per-actor must be a positive number"),
+    (["--prompts", "p.txt", "--cpus-per-actor", "4096"], "--cpus-per-actor 4096 is more than any Ray node has"),
+    (["--prompts", "p.txt", "--actors", "100000"], "100000 actors of 1 CPUs do not fit"),
+    (["--prompts", "p.txt", "--out", "/proc/x"], "cannot write /proc/x"),
+    (["--prompts", "p.txt", "--out", "/sys/x"], "cannot write /sys/x"),
 ]
 
 
@@ -300,6 +343,8 @@ def test_bad_input(tiny, tmp_path, args, message):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n')
     (tmp_path / "nocol.csv").write_text("prompt\nhello\n")
     (tmp_path / "nul.txt").write_text("a\x00b\n")
+    (tmp_path / "deep.jsonl").write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    (tmp_path / "bigint.jsonl").write_text('{"text": "a", "n": ' + "9" * 5000 + "}\n")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     full = ["--out", "out"] + args if "--out" not in args else args
@@ -309,6 +354,7 @@ def test_bad_input(tiny, tmp_path, args, message):
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], p.stderr
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+    assert not any(x in p.stderr for x in ("Traceback", "internal error"))
 
 
 def test_without_the_corpus_extra(tiny, corpus_file, tmp_path):

@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
+from .. import interrupts
 from ..errors import LensError
 from .commands import VERBOSITY, _quiet_third_parties
 from .parser import build_parser
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "entry", "build_parser"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,18 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         _quiet_third_parties()
     try:
-        return args.func(args)
+        with interrupts.catching():
+            return args.func(args)
+    except KeyboardInterrupt:
+        _interrupted()
     except LensError as e:
+        if interrupts.received():  # a library turned our interrupt into an error of its own
+            _interrupted()
         print(f"lens: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        # Our own clean-up has run (the export's temporary folder is gone). Leave at once: a second
-        # interrupt that torch's or JAX's shutdown hooks raise would otherwise end the process by
-        # SIGINT instead of exit code 130 (seen about once in ten interrupted exports).
-        print("lens: interrupted", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(130)
     except Exception as e:  # noqa: BLE001 - one line for users, the traceback on request
+        if interrupts.received():
+            _interrupted()
         if os.environ.get("LENS_DEBUG"):
             raise
         print(f"lens: internal error: {e.__class__.__name__}: {e} (set LENS_DEBUG=1 for the traceback)",
@@ -40,5 +42,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _interrupted():
+    """Our own clean-up has run (the export's temporary folder is gone, Ray is stopped). Leave at once:
+    a second interrupt that torch's or JAX's shutdown hooks raise would otherwise end the process by
+    SIGINT instead of exit code 130 (seen about once in ten interrupted exports)."""
+    print("lens: interrupted", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(130)
+
+
+def entry() -> None:
+    """The `lens` console script: `main`, then exit with its code. An interrupt arriving after the
+    command has ended, or while Python shuts down, still means exit code 130 or the command's own."""
+    try:
+        code = main()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        _interrupted()
+    sys.exit(code)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

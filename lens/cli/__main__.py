@@ -1,6 +1,4 @@
 """`python -m lens.cli` runs the command line too."""
-import sys
+from . import entry
 
-from . import main
-
-sys.exit(main())
+entry()

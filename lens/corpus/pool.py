@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 
-
+from .. import interrupts
 from ..errors import LensError
+from . import watchdog
 
 
 def _check_reachable(address: str) -> None:
@@ -46,25 +46,16 @@ def _stderr_to(path: Path):
         os.close(log)
 
 
-@contextlib.contextmanager
-def _remember_sigint(pool):
-    """Ctrl-C raises KeyboardInterrupt as usual, and is remembered: once in a while (seen once in the
-    test suite, never reproduced alone) the exception is lost inside Ray's iterator machinery, and
-    the run went on to the end; `_Pool.map` raises it again at the next shard."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+def _check_fits(actors: int, cpus: float, nodes: list[float]) -> None:
+    """One line, exit 2, for a pool Ray could never schedule (it would wait forever, silently)."""
+    fit = sum(math.floor(n / cpus + 1e-9) for n in nodes)
+    if fit >= actors:
         return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        pool.interrupted = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    biggest = max(nodes, default=0)
+    if cpus > biggest:
+        raise LensError(f"--cpus-per-actor {cpus:g} is more than any Ray node has (the largest has {biggest:g} CPUs)")
+    raise LensError(f"{actors} actors of {cpus:g} CPUs do not fit on this Ray cluster ({fit} fit: "
+                    f"{', '.join(f'{n:g}' for n in nodes)} CPUs per node); lower --actors or --cpus-per-actor")
 
 
 class _Pool:
@@ -74,7 +65,6 @@ class _Pool:
     def __init__(self, address: str | None, actors: int, cpus_per_actor: float | None, log: Path):
         self.address, self.actors, self.cpus, self.log = address, actors, cpus_per_actor, log
         self.ray, self._stack = None, contextlib.ExitStack()
-        self.interrupted = False
 
     def __enter__(self):
         return self
@@ -86,7 +76,7 @@ class _Pool:
         if self.ray is not None:
             return
         self._stack.enter_context(_stderr_to(self.log))  # Ray's own log lines go to a file, not the terminal
-        self._stack.enter_context(_remember_sigint(self))
+        self._stack.enter_context(interrupts.catching())
         import ray
         import ray.data
 
@@ -101,14 +91,19 @@ class _Pool:
         if not ray.is_initialized():
             kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                       configure_logging=False)
+            if not self.address:  # a Ray we start dies with us, however we die
+                self._stack.callback(watchdog.stop, watchdog.start())
             try:
                 ray.init(address=self.address, **kw) if self.address else ray.init(**kw)
             except ConnectionError as e:
                 raise LensError(f"cannot join the Ray cluster at {self.address!r}: "
                                 f"{str(e).splitlines()[0][:160]}") from None
             self._stack.callback(ray.shutdown)
+            interrupts.reinstall()  # ray.init's own SIGTERM handler exits with code 1
+        nodes = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
         if self.cpus is None:  # an equal share of the cluster's CPUs
-            self.cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)) // self.actors)
+            self.cpus = max(1.0, sum(nodes) // self.actors)
+        _check_fits(self.actors, self.cpus, nodes)
 
     def map(self, actor_class, args: tuple, jobs: dict[int, dict]):
         """(shard, result) for each {shard: job}, in shard order; each actor is built as
@@ -124,8 +119,7 @@ class _Pool:
             batch_size=1, compute=self.ray.data.ActorPoolStrategy(size=min(self.actors, len(rows))),
             num_cpus=self.cpus)
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
-            if self.interrupted:  # a Ctrl-C whose KeyboardInterrupt something inside Ray swallowed
-                raise KeyboardInterrupt
+            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt something inside Ray swallowed
             yield int(batch["shard"][0]), pickle.loads(batch["result"][0])
 
 

@@ -56,6 +56,8 @@ def _jsonl(p: Path, column: str) -> list[str]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise LensError(f"{p} line {i + 1}: not JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number; arrays nested 100,000 deep
+            raise LensError(f"{p} line {i + 1}: JSON lens cannot read ({str(e)[:80] or 'nested too deep'})") from None
         if not isinstance(row, dict) or column not in row:
             raise LensError(f"{p} line {i + 1}: no {column!r} field")
         texts.append(_text(row[column], p, i))
@@ -68,7 +70,10 @@ def _table(p: Path, column: str) -> list[str]:
     try:
         if p.suffix == ".csv":
             import pyarrow.csv as pcsv
-            table = pcsv.read_csv(p, convert_options=pcsv.ConvertOptions(column_types={column: pa.string()}))
+            # a block holds whole rows: one as large as the file reads any cell ("straddling object" else)
+            block = min(max(p.stat().st_size + 1, 1 << 20), (1 << 31) - 1)
+            table = pcsv.read_csv(p, read_options=pcsv.ReadOptions(block_size=block),
+                                  convert_options=pcsv.ConvertOptions(column_types={column: pa.string()}))
         else:
             import pyarrow.parquet as pq
             table = pq.read_table(p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,12 +60,13 @@ def run_corpus(model: str, prompts, out, settings: CorpusSettings | None = None,
     require(("ray", "ray.data", "pyarrow"), "lens corpus", "corpus")
     if actors < 1:
         raise LensError("--actors must be >= 1")
-    if cpus_per_actor is not None and not cpus_per_actor > 0:
-        raise LensError("--cpus-per-actor must be > 0")
+    if cpus_per_actor is not None and not 0 < cpus_per_actor < math.inf:
+        raise LensError("--cpus-per-actor must be a positive number")
     if ray_address:
         _check_reachable(ray_address)
     run = _plan(model, models_dir, prompts, Path(out), settings or CorpusSettings())
     with _Pool(ray_address, actors, cpus_per_actor, run.state / "ray.log") as pool:
+        pool.start()  # Ray, and a pool it can schedule, before any work is announced
         nmf = _profile(run, pool, progress, say)
         top = _merge([np.load(run.state / f"topk-{i:06d}.npz") for i in range(len(run.shards))], run.n_units,
                      run.settings.top_k)
@@ -108,7 +110,6 @@ def _profile(run: _Run, pool: _Pool, progress: bool, say) -> StreamingNMF:
     jobs = {i: dict(examples=sh, token_ids=[run.prompt_ids[e] for e in sh]) for i, sh in enumerate(shards) if i >= done}
     if not jobs:
         return nmf
-    pool.start()  # before the progress bar: Ray's start redirects the terminal's stderr
     t, busy, nodes = time.perf_counter(), 0.0, set()
     bar = _bar(len(run.examples), sum(map(len, shards[:done])), progress)
     for shard, res in pool.map(Profiler, (str(run.model.folder), run.layers, _worker_settings(s), s.factors), jobs):
@@ -205,7 +206,7 @@ def _prepare(out: Path, config: dict) -> Path:
     if saved.is_file():
         try:
             old = json.loads(saved.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             raise LensError(f"{saved} is unreadable; delete {out} or give another --out") from None
         new = json.loads(json.dumps(config))  # as it would read back (tuples become lists)
         if old != new:
@@ -215,8 +216,11 @@ def _prepare(out: Path, config: dict) -> Path:
         return state
     if not out.parent.is_dir():
         raise LensError(f"cannot write {out}: folder {out.parent} does not exist")
-    state.mkdir(parents=True, exist_ok=True)
-    write_atomic(saved, lambda p: p.write_text(json.dumps(config, indent=1)))
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        write_atomic(saved, lambda p: p.write_text(json.dumps(config, indent=1)))
+    except OSError as e:
+        raise LensError(f"cannot write {out}: {e.strerror or e}") from None
     return state
 
 

@@ -15,13 +15,12 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 from collections.abc import Callable
 
-from .. import families
+from .. import families, interrupts
 from ..version import __version__
 from ..errors import LensError
 from ..settings import BOS_CHOICES
@@ -63,8 +62,6 @@ def export_model(source, models_dir: str | os.PathLike | None = None, name: str 
         work = work_dir(models_dir, target.name)
     except OSError as e:
         raise LensError(f"cannot write to {models_dir}: {e.strerror}") from None
-    interrupts = _Interrupts()
-
     def stage(msg: str) -> None:  # every stage starts by checking for an interrupt that was swallowed
         interrupts.check()
         say(msg)
@@ -94,40 +91,6 @@ def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, 
         return export_model(str(src), models_dir, name, force, validate, None, bos, progress)
     finally:
         shutil.rmtree(src, ignore_errors=True)
-
-
-class _Interrupts:
-    """SIGINT and SIGTERM raise KeyboardInterrupt so `kill` cleans up like Ctrl-C does, and are
-    remembered: a library that swallows the exception (JAX's and torch's gc callbacks print
-    "Exception ignored" and go on) cannot make the export carry on, since every stage checks."""
-
-    def __init__(self):
-        self.received = False
-
-    def check(self):
-        if self.received:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def catching(self):
-        def handler(signum, frame):
-            self.received = True
-            raise KeyboardInterrupt
-        def unraisable(info):  # a swallowed interrupt is handled at the next stage: no traceback
-            if not issubclass(info.exc_type, KeyboardInterrupt):
-                old_hook(info)
-        try:
-            old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        except ValueError:  # not the main thread
-            yield
-            return
-        old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
-        try:
-            yield
-        finally:
-            sys.unraisablehook = old_hook
-            for sig, h in old.items():
-                signal.signal(sig, h)
 
 
 def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say, name: str) -> None:

@@ -52,9 +52,29 @@ def load(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None =
     hashes every file (by default only files whose size or mtime changed since the last check);
     `threads` caps ONNX Runtime's threads (default: one per core); `session=False` opens only the
     tokenizer and manifest (a corpus driver tokenizes; its actors run the model)."""
+    _check_load_arguments(providers, add_bos, verify, threads)
     folder = ModelFolder.resolve(name_or_path, models_dir)
     return Model(folder, providers=providers, add_bos=add_bos, manifest_data=folder.read_manifest(verify=verify),
                  threads=threads, session=session)
+
+
+def _check_load_arguments(providers, add_bos, verify, threads) -> None:
+    """The API's arguments, checked by name before anything opens (`add_bos="no"` is not true)."""
+    import onnxruntime as ort
+
+    if add_bos is not None and not isinstance(add_bos, bool):
+        raise LensError(f"add_bos must be True, False or None, not {add_bos!r}")
+    if verify not in (True, False, "full") or (verify in (0, 1) and not isinstance(verify, bool)):
+        raise LensError(f"verify must be True, False or 'full', not {verify!r}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise LensError(f"threads must be a positive integer or None, not {threads!r}")
+    if providers is not None:
+        if isinstance(providers, str) or not all(isinstance(p, str) for p in providers):
+            raise LensError(f"providers must be a list of ONNX Runtime execution provider names, not {providers!r}")
+        unknown = [p for p in providers if p not in ort.get_all_providers()]
+        if unknown:
+            raise LensError(f"unknown execution provider {unknown[0]!r} (available here: "
+                            f"{', '.join(ort.get_available_providers())})")
 
 
 class Model(Prompts, Generating, Masking):
@@ -116,7 +136,20 @@ class Model(Prompts, Generating, Masking):
             except Exception as e:  # raised again at every use: the model stays unusable
                 raise self._unopenable(e) from None
             self._opening = None
+            self._check_graph(self._session)
         return self._session
+
+    def _check_graph(self, session) -> None:
+        """The manifest's shape against the graph's: a tampered manifest (5 layers for a 2-layer graph)
+        would otherwise fail inside ONNX Runtime at the first run."""
+        names = {o.name for o in session.get_outputs()}
+        want = set(self._present_names) | {"logits"}
+        if not want <= names or f"present.{self.n_layers}.key" in names:
+            layers = sum(f"present.{l}.key" in names for l in range(len(names)))
+            self._session = None
+            self._opening = Future()
+            self._opening.set_exception(ValueError(f"the manifest says {self.n_layers} layers, the graph has {layers}"))
+            raise self._unopenable(self._opening.exception())
 
     @functools.cached_property
     def providers(self) -> list[str]:
