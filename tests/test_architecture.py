@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1] / "lens"
 BASE = {"errors", "hooks", "interrupts", "settings", "methods", "version", "sampling"}
 # module (or package) -> the lens modules it may import
 ALLOWED = {
-    "errors": set(), "hooks": set(), "interrupts": set(), "version": set(), "methods": {"errors"}, "settings": {"errors", "methods", "sampling"},
+    "errors": set(), "hooks": set(), "interrupts": set(), "version": set(), "methods": {"errors"},
+    "settings": {"errors", "methods", "sampling"},
     "swap": set(), "store": {"errors", "swap", "files"}, "files": {"errors"},
     "persist": {"errors", "files", "version"},
     "tokens": {"errors"}, "sampling": {"errors"},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from .. import interrupts
 from ..errors import LensError
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _interrupted():
+def _interrupted() -> NoReturn:
     """Our own clean-up has run (the export's temporary folder is gone, Ray is stopped). Leave at once:
     a second interrupt that torch's or JAX's shutdown hooks raise would otherwise end the process by
     SIGINT instead of exit code 130 (seen about once in ten interrupted exports)."""

@@ -146,10 +146,10 @@ class Model(Prompts, Generating, Masking):
         want = set(self._present_names) | {"logits"}
         if not want <= names or f"present.{self.n_layers}.key" in names:
             layers = sum(f"present.{l}.key" in names for l in range(len(names)))
-            self._session = None
-            self._opening = Future()
-            self._opening.set_exception(ValueError(f"the manifest says {self.n_layers} layers, the graph has {layers}"))
-            raise self._unopenable(self._opening.exception())
+            problem = ValueError(f"the manifest says {self.n_layers} layers, the graph has {layers}")
+            self._session, self._opening = None, Future()
+            self._opening.set_exception(problem)  # raised again at every use: the model stays unusable
+            raise self._unopenable(problem)
 
     @functools.cached_property
     def providers(self) -> list[str]:
