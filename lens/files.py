@@ -12,7 +12,8 @@ from .errors import LensError
 
 
 def output_path(path, what: str = "output") -> Path:
-    """Check an output path before any work: not empty, not a folder, its folder exists."""
+    """Check an output path before any work: not empty, not a folder, its folder exists and takes a new
+    file (/proc and /sys do not), so that no output is replaced before another one fails."""
     if path is None or str(path).strip() == "":
         raise LensError(f"the {what} path is empty")
     path = Path(path)
@@ -20,6 +21,12 @@ def output_path(path, what: str = "output") -> Path:
         raise LensError(f"{path} is a folder; give a file name for the {what}")
     if not path.parent.is_dir():
         raise LensError(f"cannot write {path}: folder {path.parent} does not exist")
+    probe = path.with_name(f".{path.name}.probe-{os.getpid()}")  # how replace_atomic will write it
+    try:
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as e:
+        raise LensError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 

@@ -16,6 +16,8 @@ import pytest
 
 from lens.cli import main
 
+LOOP = "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}"
+
 
 @pytest.fixture(scope="module")
 def world(tiny, tiny_explainer, tmp_path_factory):
@@ -28,6 +30,7 @@ def world(tiny, tiny_explainer, tmp_path_factory):
     (root / "text.npz").write_text("not an explanation")
     np.save(root / "array.npy", np.zeros(3))
     (root / "adir").mkdir()
+    (root / "existing.html").write_text("a report the user keeps")
     with np.load(good) as z:
         arrays = dict(z)
     meta = json.loads(bytes(arrays["meta"]).decode())
@@ -84,6 +87,8 @@ def world(tiny, tiny_explainer, tmp_path_factory):
                          ("layers_text", lambda m: m.__setitem__("n_layers", "2")),
                          ("no_arch", lambda m: m.pop("architecture")),
                          ("layers_5", lambda m: m.__setitem__("n_layers", 5)),
+                         ("loop_template", lambda m: m.__setitem__("chat_template", LOOP)),
+                         ("bomb_template", lambda m: m.__setitem__("chat_template", "{{ 'ab' * 10**10 }}")),
                          ("files_outside", lambda m: m["files"].__setitem__("../x", {"size": 1, "sha256": "0" * 64}))]:
         shutil.copytree(tiny[1], root / "models" / name)
         m = json.loads((root / "models" / name / "manifest.json").read_text())
@@ -172,6 +177,9 @@ CASES = [
     (X + ["--save", ""], None, "the --save path is empty"),
     (X + ["--save", "{root}/adir"], None, "is a folder"),
     (X + ["-o", "{root}/same.npz", "--save", "{root}/same.npz"], None, "name the same file"),
+    (X + ["-o", "{root}/existing.html", "--save", "/proc/x.npz"], None, "cannot write /proc/x.npz"),
+    (X + ["-o", "{root}/existing.html", "--save", "/sys/x.npz"], None, "cannot write /sys/x.npz"),
+    (X + ["-o", "/proc/report.html"], None, "cannot write /proc/report.html"),
     # models
     (["explain", "--model", "nonexistent", "--prompt", "hi"], None, "is not exported"),
     (["explain", "--model", "tiny", "--models-dir", "{root}/nowhere", "--prompt", "hi"], None, "is not exported"),
@@ -179,6 +187,8 @@ CASES = [
     (["explain", "--model", "layers_text", "--prompt", "hi"], None, "n_layers is '2'"),
     (["explain", "--model", "no_arch", "--prompt", "hi"], None, "architecture is None"),
     (["explain", "--model", "layers_5", "--prompt", "hi"], None, "the manifest says 5 layers, the graph has 2"),
+    (["explain", "--model", "loop_template", "--prompt", "hi", "--chat"], None, "runs more than 1,000,000 steps"),
+    (["explain", "--model", "bomb_template", "--prompt", "hi", "--chat"], None, "'*' would build 20,000,000,000"),
     (["explain", "--model", "files_outside", "--prompt", "hi"], None, "points outside the folder"),
     (["explain", "--model", "garbage_weights", "--prompt", "hi"], None, "cannot"),
     # saved explanations
