@@ -6,16 +6,25 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
-_DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(-.*)?")
+# .NAME.tmp@HOST@PID-xxxx (lens >= 0.3) or .NAME.tmp-PID-xxxx (lens 0.2, judged as this host's)
+_DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)(@(?P<host>[^@/]+)@|-)(?P<pid>\d+)(-.*)?")
+
+
+def _owner() -> str:
+    """This process as debris names it: a store shared by several hosts (cluster mode) must not take
+    another host's export in progress, whose PID means nothing here, for a dead one."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
+    return f"@{host}@{os.getpid()}"
 
 
 def work_dir(models_dir: Path, name: str) -> Path:
-    """A temporary folder for an export into `models_dir/name`, named after this process so that
-    another run can tell debris of a dead export from one in progress."""
+    """A temporary folder for an export into `models_dir/name`, named after this host and process so
+    that another run can tell debris of a dead export from one in progress."""
     import tempfile
-    return Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=models_dir))
+    return Path(tempfile.mkdtemp(prefix=f".{name}.tmp{_owner()}-", dir=models_dir))
 
 
 def swap_into_place(new: Path, target: Path) -> None:
@@ -28,7 +37,7 @@ def swap_into_place(new: Path, target: Path) -> None:
         return
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old{_owner()}")
         os.replace(target, old)
         pause_for_tests("between-renames")
     os.replace(new, target)
@@ -61,7 +70,8 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def repair(models_dir: str | os.PathLike) -> None:
     """Finish what a killed export left: a model moved aside by a two-rename swap goes back into
-    place (or is removed, if its successor made it), and temporary folders of dead processes go."""
+    place (or is removed, if its successor made it), and temporary folders of dead processes go.
+    Only this host's debris is judged: another host's is left to that host."""
     models_dir = Path(models_dir)
     try:
         entries = list(models_dir.iterdir())
@@ -69,7 +79,8 @@ def repair(models_dir: str | os.PathLike) -> None:
         return
     for p in entries:
         m = _DEBRIS.fullmatch(p.name)
-        if not m or not p.is_dir() or _alive(int(m.group("pid"))):
+        if not m or not p.is_dir() or m.group("host") not in (None, _owner().split("@")[1]) \
+                or _alive(int(m.group("pid"))):
             continue
         target = models_dir / m.group("name")
         try:

@@ -53,7 +53,7 @@ def test_sigkill_anywhere_never_loses_the_model(tiny, tmp_path):
             time.sleep(1.0 if pause.startswith("swap:") else 0.0)
             deadline = time.time() + 60
             while pause.startswith("swapped") and time.time() < deadline and \
-                    not any(".tmp-" in q.name for q in store.iterdir() if q.name != "tiny"):
+                    not any(".tmp@" in q.name for q in store.iterdir() if q.name != "tiny"):
                 time.sleep(0.05)
             time.sleep(0.5)
         else:
@@ -73,19 +73,25 @@ def test_a_kill_between_two_renames_is_repaired(tiny, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and (store / "tiny").exists():
         time.sleep(0.05)
-    assert not (store / "tiny").exists() and any(".old-" in q.name for q in store.iterdir())
+    assert not (store / "tiny").exists() and any(".old@" in q.name for q in store.iterdir())
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=60)
     _assert_complete(store, want)
 
 
 def test_repair_leaves_a_live_export_alone(tmp_path):
-    busy = tmp_path / f".tiny.tmp-{os.getpid()}-abc"
-    busy.mkdir()
-    dead = tmp_path / ".tiny.tmp-999999999-abc"  # no such process
-    dead.mkdir()
+    import socket
+    host = socket.gethostname()
+    busy = tmp_path / f".tiny.tmp@{host}@{os.getpid()}-abc"
+    dead = tmp_path / f".tiny.tmp@{host}@999999999-abc"  # no such process
+    legacy_busy, legacy_dead = tmp_path / f".tiny.tmp-{os.getpid()}-abc", tmp_path / ".tiny.tmp-999999999-abc"
+    elsewhere = tmp_path / ".tiny.tmp@another-host.cluster@999999999-abc"  # a PID that means nothing here
+    moved_aside = tmp_path / ".big.old@another-host.cluster@999999999"     # its swap between two renames
+    for p in (busy, dead, legacy_busy, legacy_dead, elsewhere, moved_aside):
+        p.mkdir()
     repair(tmp_path)
-    assert busy.exists() and not dead.exists()
+    assert busy.exists() and not dead.exists() and legacy_busy.exists() and not legacy_dead.exists()
+    assert elsewhere.exists() and moved_aside.exists() and not (tmp_path / "big").exists()
     for bad in (".", "..", "a/b", "", "../x"):
         with pytest.raises(lens.LensError, match="must be letters"):
             check_name(bad)

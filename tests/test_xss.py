@@ -146,3 +146,37 @@ def test_payloads_as_every_string_of_a_crafted_file(browser, tiny_explainer, tmp
         assert np.asarray(pg.data("saliency_tokens", "alpha")).max() > 0
     finally:
         pg.close()
+
+
+def test_a_vocabulary_of_payloads(browser, tiny, tmp_path):
+    """A model folder is untrusted too: its tokenizer's every token a payload (a word-level
+    vocabulary over the model's 50,257 ids), so the prompt, every generated token and every top-k
+    candidate of the report is one."""
+    import json
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    import lens
+    from lens.store import sha256
+
+    folder = tmp_path / "payload-vocab"
+    shutil.copytree(tiny[1], folder)
+    n_vocab = json.loads((folder / "manifest.json").read_text())["d_vocab"]
+    vocab = {f"{PAYLOADS[i % len(PAYLOADS)]}#{i}": i for i in range(n_vocab)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=next(iter(vocab))))
+    tok.pre_tokenizer = pre_tokenizers.Split("\u2063", "removed")  # one token per invisible separator
+    tok.save(str(folder / "tokenizer.json"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["tokenizer.json"] = {"size": (folder / "tokenizer.json").stat().st_size,
+                                           "sha256": sha256(folder / "tokenizer.json")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    words = [w for w, i in vocab.items() if i in range(100, 100 + 3 * len(PAYLOADS), 3)]
+    expl = lens.Explainer(lens.load(folder)).explain("\u2063".join(words), max_new_tokens=4)
+    assert expl.tokens[:len(words)] == words  # the payloads are the tokens shown
+    assert any("<" in t for t in expl.tokens[len(words):]) and any("<" in c for c in expl.top_tokens[0][0])
+    pg = _attack(browser, expl.report(tmp_path / "r.html", factors=2))
+    try:
+        _assert_nothing_ran(pg, [words[0], words[5]])
+    finally:
+        pg.close()
