@@ -158,6 +158,10 @@ class Explainer:
             model.check_length(len(ids), s.max_new_tokens)
         timings, completeness = {}, None
         self.prepare(s)
+        if s.methods:  # a sequence whose gradients cannot fit the memory budget fails before generating
+            n_new = len(model.encode(s.continuation, bos=False)) if isinstance(s.continuation, str) \
+                else len(s.continuation) if s.continuation is not None else s.max_new_tokens
+            self.attributor.memory_plan(len(ids) + n_new - 1)
 
         t = time.perf_counter()
         if s.continuation is not None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lens.grad import Attributor
-from lens.grad.engine import _compiled
+from lens.grad.engine import _compiled, jax_precision
 from references import torch_reference
 
 
@@ -103,6 +103,67 @@ def test_chunking_and_padding_change_nothing(tiny_attr, tiny_seqs):
                        ids[n_p:], np.zeros(n_gen, np.int64), np.ones(1, np.float32), np.ones(1, np.float32))
     s = np.linalg.norm(np.asarray(grads) * x[None], axis=-1)
     np.testing.assert_allclose(whole.scores, s / s.sum(1, keepdims=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("window,softcap", [(0, None), (5, None), (0, 3.0), (6, 2.0)])
+def test_attention_in_query_blocks_is_the_same_function(window, softcap):
+    """Blocks of queries (each recomputed in the backward pass) give the same values and gradients,
+    windows and soft-capping included, whatever the block size, a ragged last block too."""
+    import jax
+    import jax.numpy as jnp
+
+    from lens.families.layers import attention
+
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(3, 29, 8)), jnp.float32) for _ in range(3))
+    w = jnp.asarray(rng.normal(size=(29, 24)), jnp.float32)
+
+    def f(q, k, v, block):
+        return (attention(q, k, v, 0.35, window, softcap, query_block=block) * w).sum()
+
+    want, want_grads = jax.value_and_grad(f, argnums=(0, 1, 2))(q, k, v, 0)
+    for block in (1, 7, 16, 28):
+        got, grads = jax.value_and_grad(f, argnums=(0, 1, 2))(q, k, v, block)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        for g, h in zip(grads, want_grads):
+            np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_recomputed_layers_give_the_same_gradients(tiny, tiny_llama, tiny_seqs, family):
+    """The long-sequence plan (each layer recomputed, attention in query blocks) changes no number."""
+    from lens.families.decoder import Memory
+    from lens.families.rules import ATTNLRP, GRADIENT
+
+    a = Attributor((tiny if family == "gpt2" else tiny_llama)[1])
+    ids = np.random.default_rng(3).integers(0, 50000, 37)
+    x, n_p = a.wte[ids], 30
+    args = (a.params, x, np.zeros_like(x), np.arange(n_p - 1, len(ids) - 1), ids[n_p:],
+            np.zeros(len(ids) - n_p, np.int64), np.ones(1, np.float32), np.ones(1, np.float32))
+    for rules in (GRADIENT, ATTNLRP):
+        with jax_precision():
+            want = _compiled(a.arch, "logit", False, rules)[0](*args)
+            got = _compiled(a.arch, "logit", False, rules, mem=Memory(remat_layers=True, query_block=8))[0](*args)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+        # float32 sums in another order: equal to 1e-5 of the largest gradient
+        np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-5 * np.abs(want[1]).max())
+
+
+def test_the_memory_plan_on_smollm2_shapes():
+    """SmolLM2's shape (30 layers, 576 wide, 1536 neurons, 9 heads) under the default 4 GiB: everything
+    kept for short prompts; past ~1,000 tokens layers recomputed and attention in blocks, so 8,000
+    tokens fit; a budget nothing fits is one clean error."""
+    import lens
+    from lens.grad.engine import KEEP_ALL, QUERY_BLOCK, memory_plan
+
+    shape = (30, 576, 1536, 9)
+    assert memory_plan(4 << 30, *shape, 100) == (8, KEEP_ALL)
+    rows, mem = memory_plan(4 << 30, *shape, 2000)
+    assert mem.remat_layers and mem.query_block == QUERY_BLOCK and rows >= 4
+    rows, mem = memory_plan(4 << 30, *shape, 8192)
+    assert mem.remat_layers and rows >= 1
+    with pytest.raises(lens.LensError, match="attributing 8192 tokens needs about .* GiB, more than the gradient"):
+        memory_plan(512 << 20, *shape, 8192)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

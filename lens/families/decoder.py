@@ -15,6 +15,7 @@ traced block, so compile time does not grow with depth):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -89,7 +90,16 @@ def qkv(x, a, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> q [H, n, dh], k
     return split_heads(q, H), split_heads(k, K), split_heads(v, K)
 
 
-def attend(x, p, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> [n, d]
+class Memory(NamedTuple):
+    """How a forward under a gradient trades compute for memory; no value changes (the engine picks)."""
+    remat_layers: bool = False  # keep only each layer's input for the backward pass, recompute the rest
+    query_block: int = 0        # attention a block of queries at a time, each recomputed (0: all at once)
+
+
+KEEP_ALL = Memory()
+
+
+def attend(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, d]
     a = p["attn"]
     q, k, v = qkv(x, a, arch, rules)
     if arch.rotary:
@@ -97,7 +107,7 @@ def attend(x, p, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> [n, d]
         k = rope(k, p["inv_freq"], arch.rotary, p["rope_factor"])           # [K, n, dh]
     group = arch.n_heads // arch.n_kv_heads                                 # query heads per key/value head
     k, v = jnp.repeat(k, group, axis=0), jnp.repeat(v, group, axis=0)       # [H, n, dh]
-    z = attention(q, k, v, p["scale"], p["window"], arch.attn_softcap, rules)  # [n, H dh]
+    z = attention(q, k, v, p["scale"], p["window"], arch.attn_softcap, rules, mem.query_block)  # [n, H dh]
     return _linear(z, a, "W_O", "b_O")
 
 
@@ -116,13 +126,13 @@ def mlp_post(x, m, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> [n, d_mlp]
     return rules.product(rules.activation(act, gate), up)
 
 
-def block(x, p, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> [n, d]
+def block(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, d]
     s = arch.residual_scale
     if arch.parallel:                                                       # one residual read by both branches
         h = norm(x, p["ln1"], arch, rules)
-        return x + s * attend(h, p, arch, rules) + s * mlp(norm(x, p["ln2"], arch, rules) if "ln2" in p else h,
+        return x + s * attend(h, p, arch, rules, mem) + s * mlp(norm(x, p["ln2"], arch, rules) if "ln2" in p else h,
                                                         p["mlp"], arch, rules)
-    a = attend(norm(x, p["ln1"], arch, rules) if "ln1" in p else x, p, arch, rules)
+    a = attend(norm(x, p["ln1"], arch, rules) if "ln1" in p else x, p, arch, rules, mem)
     x = x + s * (norm(a, p["ln1_post"], arch, rules) if "ln1_post" in p else a)
     m = mlp(norm(x, p["ln2"], arch, rules) if "ln2" in p else x, p["mlp"], arch, rules)
     return x + s * (norm(m, p["ln2_post"], arch, rules) if "ln2_post" in p else m)
@@ -134,12 +144,14 @@ def embed(tok_emb, params, arch: Arch):  # [n, d] token embeddings -> [n, d] the
     return x + params["W_pos"][: tok_emb.shape[0]] if "W_pos" in params else x
 
 
-def final_hidden(tok_emb, params, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> [n, d] after the final norm
-    return blocks_and_norm(embed(tok_emb, params, arch), params, arch, rules)
+def final_hidden(tok_emb, params, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, d]
+    return blocks_and_norm(embed(tok_emb, params, arch), params, arch, rules, mem)
 
 
-def blocks_and_norm(x, params, arch: Arch, rules: Rules = GRADIENT):  # [n, d] residual -> [n, d] after the final norm
-    x, _ = jax.lax.scan(lambda h, p: (block(h, p, arch, rules), None), x, params["blocks"])
+def blocks_and_norm(x, params, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, d]
+    def layer(h, p):
+        return block(h, p, arch, rules, mem), None
+    x, _ = jax.lax.scan(jax.checkpoint(layer) if mem.remat_layers else layer, x, params["blocks"])
     return final_norm(x, params, arch, rules)
 
 

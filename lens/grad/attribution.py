@@ -27,9 +27,10 @@ from ..families.rules import RULES
 from ..methods import TARGETS, Method
 from ..methods import get as get_method
 from ..store import ModelFolder
-from .engine import (BATCH_ROWS, CHUNK_ROWS, DEFAULT_MEMORY_BUDGET, MLP_VECTORS, RESIDUAL_VECTORS, ATTENTION_MAPS,
-                     BYTES_PER_VALUE, ROW_BUCKET, SEQ_BUCKET, STEP_CHUNK, Chunk, _bucket, _compiled, _pad_rows,
-                     _pad_to, _path, enable_compilation_cache, in_place, jax_precision)
+from ..families.decoder import Memory
+from .engine import (BATCH_ROWS, DEFAULT_MEMORY_BUDGET, ROW_BUCKET, SEQ_BUCKET, STEP_CHUNK, Chunk, _bucket,
+                     _compiled, _pad_rows, _pad_to, _path, enable_compilation_cache, in_place, jax_precision,
+                     memory_plan)
 
 
 @dataclass
@@ -76,12 +77,15 @@ class Attributor:
         """[d_vocab, d_model] output embedding as a JAX array (the logit lens can share it)."""
         return decoder.unembedding(self.params)
 
+    def memory_plan(self, seq_len: int) -> tuple[int, Memory]:
+        """(target rows whose backward passes fit the memory budget together, what the forward keeps);
+        a LensError when not even one row fits: call it before any slow work."""
+        return memory_plan(self.memory_budget, self.n_layers, self.d_model, self.d_mlp, self.n_head,
+                           _bucket(seq_len, SEQ_BUCKET, self.n_ctx))
+
     def rows_per_chunk(self, seq_len: int) -> int:
         """Target rows whose backward passes fit the memory budget together."""
-        per_position = (RESIDUAL_VECTORS * self.d_model + MLP_VECTORS * self.d_mlp
-                        + ATTENTION_MAPS * self.n_head * seq_len)
-        per_row = BYTES_PER_VALUE * self.n_layers * seq_len * per_position
-        return int(max(1, min(CHUNK_ROWS, self.memory_budget // per_row)))
+        return self.memory_plan(seq_len)[0]
 
     def attribute(self, token_ids, n_prompt: int, method: str = "grad_x_input", target: str = "logit",
                   foils=None, steps: int = 16, baseline: str | int | np.ndarray | None = None,
@@ -190,11 +194,13 @@ class Attributor:
         """Chunks of target rows: as many as fit memory at the longest prefix any row could need,
         each then run on the (bucketed) prefix its own rows need."""
         chunks, t0, n_gen = [], 0, n - n_prompt
-        per_chunk = rows_per_chunk or self.rows_per_chunk(_bucket(n - 1, SEQ_BUCKET, self.n_ctx))
+        fit, mem = self.memory_plan(n - 1)
+        per_chunk = rows_per_chunk or fit
         while t0 < n_gen:
             C = min(per_chunk, n_gen - t0)
-            chunks.append(Chunk(np.arange(t0, t0 + C), _bucket(n_prompt + t0 + C - 1, SEQ_BUCKET, self.n_ctx),
-                                _bucket(C, ROW_BUCKET)))
+            length = _bucket(n_prompt + t0 + C - 1, SEQ_BUCKET, self.n_ctx)
+            # rows are padded for fewer compilations, but never past what fits (4 rows of 2,000 tokens did not)
+            chunks.append(Chunk(np.arange(t0, t0 + C), length, max(C, min(_bucket(C, ROW_BUCKET), per_chunk)), mem))
             t0 += C
         return chunks
 
@@ -202,11 +208,11 @@ class Attributor:
         """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline).
         `progress(done, total)` is called as each chunk's rows come back."""
         n, n_gen = len(ids), len(ids) - n_prompt
-        grad_fn, value_fn = _compiled(self.arch, target, method.needs_foil, RULES[method.rules])
         alphas, weights = path if path is not None else (np.ones(1), np.ones(1))
         pending = []
         with jax_precision():
             for c in chunks:
+                grad_fn, value_fn = _compiled(self.arch, target, method.needs_foil, RULES[method.rules], mem=c.memory)
                 positions = _pad_to(n_prompt + c.rows - 1, c.padded_rows, 0)
                 targets = _pad_to(ids[n_prompt + c.rows], c.padded_rows, 0)
                 fl = _pad_to(foil_ids[c.rows], c.padded_rows, 0)

@@ -12,7 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import LensError
 from ..families import decoder
+from ..families.decoder import KEEP_ALL, Memory
 from ..families.rules import GRADIENT
 
 SEQ_BUCKET = 8    # sequence lengths are padded up to a multiple of this
@@ -26,6 +28,7 @@ DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes the backward passes of one chunk may ke
 # (residual, norms, attention input/output, q/k/v: ~8 x d_model), the MLP's (~4 x d_mlp), and the
 # attention maps (~3 x n_heads x seq: scores, softmax, its cotangent).
 RESIDUAL_VECTORS, MLP_VECTORS, ATTENTION_MAPS, BYTES_PER_VALUE = 8, 4, 3, 4
+QUERY_BLOCK = 512  # queries per attention block when even one row's backward would not fit otherwise
 
 
 class Chunk(NamedTuple):
@@ -33,6 +36,27 @@ class Chunk(NamedTuple):
     rows: np.ndarray       # generated-token indices
     length: int            # bucketed sequence length
     padded_rows: int       # bucketed row count
+    memory: Memory = KEEP_ALL
+
+
+def memory_plan(budget: int, n_layers: int, d_model: int, d_mlp: int, n_heads: int, n: int) -> tuple[int, Memory]:
+    """(target rows per chunk, how the forward keeps its values) for gradients over n positions
+    within `budget` bytes. Everything kept while it fits one row; beyond that (SmolLM2 past ~1,000
+    tokens: 17.9 GB at 2,000 before) only each layer's input is kept and the rest recomputed, and
+    attention runs in blocks of queries. A LensError if even that does not fit."""
+    per_position = RESIDUAL_VECTORS * d_model + MLP_VECTORS * d_mlp
+    keep_all = BYTES_PER_VALUE * n_layers * n * (per_position + ATTENTION_MAPS * n_heads * n)
+    if keep_all <= budget:
+        return int(min(CHUNK_ROWS, budget // keep_all)), KEEP_ALL
+    block = QUERY_BLOCK if n > QUERY_BLOCK else 0
+    layer = BYTES_PER_VALUE * n * (per_position + ATTENTION_MAPS * n_heads * (block or n))  # one layer, one row
+    shared = BYTES_PER_VALUE * n_layers * n * d_model + layer       # every layer's input, one layer recomputed
+    rows = (budget - shared) // layer
+    if rows < 1:
+        raise LensError(f"attributing {n} tokens needs about {(shared + layer) / 2**30:.1f} GiB, more than the "
+                        f"gradient memory budget of {budget / 2**30:.1f} GiB: raise LENS_GRAD_MEMORY (bytes) or "
+                        f"shorten the prompt")
+    return int(min(CHUNK_ROWS, rows)), Memory(remat_layers=True, query_block=block)
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
@@ -56,7 +80,7 @@ def _bucket(n: int, size: int, cap: int | None = None) -> int:
 
 
 @functools.cache
-def _compiled(arch, target: str, contrastive: bool, rules=GRADIENT, batched: bool = False):
+def _compiled(arch, target: str, contrastive: bool, rules=GRADIENT, batched: bool = False, mem: Memory = KEEP_ALL):
     """Jitted (gradients, values) for one scoring rule on one architecture (`families.decoder.Arch`).
 
     gradients(params, x [L,d], baseline [L,d], positions [C], targets [C], foils [C], alphas [S],
@@ -64,7 +88,8 @@ def _compiled(arch, target: str, contrastive: bool, rules=GRADIENT, batched: boo
     values(params, x [L,d], positions [C], targets [C], foils [C]) -> [C].
     `rules`: the backward rules (`families.rules`: plain gradients or AttnLRP's).
     `batched`: the same over a leading axis of B sequences (x, baseline, positions, targets, foils
-    and the results gain it; the path is shared), one call for all of them.
+    and the results gain it; the path is shared), one call for all of them. `mem`: what the forward
+    keeps for the backward pass (`memory_plan`).
     """
     import jax
     import jax.numpy as jnp
@@ -76,7 +101,7 @@ def _compiled(arch, target: str, contrastive: bool, rules=GRADIENT, batched: boo
         return jnp.take_along_axis(probs, tokens[:, None], axis=-1)[:, 0]
 
     def values(params, x, positions, targets, foils):  # [L, d] -> [C]
-        h = decoder.final_hidden(x, params, arch, rules)[positions]
+        h = decoder.final_hidden(x, params, arch, rules, mem)[positions]
         s = score(h, params, targets)
         return s - score(h, params, foils) if contrastive else s
 
