@@ -164,7 +164,12 @@ def test_layer_predictions_follow_the_chosen_position(browser, synthetic, tmp_pa
         assert pg.data("layer_predictions_cells", "text") == [label(t) for t in shown(4)]  # predicts the 1st generated
         pg.choose("position_select", "2")
         assert pg.data("layer_predictions_cells", "text") == [label(t) for t in shown(2)]
-        assert pg.data("layer_predictions_cells", "prob")[0] == f"{expl.top_probs[0, 2, 0]:.0%}"
+        p = expl.top_probs[:, 2, :].ravel()
+        assert pg.data("layer_predictions_cells", "prob") == [f"{v:.0%}" if v >= 0.005 else "<1%" for v in p]
+        from lens.viz.logit_lens import PROB_PALETTE, PROB_TEXT
+        shade = np.rint(255 * p).astype(int)
+        assert pg.data("layer_predictions_cells", "fill") == [PROB_PALETTE[c] for c in shade]
+        assert pg.data("layer_predictions_cells", "color") == [PROB_TEXT[c] for c in shade]
     finally:
         pg.close()
 

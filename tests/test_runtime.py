@@ -186,6 +186,32 @@ def test_generation_trace_equals_full_pass(tiny_model, tiny_torch, sample):
     assert gen.trace.hidden_states.shape == (n + 1, len(gen.token_ids), 64)
 
 
+@pytest.mark.parametrize("block", [1, 4, 7])
+def test_prompts_in_blocks_equal_pytorch(tiny_model, tiny_torch, monkeypatch, block):
+    """Long prompts go through the graph in blocks reading the cache (bounded attention memory):
+    every tap and logit, of run() and of a traced generation, still equals PyTorch's single pass."""
+    import torch
+
+    import lens.runtime.model as M
+
+    monkeypatch.setattr(M, "PREFILL_BLOCK", block)
+    ids = np.random.default_rng(block).integers(0, 50257, 23)
+    parts = tiny_model.prefill(ids, taps=True)
+    assert len(parts) == -(-23 // block)
+    names = ["logits", *hooks.all_taps(tiny_model.n_layers)]
+    _assert_taps_match({k: np.concatenate([p[k] for p in parts], axis=1) for k in names},
+                       torch_taps(tiny_torch, ids[None]), tiny_model.n_layers)
+    gen = tiny_model.generate(ids.tolist(), 4, trace=True)
+    ref = torch_taps(tiny_torch, gen.token_ids[None])
+    for got in (gen.trace, tiny_model.run(gen.token_ids)):
+        np.testing.assert_allclose(got.logits, ref["logits"][0], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(got.activations[-1], ref[hooks.mlp_post(tiny_model.n_layers - 1)][0],
+                                   atol=ATOL, rtol=0)
+    want = tiny_torch.generate(torch.as_tensor(ids[None]), attention_mask=torch.ones(1, 23, dtype=torch.long),
+                               max_new_tokens=4, do_sample=False, pad_token_id=0)[0].tolist()
+    assert gen.token_ids.tolist() == want
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_batched_generation_equals_one_prompt_at_a_time(tiny, tiny_llama, family):
     """generate_batch (left padding, per-row positions, padding masked: corpus mode) gives each row

@@ -17,6 +17,7 @@ class Generating:
     eos_ids: set
     taps: list
     session_run: Callable[..., dict]
+    prefill: Callable[..., list]
     prompt_ids: Callable[..., list]
     check_length: Callable[[int, int], None]
     encode: Callable[..., list]
@@ -41,8 +42,11 @@ class Generating:
         out_ids, probs, calls = list(ids), [], []
         past, step = None, np.asarray(ids)
         for _ in range(max_new_tokens):
-            res = self.session_run(step, past, taps=trace, logits_from=0 if trace else -1)  # a trace keeps all
-            calls.append(res)
+            if past is None:  # the prompt, in blocks (a trace keeps every position's logits)
+                calls.extend(self.prefill(step, taps=trace, logits_from=0 if trace else -1))
+            else:
+                calls.append(self.session_run(step, past, taps=trace, logits_from=0 if trace else -1))
+            res = calls[-1]
             logits = res["logits"][0, -1].astype(np.float64)
             p = sampling.softmax(logits)
             if sample:
@@ -61,7 +65,7 @@ class Generating:
             if len(out_ids) > len(ids):  # the last token was sampled but never fed through the model
                 calls.append(self.session_run(np.asarray(out_ids[-1:]), calls[-1]["present"], taps=True))
             elif not calls:
-                calls.append(self.session_run(np.asarray(ids), taps=True))
+                calls.extend(self.prefill(ids, taps=True))
             gen.trace = self._trace({k: np.concatenate([c[k] for c in calls], axis=1)
                                      for k in ["logits", *self.taps]})
         return gen

@@ -18,6 +18,9 @@ from .prompts import Prompts
 from .results import Trace
 
 
+PREFILL_BLOCK = 512  # prompt positions per graph call (same values; memory stays linear in the length)
+
+
 def _providers(preferred=None) -> list[str]:
     import onnxruntime as ort
 
@@ -216,7 +219,19 @@ class Model(Prompts, Generating, Masking):
         ids = np.asarray(self.prompt_ids(token_ids), dtype=np.int64)
         if not 0 < len(ids) <= self.n_ctx:
             raise LensError(f"sequence of {len(ids)} tokens; this model takes 1 to {self.n_ctx}")
-        return self._trace(self.session_run(ids, taps=True))
+        parts = self.prefill(ids, taps=True)
+        return self._trace({k: np.concatenate([c[k] for c in parts], axis=1) for k in ["logits", *self.taps]})
+
+    def prefill(self, token_ids, past=None, taps: bool = False, logits_from: int = 0) -> list[dict]:
+        """`session_run` over a long sequence in blocks of PREFILL_BLOCK positions, each reading the
+        cache of the ones before: attention then holds [heads, block, seq] scores rather than
+        [heads, seq, seq] (an 8,000-token prompt took 15 GB in one call). The calls' outputs, in order."""
+        ids = np.asarray(token_ids, dtype=np.int64)
+        out = []
+        for b0 in range(0, len(ids), PREFILL_BLOCK):
+            out.append(self.session_run(ids[b0:b0 + PREFILL_BLOCK], past, taps=taps, logits_from=logits_from))
+            past = out[-1]["present"]
+        return out
 
     def _trace(self, out: dict) -> Trace:
         hidden = np.stack([out[hooks.EMBED][0]] + [out[hooks.resid_post(l)][0] for l in range(self.n_layers)])

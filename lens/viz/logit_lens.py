@@ -89,15 +89,25 @@ def layer_predictions_view(expl, position: int | None = None):
     another position."""
     n_layers, n, k = expl.top_ids.shape
     pos = expl.n_prompt - 1 if position is None else position
-    per_position = {}
+    # every position's cells, compactly: indices into one table of token labels, the percentage
+    # shown (-1: "<1%") and the palette index (a 2,000-token prompt made 29 MB of strings before)
+    index: dict[str, int] = {}
+    cells = {}
     for i in range(n):
         probs = expl.top_probs[:, i, :].ravel()
-        idx = np.rint(255 * np.clip(probs, 0, 1)).astype(int)
-        per_position[str(i)] = dict(text=[label(expl.top_tokens[l][i][j]) for l in range(n_layers) for j in range(k)],
-                                    prob=[f"{v:.0%}" if v >= 0.005 else "<1%" for v in probs],
-                                    fill=[PROB_PALETTE[c] for c in idx], color=[PROB_TEXT[c] for c in idx])
+        texts = [label(expl.top_tokens[l][i][j]) for l in range(n_layers) for j in range(k)]
+        cells[str(i)] = [[index.setdefault(t, len(index)) for t in texts],
+                         [int(f"{v:.0%}"[:-1]) if v >= 0.005 else -1 for v in probs],
+                         np.rint(255 * np.clip(probs, 0, 1)).astype(int).tolist()]
+    tokens = list(index)
+
+    def columns(i: int) -> dict:  # what layer_predictions.js builds from cells[i]
+        t, pct, c = cells[str(i)]
+        return dict(text=[tokens[x] for x in t], prob=[f"{x}%" if x >= 0 else "<1%" for x in pct],
+                    fill=[PROB_PALETTE[x] for x in c], color=[PROB_TEXT[x] for x in c])
+
     ys, xs = np.meshgrid(np.arange(1, n_layers + 1), np.arange(1, k + 1), indexing="ij")
-    src = ColumnDataSource(dict(x=xs.ravel(), y=ys.ravel(), **per_position[str(pos)]), name="layer_predictions_cells")
+    src = ColumnDataSource(dict(x=xs.ravel(), y=ys.ravel(), **columns(pos)), name="layer_predictions_cells")
     cell_w, cell_h = 112, 22 if n_layers > 16 else 30
     p = figure(frame_width=cell_w * k, frame_height=cell_h * n_layers, tools="", toolbar_location=None,
                x_range=Range1d(0.5, k + 0.5), y_range=Range1d(n_layers + 0.5, 0.5), name="layer_predictions",
@@ -119,7 +129,8 @@ def layer_predictions_view(expl, position: int | None = None):
     select = Select(title="position (its token → the token it predicts)", value=str(pos), options=options,
                     name="position_select", width=420)
     # one JSON string, parsed in the page: Bokeh walks every element of a nested list it serialises
-    select.js_on_change("value", CustomJS(args=dict(src=src, data=json.dumps(per_position)), code=js("layer_predictions")))
+    data = json.dumps(dict(tokens=tokens, palette=list(PROB_PALETTE), text=PROB_TEXT, cells=cells))
+    select.js_on_change("value", CustomJS(args=dict(src=src, data=data), code=js("layer_predictions")))
     title = text_div("<b>Layer predictions</b>: the most probable next tokens after each layer at one position "
                      "(logit lens through the final norm)")
     return column(title, select, _panel(p, "layer_predictions_panel"), name="layer_predictions_view")
