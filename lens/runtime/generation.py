@@ -47,6 +47,7 @@ class Generating:
             else:
                 calls.append(self.session_run(step, past, taps=trace, logits_from=0 if trace else -1))
             res = calls[-1]
+            cache = res.pop("present")  # only the newest cache is kept: each call's would add up (7 GB at 8,000 tokens)
             logits = res["logits"][0, -1].astype(np.float64)
             p = sampling.softmax(logits)
             if sample:
@@ -57,13 +58,13 @@ class Generating:
             probs.append(p[nxt])
             if stop_at_eos and nxt in self.eos_ids:
                 break
-            past, step = res["present"], np.asarray([nxt])
+            past, step = cache, np.asarray([nxt])
         settings = dict(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
                         top_k=top_k, top_p=top_p, seed=seed)
         gen = Generation(np.asarray(out_ids, np.int64), len(ids), np.asarray(probs, np.float32), settings)
         if trace:
             if len(out_ids) > len(ids):  # the last token was sampled but never fed through the model
-                calls.append(self.session_run(np.asarray(out_ids[-1:]), calls[-1]["present"], taps=True))
+                calls.append(self.session_run(np.asarray(out_ids[-1:]), cache, taps=True))
             elif not calls:
                 calls.extend(self.prefill(ids, taps=True))
             gen.trace = self._trace({k: np.concatenate([c[k] for c in calls], axis=1)

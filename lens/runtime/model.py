@@ -231,6 +231,8 @@ class Model(Prompts, Generating, Masking):
         for b0 in range(0, len(ids), PREFILL_BLOCK):
             out.append(self.session_run(ids[b0:b0 + PREFILL_BLOCK], past, taps=taps, logits_from=logits_from))
             past = out[-1]["present"]
+            if len(out) > 1:
+                del out[-2]["present"]  # superseded by the last block's
         return out
 
     def _trace(self, out: dict) -> Trace:
