@@ -108,7 +108,7 @@ class Explainer:
         rankings = dict(expl.attributions)
         rankings["random"] = None
         out = {m: {"morf": [], "lerf": []} for m in rankings}
-        cache = self.model.prefill(expl.token_ids[:-1], logits_from=-1)[-1]["present"]  # every token's prefix
+        cache = self.model.prefill(expl.token_ids[:-1], logits_from=-1)["present"]  # every token's prefix
         for t in range(expl.n_generated):
             pos = expl.n_prompt + t                                   # the generated token, scored from pos - 1
             ids, target = expl.token_ids[:pos], int(expl.token_ids[pos])

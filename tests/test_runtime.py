@@ -196,8 +196,9 @@ def test_prompts_in_blocks_equal_pytorch(tiny_model, tiny_torch, monkeypatch, bl
 
     monkeypatch.setattr(M, "PREFILL_BLOCK", block)
     ids = np.random.default_rng(block).integers(0, 50257, 23)
-    parts = tiny_model.prefill(ids, taps=True)
-    assert len(parts) == -(-23 // block)
+    parts: list = []
+    last = tiny_model.prefill(ids, taps=True, each=parts.append)
+    assert len(parts) == -(-23 // block) and last is parts[-1] and last["present"][0].shape[2] == 23
     names = ["logits", *hooks.all_taps(tiny_model.n_layers)]
     _assert_taps_match({k: np.concatenate([p[k] for p in parts], axis=1) for k in names},
                        torch_taps(tiny_torch, ids[None]), tiny_model.n_layers)

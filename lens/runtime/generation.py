@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import sampling
 from ..errors import LensError
-from .results import Generation, Trace
+from .results import Generation, Trace, TraceWriter
 
 
 class Generating:
@@ -17,7 +17,7 @@ class Generating:
     eos_ids: set
     taps: list
     session_run: Callable[..., dict]
-    prefill: Callable[..., list]
+    prefill: Callable[..., dict]
     prompt_ids: Callable[..., list]
     check_length: Callable[[int, int], None]
     encode: Callable[..., list]
@@ -39,15 +39,17 @@ class Generating:
         if sample:
             sampling.check(temperature, top_k, top_p)
         rng = np.random.default_rng(seed)
-        out_ids, probs, calls = list(ids), [], []
+        out_ids, probs = list(ids), []
+        traced = TraceWriter(self, len(ids) + max_new_tokens) if trace else None
+        each = traced.add if traced else None
         past, step = None, np.asarray(ids)
         for _ in range(max_new_tokens):
             if past is None:  # the prompt, in blocks (a trace keeps every position's logits)
-                calls.extend(self.prefill(step, taps=trace, logits_from=0 if trace else -1))
+                res = self.prefill(step, taps=trace, logits_from=0 if trace else -1, each=each)
             else:
-                calls.append(self.session_run(step, past, taps=trace, logits_from=0 if trace else -1))
-            res = calls[-1]
-            cache = res.pop("present")  # only the newest cache is kept: each call's would add up (7 GB at 8,000 tokens)
+                res = self.session_run(step, past, taps=trace, logits_from=0 if trace else -1)
+                if each:
+                    each(res)
             logits = res["logits"][0, -1].astype(np.float64)
             p = sampling.softmax(logits)
             if sample:
@@ -58,17 +60,16 @@ class Generating:
             probs.append(p[nxt])
             if stop_at_eos and nxt in self.eos_ids:
                 break
-            past, step = cache, np.asarray([nxt])
+            past, step = res["present"], np.asarray([nxt])
         settings = dict(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
                         top_k=top_k, top_p=top_p, seed=seed)
         gen = Generation(np.asarray(out_ids, np.int64), len(ids), np.asarray(probs, np.float32), settings)
-        if trace:
+        if traced:
             if len(out_ids) > len(ids):  # the last token was sampled but never fed through the model
-                calls.append(self.session_run(np.asarray(out_ids[-1:]), cache, taps=True))
-            elif not calls:
-                calls.extend(self.prefill(ids, taps=True))
-            gen.trace = self._trace({k: np.concatenate([c[k] for c in calls], axis=1)
-                                     for k in ["logits", *self.taps]})
+                traced.add(self.session_run(np.asarray(out_ids[-1:]), res["present"], taps=True))
+            else:  # no new token asked for
+                self.prefill(ids, taps=True, each=traced.add)
+            gen.trace = traced.trace()
         return gen
 
     def generate_batch(self, prompts, max_new_tokens: int = 20, stop_at_eos: bool = True,

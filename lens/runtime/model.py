@@ -15,7 +15,7 @@ from ..store import ModelFolder
 from .generation import Generating
 from .masked import Masking
 from .prompts import Prompts
-from .results import Trace
+from .results import Trace, TraceWriter
 
 
 PREFILL_BLOCK = 512  # prompt positions per graph call (same values; memory stays linear in the length)
@@ -219,21 +219,23 @@ class Model(Prompts, Generating, Masking):
         ids = np.asarray(self.prompt_ids(token_ids), dtype=np.int64)
         if not 0 < len(ids) <= self.n_ctx:
             raise LensError(f"sequence of {len(ids)} tokens; this model takes 1 to {self.n_ctx}")
-        parts = self.prefill(ids, taps=True)
-        return self._trace({k: np.concatenate([c[k] for c in parts], axis=1) for k in ["logits", *self.taps]})
+        trace = TraceWriter(self, len(ids))
+        self.prefill(ids, taps=True, each=trace.add)
+        return trace.trace()
 
-    def prefill(self, token_ids, past=None, taps: bool = False, logits_from: int = 0) -> list[dict]:
+    def prefill(self, token_ids, past=None, taps: bool = False, logits_from: int = 0, each=None) -> dict:
         """`session_run` over a long sequence in blocks of PREFILL_BLOCK positions, each reading the
         cache of the ones before: attention then holds [heads, block, seq] scores rather than
-        [heads, seq, seq] (an 8,000-token prompt took 15 GB in one call). The calls' outputs, in order."""
+        [heads, seq, seq] (an 8,000-token prompt took 15 GB in one call). `each(result)` is called on
+        every block's outputs; the last block's are returned (its `present` is the whole cache)."""
         ids = np.asarray(token_ids, dtype=np.int64)
-        out = []
+        res: dict = {}
         for b0 in range(0, len(ids), PREFILL_BLOCK):
-            out.append(self.session_run(ids[b0:b0 + PREFILL_BLOCK], past, taps=taps, logits_from=logits_from))
-            past = out[-1]["present"]
-            if len(out) > 1:
-                del out[-2]["present"]  # superseded by the last block's
-        return out
+            res = self.session_run(ids[b0:b0 + PREFILL_BLOCK], past, taps=taps, logits_from=logits_from)
+            past = res["present"]
+            if each is not None:
+                each(res)
+        return res
 
     def _trace(self, out: dict) -> Trace:
         hidden = np.stack([out[hooks.EMBED][0]] + [out[hooks.resid_post(l)][0] for l in range(self.n_layers)])
