@@ -327,3 +327,18 @@ def test_the_api_takes_what_it_reasonably_can(tiny, tiny_explainer):
     b = tiny_explainer.explain("Hello there", max_new_tokens=2, lens_top_k=3)
     assert a.tokens == b.tokens and len(a.layer_predictions()[0]) == 3
     np.testing.assert_allclose(a.attributions["grad_x_input"], b.attributions["grad_x_input"], rtol=1e-5)
+
+
+def test_gradients_that_cannot_fit_the_budget_fail_before_generating(world, monkeypatch, capsys):
+    """LENS_GRAD_MEMORY too small for even one row of this prompt's gradients (layers recomputed,
+    attention in blocks): one line and exit 2, before the model generates anything."""
+    root, _ = world
+    monkeypatch.setenv("LENS_GRAD_MEMORY", "500000")
+    import lens.runtime.generation as G
+
+    monkeypatch.setattr(G.Generating, "generate", lambda *a, **k: pytest.fail("generated before refusing"))
+    rc = main(["explain", "--models-dir", str(root / "models"), "--model", "tiny", "--prompt", "word " * 40,
+               "-o", str(root / "never.html")])
+    err = [l for l in capsys.readouterr().err.strip().splitlines() if l.startswith("lens: error:")]
+    assert rc == 2 and len(err) == 1 and "more than the gradient memory budget of 0 MiB" in err[0], err
+    assert not (root / "never.html").exists()

@@ -53,9 +53,8 @@ def memory_plan(budget: int, n_layers: int, d_model: int, d_mlp: int, n_heads: i
     shared = BYTES_PER_VALUE * n_layers * n * d_model + layer       # every layer's input, one layer recomputed
     rows = (budget - shared) // layer
     if rows < 1:
-        raise LensError(f"attributing {n} tokens needs about {(shared + layer) / 2**30:.1f} GiB, more than the "
-                        f"gradient memory budget of {budget / 2**30:.1f} GiB: raise LENS_GRAD_MEMORY (bytes) or "
-                        f"shorten the prompt")
+        raise LensError(f"attributing {n} tokens needs about {_size(shared + layer)}, more than the gradient "
+                        f"memory budget of {_size(budget)}: raise LENS_GRAD_MEMORY (bytes) or shorten the prompt")
     return int(min(CHUNK_ROWS, rows)), Memory(remat_layers=True, query_block=block)
 
 
@@ -77,6 +76,10 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
 def _bucket(n: int, size: int, cap: int | None = None) -> int:
     b = max(size, -(-n // size) * size)
     return min(b, cap) if cap else b
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 @functools.cache
