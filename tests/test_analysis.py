@@ -206,7 +206,7 @@ def test_clusters_of_a_layer(expl):
     (lambda e: e.factors(2, layers=7), "layer 7 is out of range: this model has layers 0 to 1"),
     (lambda e: e.factors(2, layers=[]), "selection is empty"),
     (lambda e: e.clusters(10000, layers=0), "10000 clusters"),
-    (lambda e: e.layer_predictions(99), "position 99 is out of range"),
+    (lambda e: e.layer_predictions(99), "position 99 is not an integer in 0..16"),
 ])
 def test_analysis_errors(expl, call, msg):
     with pytest.raises(LensError, match=msg):
