@@ -264,6 +264,21 @@ def test_a_csv_cell_larger_than_a_read_block(tmp_path):
     assert read_prompts(tmp_path / "big.csv") == ([0, 1, 2], ["short", big, "last"])
 
 
+def test_ctrl_c_while_ray_starts(tiny, corpus_file, tmp_path):
+    """An interrupt as Ray starts (where one exited 1 with no message): "lens: interrupted", exit 130."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lens", "corpus", "--model", str(tiny[1]), "--prompts", str(corpus_file), "--out",
+           str(out), "--top-k", str(TOP_K), "--factors", str(FACTORS)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not (out / "state" / "ray.log").exists():
+        time.sleep(0.01)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err.strip().endswith("lens: interrupted"), err
+
+
 def test_a_killed_driver_leaves_no_ray_process(tiny, corpus_file, tmp_path):
     """SIGKILL of `lens corpus` (no clean-up runs): the local Ray it started is gone soon after,
     agents included (Ray's own fate-sharing left ray::DashboardAgent and ray::RuntimeEnvAgent)."""

@@ -30,8 +30,12 @@ def header_view(expl):
     devices = ", ".join(f"{k} on {v}" for k, v in expl.devices.items())
     times = times + (f" ({devices})" if devices else "")
     family = f" <span style='{NOTE_STYLE}'>({e(expl.family)} family)</span>" if expl.family else ""
-    return text_div(f"<h2>lens: {e(expl.model_name)}{family}</h2><p><b>Prompt{chat}:</b> <span class='lens-text'>"
-                    f"{e(expl.prompt)}</span><br><b>Generated:</b> <span class='lens-text'>{e(expl.generated)}</span></p>"
+    # a long prompt (a page of a paper) scrolls in its own box instead of pushing the views pages down
+    box = "display:block;max-height:9em;overflow-y:auto;border-left:3px solid #ddd;padding-left:6px"
+    style = box if len(expl.prompt) > 600 else ""
+    return text_div(f"<h2>lens: {e(expl.model_name)}{family}</h2><p><b>Prompt{chat}:</b> <span class='lens-text' "
+                    f"style='{style}'>{e(expl.prompt)}</span><br><b>Generated:</b> <span class='lens-text'>"
+                    f"{e(expl.generated)}</span></p>"
                     f"{warnings}<p style='{NOTE_STYLE}'>{e(times)}</p>", width=1200, name="header",
                     styles={"white-space": "pre-wrap"})
 
