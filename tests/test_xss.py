@@ -148,30 +148,37 @@ def test_payloads_as_every_string_of_a_crafted_file(browser, tiny_explainer, tmp
         pg.close()
 
 
-def test_a_vocabulary_of_payloads(browser, tiny, tmp_path):
-    """A model folder is untrusted too: its tokenizer's every token a payload (a word-level
-    vocabulary over the model's 50,257 ids), so the prompt, every generated token and every top-k
-    candidate of the report is one."""
+@pytest.fixture(scope="module")
+def payload_model(tiny, tmp_path_factory):
+    """A model folder is untrusted too: its tokenizer's every token a payload (a word-level vocabulary
+    over the model's 50,257 ids, one token per invisible separator U+2063), so the prompt, every
+    generated token and every top-k candidate is one. (folder, words of a prompt)."""
     import json
     import shutil
 
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    import lens
     from lens.store import sha256
 
-    folder = tmp_path / "payload-vocab"
+    folder = tmp_path_factory.mktemp("payload") / "payload-vocab"
     shutil.copytree(tiny[1], folder)
     n_vocab = json.loads((folder / "manifest.json").read_text())["d_vocab"]
     vocab = {f"{PAYLOADS[i % len(PAYLOADS)]}#{i}": i for i in range(n_vocab)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=next(iter(vocab))))
-    tok.pre_tokenizer = pre_tokenizers.Split("\u2063", "removed")  # one token per invisible separator
+    tok.pre_tokenizer = pre_tokenizers.Split("\u2063", "removed")
     tok.save(str(folder / "tokenizer.json"))
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["tokenizer.json"] = {"size": (folder / "tokenizer.json").stat().st_size,
                                            "sha256": sha256(folder / "tokenizer.json")}
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    words = [w for w, i in vocab.items() if i in range(100, 100 + 3 * len(PAYLOADS), 3)]
+    return folder, [w for w, i in vocab.items() if i in range(100, 100 + 3 * len(PAYLOADS), 3)]
+
+
+def test_a_vocabulary_of_payloads(browser, payload_model, tmp_path):
+    """Every view of the report, with every token of the model a payload."""
+    import lens
+
+    folder, words = payload_model
     expl = lens.Explainer(lens.load(folder)).explain("\u2063".join(words), max_new_tokens=4)
     assert expl.tokens[:len(words)] == words  # the payloads are the tokens shown
     assert any("<" in t for t in expl.tokens[len(words):]) and any("<" in c for c in expl.top_tokens[0][0])
@@ -180,3 +187,72 @@ def test_a_vocabulary_of_payloads(browser, tiny, tmp_path):
         _assert_nothing_ran(pg, [words[0], words[5]])
     finally:
         pg.close()
+
+
+def test_a_vocabulary_of_payloads_in_the_corpus_report(browser, payload_model, tmp_path):
+    """`lens corpus` on that model: its report's neuron and factor contexts are payload tokens."""
+    import subprocess
+    import sys
+
+    from browser import Page
+
+    folder, words = payload_model
+    (tmp_path / "p.txt").write_text("\n".join("\u2063".join(words[i:i + 6]) for i in range(0, len(words) - 6, 2)))
+    p = subprocess.run([sys.executable, "-m", "lens", "corpus", "--model", str(folder), "--prompts",
+                        str(tmp_path / "p.txt"), "--out", str(tmp_path / "out"), "--factors", "2", "--top-k", "3"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    html_text = (tmp_path / "out" / "report.html").read_text()
+    assert "onerror" in html_text  # the payloads are in the page (as data)
+    pg = Page(browser)
+    pg.ctx.add_init_script("window.__pwned = []; window.alert = window.confirm = window.prompt = "
+                           "(m) => window.__pwned.push('dialog:' + m);")
+    pg.page = pg.ctx.new_page()
+    for event, log in (("request", pg.requests), ("dialog", pg.dialogs)):
+        pg.page.on(event, (lambda log: lambda x: log.append(getattr(x, "url", x)))(log))
+    errors: list = []
+    pg.page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.page.goto((tmp_path / "out" / "report.html").as_uri())
+        pg.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
+        for y in range(0, pg.page.evaluate("() => document.documentElement.scrollHeight"), 300):
+            pg.page.evaluate(f"() => window.scrollTo(0, {y})")
+            for x in range(20, 1400, 160):
+                pg.page.mouse.move(x, 150)
+                pg.page.mouse.click(x, 150)
+        pg.page.wait_for_timeout(300)
+        assert pg.page.evaluate("() => window.__pwned") == [] and pg.dialogs == [] and errors == []
+        assert all(u.startswith(("file:", "data:", "blob:")) for u in pg.requests), pg.requests
+    finally:
+        pg.close()
+
+
+def test_a_vocabulary_of_payloads_in_lens_serve(browser, payload_model):
+    """`lens serve` on that model: a request whose prompt, output and candidates are payloads runs
+    nothing in the page, and the server answers with the payloads as text."""
+    from browser import Page, serve_process
+
+    folder, words = payload_model
+    proc, url = serve_process(folder, max_new_tokens=3, max_prompt_tokens=40)
+    pg = Page(browser, offline=False)
+    try:
+        pg.page.add_init_script("window.__pwned = []; window.alert = (m) => window.__pwned.push(m);")
+        pg.page.goto(url)
+        pg.page.wait_for_selector("textarea")
+        pg.page.fill("textarea", "\u2063".join(words[:8]))
+        pg.page.dispatch_event("textarea", "change")
+        pg.page.click("button:has-text('Explain')")
+        pg.page.wait_for_function("() => { const s = Bokeh.documents[0].get_model_by_name('status').text;"
+                                  " return s.includes('lens-done') || s.includes('lens-error'); }", timeout=180_000)
+        status = pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('status').text")
+        assert "lens-done" in status and "&lt;img src=x onerror" in status, status[:500]
+        for y in (200, 500, 800, 1100):
+            for x in range(20, 1400, 200):
+                pg.page.mouse.move(x, y)
+                pg.page.mouse.click(x, y)
+        pg.page.wait_for_timeout(300)
+        assert pg.page.evaluate("() => window.__pwned") == []
+        assert not [m for m in pg.console if m[0] == "pageerror"], pg.console
+    finally:
+        pg.close()
+        proc.kill()
