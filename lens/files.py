@@ -21,6 +21,10 @@ def output_path(path, what: str = "output") -> Path:
         raise LensError(f"{path} is a folder; give a file name for the {what}")
     if not path.parent.is_dir():
         raise LensError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.exists() and not path.is_file():  # /dev/null, a FIFO: written in place, not replaced
+        if not os.access(path, os.W_OK):
+            raise LensError(f"cannot write {path}: permission denied")
+        return path
     probe = path.with_name(f".{path.name}.probe-{os.getpid()}")  # how replace_atomic will write it
     try:
         probe.open("xb").close()

@@ -342,3 +342,20 @@ def test_gradients_that_cannot_fit_the_budget_fail_before_generating(world, monk
     err = [l for l in capsys.readouterr().err.strip().splitlines() if l.startswith("lens: error:")]
     assert rc == 2 and len(err) == 1 and "more than the gradient memory budget of 0 MiB" in err[0], err
     assert not (root / "never.html").exists()
+
+
+def test_output_to_dev_null_is_written_in_place(world, capsys, monkeypatch):
+    """A device as the report path is written, not replaced, and no probe file is made beside it."""
+    root, _ = world
+    before = set(os.listdir("/dev"))
+    real_open = Path.open
+
+    def no_probe(self, *a, **k):
+        assert ".probe-" not in self.name, self
+        return real_open(self, *a, **k)
+
+    monkeypatch.setattr(Path, "open", no_probe)
+    rc = main(["explain", "--models-dir", str(root / "models"), "--model", "tiny", "--prompt", "Hello",
+               "--max-new-tokens", "2", "-o", "/dev/null"])
+    assert rc == 0 and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    assert set(os.listdir("/dev")) == before
