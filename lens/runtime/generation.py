@@ -98,6 +98,7 @@ class Generating:
             res = self.session_run(step, past, taps=trace, attention_mask=mask, position_ids=positions,
                                    logits_from=0 if trace else -1)
             calls.append(res)
+            cache = res.pop("present")                                    # only the newest cache is kept
             logits = res["logits"][:, -1].astype(np.float64)              # [B, d_vocab]
             p = sampling.softmax(logits)
             nxt = logits.argmax(1)
@@ -106,14 +107,14 @@ class Generating:
             finished |= np.isin(nxt, list(self.eos_ids)) if stop_at_eos else False
             if finished.all():
                 break
-            past, step = res["present"], nxt[:, None]
+            past, step = cache, nxt[:, None]
             mask = np.concatenate([mask, np.ones((len(rows), 1), np.int64)], 1)
             positions = (lengths + t)[:, None]
         if trace:  # the last tokens were chosen but never fed through the model
-            fed = calls[-1]["present"][0].shape[2]                        # positions in the cache
+            fed = cache[0].shape[2]                                       # positions in the cache
             if mask.shape[1] == fed:                                      # the loop stopped before extending it
                 mask = np.concatenate([mask, np.ones((len(rows), 1), np.int64)], 1)
-            last = self.session_run(np.stack(new[-1:], 1), calls[-1]["present"], taps=True, attention_mask=mask,
+            last = self.session_run(np.stack(new[-1:], 1), cache, taps=True, attention_mask=mask,
                                     position_ids=(lengths + len(new) - 1)[:, None])
             calls.append(last)
             taps = {k: np.concatenate([c[k] for c in calls], axis=1) for k in ["logits", *self.taps]}
