@@ -65,6 +65,13 @@ class Explainer:
         _ = self.logit_lens
         return self
 
+    def new_tokens(self, settings: ExplainSettings) -> int:
+        """How many tokens `explain` adds to the prompt: the given continuation's, else max_new_tokens."""
+        c = settings.continuation
+        if c is None:
+            return settings.max_new_tokens
+        return len(self.model.encode(c, bos=False)) if isinstance(c, str) else len(c)
+
     def devices(self) -> dict:
         """Where each engine runs: ONNX Runtime's provider, JAX's platform (once it is loaded)."""
         out = {"onnxruntime": self.model.providers[0]}
@@ -159,9 +166,7 @@ class Explainer:
         timings, completeness = {}, None
         self.prepare(s)
         if s.methods:  # a sequence whose gradients cannot fit the memory budget fails before generating
-            n_new = len(model.encode(s.continuation, bos=False)) if isinstance(s.continuation, str) \
-                else len(s.continuation) if s.continuation is not None else s.max_new_tokens
-            self.attributor.memory_plan(len(ids) + n_new - 1)
+            self.attributor.memory_plan(len(ids) + self.new_tokens(s) - 1)
 
         t = time.perf_counter()
         if s.continuation is not None:

@@ -13,11 +13,15 @@ from pathlib import Path
 _DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)(@(?P<host>[^@/]+)@|-)(?P<pid>\d+)(-.*)?")
 
 
-def _owner() -> str:
-    """This process as debris names it: a store shared by several hosts (cluster mode) must not take
+def _host() -> str:
+    """This host as debris names it: a store shared by several hosts (cluster mode) must not take
     another host's export in progress, whose PID means nothing here, for a dead one."""
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
-    return f"@{host}@{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
+
+
+def _owner() -> str:
+    """This process as debris names it."""
+    return f"@{_host()}@{os.getpid()}"
 
 
 def work_dir(models_dir: Path, name: str) -> Path:
@@ -79,7 +83,7 @@ def repair(models_dir: str | os.PathLike) -> None:
         return
     for p in entries:
         m = _DEBRIS.fullmatch(p.name)
-        if not m or not p.is_dir() or m.group("host") not in (None, _owner().split("@")[1]) \
+        if not m or not p.is_dir() or m.group("host") not in (None, _host()) \
                 or _alive(int(m.group("pid"))):
             continue
         target = models_dir / m.group("name")

@@ -9,6 +9,12 @@ import numpy as np
 BLOCK = 4096  # columns converted to float64 at a time (the whole matrix in float64 was 3 GB at 8,000 tokens)
 
 
+def _float64_blocks(x: np.ndarray):
+    """x's columns, BLOCK at a time, as float64 (the whole of x never is)."""
+    for c in range(0, x.shape[1], BLOCK):
+        yield x[:, c:c + BLOCK].astype(np.float64)
+
+
 def nndsvda(a: np.ndarray, k: int, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """NNDSVDa start for NMF of a >= 0 [m, n] (Boutsidis & Gallopoulos 2008; scikit-learn's "nndsvda"),
     from an exact SVD through the eigenvectors of the smaller Gram matrix (float64): 6 ms for SmolLM2's
@@ -16,15 +22,13 @@ def nndsvda(a: np.ndarray, k: int, eps: float = 1e-6) -> tuple[np.ndarray, np.nd
     Returns W [m, k], H [k, n] in a's dtype."""
     x = a if a.shape[0] <= a.shape[1] else a.T                      # wide: [small, large]; a view
     gram = np.zeros((x.shape[0], x.shape[0]))
-    for c in range(0, x.shape[1], BLOCK):                           # float64, a block of columns at a time
-        xb = x[:, c:c + BLOCK].astype(np.float64)
+    for xb in _float64_blocks(x):
         gram += xb @ xb.T
     s2, vecs = np.linalg.eigh(gram)                                 # ascending
     s = np.sqrt(np.maximum(s2[::-1][:k], 0))                        # [k] singular values
     vecs = vecs[:, ::-1][:, :k]
     safe = np.maximum(s, 1e-300)
-    other = np.concatenate([vecs.T @ x[:, c:c + BLOCK].astype(np.float64) for c in range(0, x.shape[1], BLOCK)],
-                           axis=1) / safe[:, None]                  # [k, large]
+    other = np.concatenate([vecs.T @ xb for xb in _float64_blocks(x)], axis=1) / safe[:, None]  # [k, large]
     u, v = (vecs, other) if x is a else (other.T, vecs.T)           # [m, k], [k, n]
     w, h = np.zeros_like(u), np.zeros_like(v)
     w[:, 0], h[0] = np.sqrt(s[0]) * np.abs(u[:, 0]), np.sqrt(s[0]) * np.abs(v[0])  # the leading pair is >= 0

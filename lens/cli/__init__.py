@@ -62,6 +62,3 @@ def entry() -> None:
     except KeyboardInterrupt:
         _interrupted()
     sys.exit(code)
-
-if __name__ == "__main__":
-    entry()

@@ -91,9 +91,7 @@ def cmd_explain(args) -> int:
         select_layers(explainer.model.n_layers, layers)
     if args.heatmap_layer is not None:
         select_layers(explainer.model.n_layers, args.heatmap_layer)
-    n_new = len(explainer.model.encode(settings.continuation, bos=False)) if settings.continuation \
-        else settings.max_new_tokens
-    n_tokens = len(explainer.model.prompt_ids(prompt)) + n_new
+    n_tokens = len(explainer.model.prompt_ids(prompt)) + explainer.new_tokens(settings)
     n_factorised = n_tokens - (0 if args.include_first else 1)  # the report's rule: the first position is left out
     if args.factors and args.factors > n_factorised:
         raise LensError(f"--factors {args.factors} is more than the {n_factorised} positions factorised allow "

@@ -62,6 +62,7 @@ def export_model(source, models_dir: str | os.PathLike | None = None, name: str 
         work = work_dir(models_dir, target.name)
     except OSError as e:
         raise LensError(f"cannot write to {models_dir}: {e.strerror}") from None
+
     def stage(msg: str) -> None:  # every stage starts by checking for an interrupt that was swallowed
         interrupts.check()
         say(msg)

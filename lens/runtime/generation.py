@@ -44,12 +44,8 @@ class Generating:
         each = traced.add if traced else None
         past, step = None, np.asarray(ids)
         for _ in range(max_new_tokens):
-            if past is None:  # the prompt, in blocks (a trace keeps every position's logits)
-                res = self.prefill(step, taps=trace, logits_from=0 if trace else -1, each=each)
-            else:
-                res = self.session_run(step, past, taps=trace, logits_from=0 if trace else -1)
-                if each:
-                    each(res)
+            # the prompt in blocks, then one token a step (a trace keeps every position's logits)
+            res = self.prefill(step, past, taps=trace, logits_from=0 if trace else -1, each=each)
             logits = res["logits"][0, -1].astype(np.float64)
             p = sampling.softmax(logits)
             if sample:

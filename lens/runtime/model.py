@@ -224,8 +224,8 @@ class Model(Prompts, Generating, Masking):
         return trace.trace()
 
     def prefill(self, token_ids, past=None, taps: bool = False, logits_from: int = 0, each=None) -> dict:
-        """`session_run` over a long sequence in blocks of PREFILL_BLOCK positions, each reading the
-        cache of the ones before: attention then holds [heads, block, seq] scores rather than
+        """`session_run` over a sequence (a prompt, or one generated token) in blocks of PREFILL_BLOCK
+        positions, each reading the cache of the ones before (and `past`): attention then holds [heads, block, seq] scores rather than
         [heads, seq, seq] (an 8,000-token prompt took 15 GB in one call). `each(result)` is called on
         every block's outputs; the last block's are returned (its `present` is the whole cache)."""
         ids = np.asarray(token_ids, dtype=np.int64)
@@ -238,6 +238,7 @@ class Model(Prompts, Generating, Masking):
         return res
 
     def _trace(self, out: dict) -> Trace:
-        hidden = np.stack([out[hooks.EMBED][0]] + [out[hooks.resid_post(l)][0] for l in range(self.n_layers)])
-        acts = np.stack([out[hooks.mlp_post(l)][0] for l in range(self.n_layers)])
-        return Trace(out["logits"][0], hidden, acts, out[hooks.LN_FINAL][0])
+        """The Trace of one call's outputs (batch row 0)."""
+        trace = TraceWriter(self, out[hooks.EMBED].shape[1])
+        trace.add(out)
+        return trace.trace()
