@@ -225,9 +225,10 @@ class Model(Prompts, Generating, Masking):
 
     def prefill(self, token_ids, past=None, taps: bool = False, logits_from: int = 0, each=None) -> dict:
         """`session_run` over a sequence (a prompt, or one generated token) in blocks of PREFILL_BLOCK
-        positions, each reading the cache of the ones before (and `past`): attention then holds [heads, block, seq] scores rather than
-        [heads, seq, seq] (an 8,000-token prompt took 15 GB in one call). `each(result)` is called on
-        every block's outputs; the last block's are returned (its `present` is the whole cache)."""
+        positions, each reading the cache of the ones before (and `past`): attention then holds
+        [heads, block, seq] scores rather than [heads, seq, seq] (an 8,000-token prompt took 15 GB in
+        one call). `each(result)` is called on every block's outputs; the last block's are returned
+        (its `present` is the whole cache)."""
         ids = np.asarray(token_ids, dtype=np.int64)
         res: dict = {}
         for b0 in range(0, len(ids), PREFILL_BLOCK):
