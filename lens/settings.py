@@ -13,6 +13,7 @@ from .methods import TARGETS  # noqa: F401 - where callers have always found it
 
 DEFAULT_MODEL = "smollm2"  # the one trained model that installs offline (`lens export smollm2`)
 BOS_CHOICES = ("auto", "yes", "no")
+DTYPES = ("float32", "float16", "bfloat16")  # `lens export --dtype`: float32 unless a GPU needs half
 FACTORIZATIONS = ("nmf", "pca")
 DEFAULT_FACTORS = 5           # NMF factors in the report (fewer for a shorter sequence)
 HEATMAP_NEURONS = 64          # most active neurons the report's heatmap shows

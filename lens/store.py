@@ -214,6 +214,8 @@ def _manifest_problem(m: dict) -> str | None:
         v = m.get(key)
         if not isinstance(v, kind) or isinstance(v, bool) or (isinstance(v, int) and v < 1):
             return f"{key} is {v!r}"
+    if m.get("dtype", "float32") not in ("float32", "float16"):
+        return f"dtype is {m.get('dtype')!r}"
     for required in (GRAPH, TOKENIZER, CONFIG):
         if required not in m["files"]:
             return f"it lists no {required}"

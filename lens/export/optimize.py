@@ -94,3 +94,15 @@ def logits_from_input(model: onnx.ModelProto) -> int:
     g.node.insert(readers[0], helper.make_node("Slice", [x, LOGITS_FROM, f"{tail}/end", f"{tail}/axis"],
                                                [tail], name="lens_logits_from/Slice"))
     return len(readers)
+
+
+def float32_logits(model: onnx.ModelProto) -> None:
+    """A half-precision graph's logits cast to float32 as they leave it (sampling and the analyses
+    read float32; the unembedding itself stays in the graph's precision)."""
+    g = model.graph
+    producer = next(n for n in g.node if "logits" in n.output)
+    half = "logits/lens_half"
+    producer.output[:] = [half if o == "logits" else o for o in producer.output]
+    g.node.append(helper.make_node("Cast", [half], ["logits"], to=onnx.TensorProto.FLOAT, name="lens_logits/Cast"))
+    out = next(o for o in g.output if o.name == "logits")
+    out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT

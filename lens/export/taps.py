@@ -22,9 +22,11 @@ PROBE_TOKENS = 7
 MATCH_RTOL = 1e-4  # of the tensor's scale
 
 
-def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: int = 0) -> dict[str, str]:
+def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: int = 0,
+              rtol: float = MATCH_RTOL) -> dict[str, str]:
     """{hook name: tensor name} for every tap of `hooks.all_taps(n_layers)`, matched by value on a
-    probe sequence; raises LensError naming a tap no tensor matches."""
+    probe sequence (against `torch_model` in the graph's precision, within `rtol` of the scale);
+    raises LensError naming a tap no tensor matches."""
     import onnxruntime as ort
 
     from .validate import relative_error, torch_taps
@@ -34,7 +36,7 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
     model = onnx.load(str(graph_path), load_external_data=False)
     candidates = _float_tensors(model)
     del model.graph.output[:]
-    model.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in candidates)
+    model.graph.output.extend(helper.make_tensor_value_info(name, elem, None) for name, elem in candidates.items())
     probe = graph_path.with_name("lens_probe.onnx")  # beside the graph: it reads the same external data
     onnx.save_model(model, str(probe))
     try:
@@ -43,31 +45,40 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor stays
         session = ort.InferenceSession(str(probe), opts, providers=["CPUExecutionProvider"])
         feed = _probe_feed(session, ids)
-        values = dict(zip(candidates, session.run(candidates, feed)))
+        values = dict(zip(candidates, session.run(list(candidates), feed)))
     finally:
         probe.unlink(missing_ok=True)
     taps = {}
     for hook in hooks.all_taps(n_layers):
-        ref = want[hook]
-        match = next((name for name in candidates if values[name].shape == ref.shape
-                      and relative_error(values[name], ref) <= MATCH_RTOL), None)
-        if match is None:
+        ref = _float32(want[hook])
+        errors = {name: relative_error(_float32(v), ref) for name, v in values.items() if v.shape == ref.shape}
+        best = min(errors.values(), default=np.inf)
+        if not best <= rtol:
             raise LensError(f"no tensor of the exported graph equals PyTorch's {hook}: unsupported model structure")
-        taps[hook] = match
+        # the first tensor as close as the closest: the producer rather than a copy or a cast of it (at half
+        # precision another tensor may also come within rtol, e.g. the residual stream before a small branch)
+        taps[hook] = next(name for name, e in errors.items() if e <= best * (1 + 1e-6))
     return taps
 
 
-def _float_tensors(model: onnx.ModelProto) -> list[str]:
-    """Every node output that shape inference types as float32 with rank 3 ([batch, seq, features]),
-    in topological order."""
+def _float32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.float32)
+
+
+FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+
+
+def _float_tensors(model: onnx.ModelProto) -> dict[str, int]:
+    """{name: element type} of every node output that shape inference types as float32 or float16
+    with rank 3 ([batch, seq, features]), in topological order."""
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type for v in inferred.graph.value_info}
-    out = []
+    out = {}
     for node in model.graph.node:
         for name in node.output:
             t = types.get(name)
-            if t is not None and t.elem_type == onnx.TensorProto.FLOAT and len(t.shape.dim) == 3:
-                out.append(name)
+            if t is not None and t.elem_type in FLOATS and len(t.shape.dim) == 3:
+                out[name] = t.elem_type
     return out
 
 
@@ -81,17 +92,19 @@ def _probe_feed(session, ids: np.ndarray) -> dict:
             feed[i.name] = np.arange(n, dtype=np.int64)[None]
         elif i.name.startswith("past_key_values"):
             shape = [1 if d == "batch_size" else 0 if isinstance(d, str) or d is None else d for d in i.shape]
-            feed[i.name] = np.zeros(shape, np.float32)
+            feed[i.name] = np.zeros(shape, np.float16 if i.type == "tensor(float16)" else np.float32)
     return feed
 
 
 def add_tap_outputs(graph_path, taps: dict[str, str], d_mlp: int, d_model: int) -> None:
-    """Expose each tapped tensor as a graph output named by its hook (through an Identity node);
-    only the graph file is rewritten, its external data stays."""
+    """Expose each tapped tensor as a float32 graph output named by its hook (through an Identity
+    node, or a Cast in a half-precision graph); only the graph file is rewritten, its external data stays."""
     model = onnx.load(str(graph_path), load_external_data=False)
     g = model.graph
+    half = {name for name, elem in _float_tensors(model).items() if elem == onnx.TensorProto.FLOAT16}
     for hook, tensor in taps.items():
-        g.node.append(helper.make_node("Identity", [tensor], [hook], name=f"lens_tap/{hook}"))
+        g.node.append(helper.make_node("Cast", [tensor], [hook], to=onnx.TensorProto.FLOAT, name=f"lens_tap/{hook}")
+                      if tensor in half else helper.make_node("Identity", [tensor], [hook], name=f"lens_tap/{hook}"))
         dims: list[str | int] = ["batch_size", "sequence_length", d_mlp if ".mlp." in hook else d_model]
         g.output.append(helper.make_tensor_value_info(hook, onnx.TensorProto.FLOAT, dims))
     onnx.save_model(model, str(graph_path))

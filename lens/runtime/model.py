@@ -119,6 +119,7 @@ class Model(Prompts, Generating, Masking):
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self.taps = hooks.all_taps(self.n_layers)
         self._kv_shape = (m["n_kv_heads"], m["d_head"])
+        self.dtype = m.get("dtype", "float32")  # of the graph's weights, activations and KV cache (`lens export --dtype`)
         self._special_ids = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
 
     def __repr__(self):
@@ -192,7 +193,7 @@ class Model(Prompts, Generating, Masking):
             given = default if position_ids is None else position_ids
             feed["position_ids"] = np.array(given, np.int64).reshape(batch, seq)
         if past is None:
-            past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), np.float32)] * len(self._past_names)
+            past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), self.dtype)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
         graph_slices = hooks.LOGITS_FROM in self._inputs                  # older graphs compute every position
         if logits_from and graph_slices:
