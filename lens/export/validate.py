@@ -65,7 +65,8 @@ class _Worst:
     """The largest error seen per output; raises on one over `rtol`."""
 
     def __init__(self, rtol: float = RTOL):
-        self.worst, self.rtol = {}, rtol
+        self.worst: dict[str, float] = {}
+        self.rtol = rtol
 
     def compare(self, key: str, got, want, what: str):
         err = relative_error(got, want)
