@@ -44,8 +44,8 @@ def main():
     weights = 4 * n_params
     print(f"{args.source} ({args.dtype}): {n_params / 1e6:.0f}M parameters, float32 weights {weights / 2**30:.2f} GiB, "
           f"process before {base / 2**30:.2f} GiB, total {time.perf_counter() - t0:.0f} s")
-    for (msg, t, _, _), (_, t_next, _, peak_during) in zip(stages, stages[1:]):
-        print(f"  {msg[:60]:60s} {t_next - t:6.1f} s  peak {peak_during / 2**30:5.2f} GiB = "
+    for (msg, t, rss, _), (_, t_next, _, peak_during) in zip(stages, stages[1:]):
+        print(f"  {msg[:60]:60s} {t_next - t:6.1f} s  from {rss / 2**30:5.2f} GiB, peak {peak_during / 2**30:5.2f} GiB = "
               f"{peak_during / weights:4.1f}x")
     print(f"peak {max(s[3] for s in stages) / 2**30:.2f} GiB = {max(s[3] for s in stages) / weights:.1f}x the float32 weights")
 

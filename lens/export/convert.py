@@ -26,6 +26,7 @@ from ..errors import LensError
 from ..settings import BOS_CHOICES, DTYPES
 from ..store import GRAPH, MANIFEST, ModelFolder, check_name, default_models_dir, model_name
 from ..swap import pause_for_tests, repair, swap_into_place, work_dir
+from .memory import release_freed, unmap_large_blocks
 from .precision import check_dtype_runs, in_dtype, itemsize, match_rtol
 from .sources import gguf_model_type, gguf_tokenizer_folder, gguf_tokenizer_meta, resolve_source, save_tokenizer
 from .weights import map_weights, match_initializers, save_graph, state_dict
@@ -104,6 +105,7 @@ def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, 
 def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say, name: str,
                  dtype: str) -> None:
     say(f"[1/6] resolving {source}")
+    unmap_large_blocks()  # each stage's freed tensors go back to the system (`memory.py`)
     src, resolved_revision, gguf_file = resolve_source(source, revision)
     gguf_path = src / gguf_file if gguf_file else None
     # refuse an unsupported family or config option before any slow work (dequantising, loading)
@@ -117,6 +119,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
         family = families.get(config)
         families.arch(config)
     model = _load_torch_model(family, gguf_path or src)
+    release_freed()  # a GGUF's dequantised arrays, copied into the model
     config = model.config.to_dict()
     shape = families.dims(config)  # the loaded config (a GGUF's is derived from its metadata)
 
@@ -134,6 +137,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     taps = find_taps(work / GRAPH, traced, family, shape["n_layers"], shape["d_vocab"], rtol=match_rtol(dtype))
     add_tap_outputs(work / GRAPH, taps, shape["d_mlp"], shape["d_model"])
     del traced
+    release_freed()  # the optimum export's and the probe session's buffers
 
     say("[4/6] mapping the weights, writing tokenizer and config")
     weight_map = map_weights(work, tensors, matches)  # one copy on disk: the graph's
@@ -157,8 +161,11 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     }
     if validate:
         say("[5/6] validating the ONNX graph and the JAX port against PyTorch")
-        from .validate import validate_export
-        data["validation"] = validate_export(work, data, model)
+        from .validate import torch_references, validate_export
+        references = torch_references(model, shape["d_vocab"], shape["n_ctx"])
+        del model
+        release_freed()  # PyTorch's weights go before the graph's and the JAX port's arrive
+        data["validation"] = validate_export(work, data, references)
     else:
         say("[5/6] validation skipped")
     ModelFolder(work).write_manifest(data)

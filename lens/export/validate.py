@@ -76,37 +76,61 @@ class _Worst:
                             f"(relative to scale)")
 
 
-def validate_export(folder, manifest_data: dict, torch_model, lengths=(1, 7, 19), seed=0) -> dict:
-    """Full passes at a few lengths and one KV-cached step for the graph, then the JAX port; a graph
-    exported below 32 bits at its precision's tolerance (`precision.RTOL`)."""
-    from ..runtime import Model
-    from .precision import rtol
-
-    model = Model(folder, manifest_data=manifest_data)
+def torch_references(torch_model, d_vocab: int, n_ctx: int, lengths=(1, 7, 19), seed=0) -> dict:
+    """Everything the validation compares with, computed by the PyTorch model (eager attention) while
+    it is loaded: full passes of a few lengths (past every sliding window the tiny test models have),
+    a 5-token pass then one KV-cached step, and the gradient `validate_port` checks. The exporter then
+    frees the model before any engine of the export opens: PyTorch, ONNX Runtime and JAX never hold
+    the weights at the same time."""
     family = families.get(torch_model.config.model_type)
     rng = np.random.default_rng(seed)
+    without_past = lambda r: {k: v for k, v in r.items() if k != "past"}
+    passes = []
+    for n in lengths:
+        ids = rng.integers(0, d_vocab, size=(1, min(n, n_ctx)))
+        passes.append((f"a {n}-token pass", ids, without_past(torch_taps(torch_model, ids, family))))
+    ids = rng.integers(0, d_vocab, size=(1, 6))
+    first = torch_taps(torch_model, ids[:, :5], family)
+    step = without_past(torch_taps(torch_model, ids[:, 5:], family, past=first["past"]))
+    port_ids = rng.integers(0, d_vocab, size=min(max(lengths), n_ctx))
+    targets = np.random.default_rng(len(port_ids)).integers(0, d_vocab, size=len(port_ids))
+    resid, grad, logits = torch_gradient(torch_model, family, port_ids, targets)
+    return dict(passes=passes, step=(ids, step), port=dict(ids=port_ids, targets=targets, resid=resid, grad=grad,
+                                                           logits=logits))
+
+
+def validate_export(folder, manifest_data: dict, references: dict) -> dict:
+    """The graph on full passes and one KV-cached step, then the JAX port, against `torch_references`;
+    a graph exported below 32 bits at its precision's tolerance (`precision.RTOL`)."""
+    from ..runtime import Model
+    from ..store import ModelFolder
+    from .memory import release_freed
+    from .precision import rtol
+
     w = _Worst(rtol(manifest_data.get("dtype", "float32")))
+    model = Model(folder, manifest_data=manifest_data)
 
     def compare(ours: dict, ref: dict, what: str):
         for key, want in ref.items():
-            if key != "past":
-                w.compare(key, ours[key], want, f"the ONNX graph on {what}")
+            w.compare(key, ours[key], want, f"the ONNX graph on {what}")
 
-    for n in lengths:
-        ids = rng.integers(0, model.d_vocab, size=(1, min(n, model.n_ctx)))
-        compare(model.session_run(ids, taps=True), torch_taps(torch_model, ids, family), f"a {n}-token pass")
-    ids = rng.integers(0, model.d_vocab, size=(1, 6))
-    ref = torch_taps(torch_model, ids[:, :5], family)
-    ours = model.session_run(ids[:, :5], taps=False)
-    compare(model.session_run(ids[:, 5:], past=ours["present"], taps=True),
-            torch_taps(torch_model, ids[:, 5:], family, past=ref["past"]), "a KV-cached step")
-    validate_port(model.store, torch_model, family, rng.integers(0, model.d_vocab, size=min(max(lengths), model.n_ctx)), w)
+    for what, ids, ref in references["passes"]:
+        compare(model.session_run(ids, taps=True), ref, what)
+    ids, ref = references["step"]
+    cache = model.session_run(ids[:, :5], taps=False)["present"]
+    compare(model.session_run(ids[:, 5:], past=cache, taps=True), ref, "a KV-cached step")
+    store = ModelFolder(model.folder)
+    store.__dict__["manifest"] = manifest_data
+    del model, cache
+    release_freed()  # the session's weights go before the JAX port's arrive
+    validate_port(store, references["port"], w)
     return {"max_relative_error": max(w.worst.values()), "tolerance": w.rtol, "per_output": w.worst}
 
 
-def validate_port(store, torch_model, family, ids: np.ndarray, w: _Worst | None = None) -> dict:
-    """The family's JAX forward against PyTorch on `ids` [n]: logits, the residual stream entering
-    block 0, and d(sum over positions of the logit of a random token)/d(that residual stream)."""
+def validate_port(store, ref: dict, w: _Worst | None = None) -> dict:
+    """The family's JAX forward against PyTorch (`torch_references`' "port"): logits, the residual
+    stream entering block 0, and d(sum over positions of the logit of a random token)/d(that
+    residual stream)."""
     import jax
     import jax.numpy as jnp
 
@@ -114,17 +138,14 @@ def validate_port(store, torch_model, family, ids: np.ndarray, w: _Worst | None 
 
     w = w or _Worst()
     arch, params = families.load(store.config, store.weights())
-    targets = np.random.default_rng(len(ids)).integers(0, arch.d_vocab, size=len(ids))
-    resid, grad, logits = torch_gradient(torch_model, family, ids, targets)
-
+    ids, targets, resid = ref["ids"], jnp.asarray(ref["targets"]), jnp.asarray(ref["resid"])
     with jax.default_matmul_precision("highest"):
         x0 = np.asarray(decoder.embed(jnp.asarray(decoder.embedding(params)[ids]), params, arch))
-        w.compare("jax/" + hooks.EMBED, x0, resid, "the JAX port")
+        w.compare("jax/" + hooks.EMBED, x0, ref["resid"], "the JAX port")
         run = lambda x: decoder.logits(decoder.blocks_and_norm(x, params, arch), params, arch)
-        w.compare("jax/logits", run(jnp.asarray(resid)), logits, "the JAX port")
-        g = jax.grad(lambda x: decoder.logits(decoder.blocks_and_norm(x, params, arch), params, arch,
-                                              jnp.asarray(targets)).sum())(jnp.asarray(resid))
-        w.compare("jax/gradient", g, grad, "the JAX port's gradient")
+        w.compare("jax/logits", run(resid), ref["logits"], "the JAX port")
+        g = jax.grad(lambda x: decoder.logits(decoder.blocks_and_norm(x, params, arch), params, arch, targets).sum())(resid)
+        w.compare("jax/gradient", g, ref["grad"], "the JAX port's gradient")
     return w.worst
 
 
