@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from ..errors import LensError
 
-# each tensor's largest difference from the float32 model, relative to its scale (`validate.RTOL`):
-# float16 keeps 11 significant bits (4.9e-4 a rounding), and a forward rounds thousands of times
+# each tensor's largest difference from the float32 model, relative to its scale (`validate.relative_error`)
+# and to each position's (`validate.position_error`: SmolLM2's float32 export reaches 5.4e-5 there, an
+# MLP activation at a small position after large ones). float16 keeps 11 significant bits (4.9e-4 a
+# rounding), and a forward rounds thousands of times
 RTOL = {"float32": 1e-4, "float16": 5e-2}
+POSITION_RTOL = {"float32": 1e-3, "float16": 5e-2}
 # the taps are found by value: a half graph's against the PyTorch model at the same precision
 MATCH_RTOL = {"float32": 1e-4, "float16": 5e-2}
 
@@ -39,10 +42,6 @@ def in_dtype(model, dtype: str):
 
 def itemsize(dtype: str) -> int:
     return 4 if dtype == "float32" else 2
-
-
-def rtol(dtype: str) -> float:
-    return RTOL[dtype]
 
 
 def match_rtol(dtype: str) -> float:

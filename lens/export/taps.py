@@ -29,7 +29,7 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
     raises LensError naming a tap no tensor matches."""
     import onnxruntime as ort
 
-    from .validate import relative_error, torch_taps
+    from .validate import position_error, torch_taps
 
     ids = np.random.default_rng(seed).integers(0, vocab, size=(1, PROBE_TOKENS))
     want = torch_taps(torch_model, ids, family)
@@ -50,8 +50,9 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
         probe.unlink(missing_ok=True)
     taps = {}
     for hook in hooks.all_taps(n_layers):
-        ref = _float32(want[hook])
-        errors = {name: relative_error(_float32(v), ref) for name, v in values.items() if v.shape == ref.shape}
+        ref = np.asarray(want[hook], np.float32)
+        # per position: at half precision an error relative to the attention sink's scale hides a wrong tensor
+        errors = {name: position_error(v, ref) for name, v in values.items() if v.shape == ref.shape}
         best = min(errors.values(), default=np.inf)
         if not best <= rtol:
             raise LensError(f"no tensor of the exported graph equals PyTorch's {hook}: unsupported model structure")
@@ -59,10 +60,6 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
         # precision another tensor may also come within rtol, e.g. the residual stream before a small branch)
         taps[hook] = next(name for name, e in errors.items() if e <= best * (1 + 1e-6))
     return taps
-
-
-def _float32(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a, np.float32)
 
 
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
