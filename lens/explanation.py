@@ -240,9 +240,17 @@ class Explanation:
         from .viz import save_report
         return save_report(self, path, **kw)
 
+    def sink_methods(self, share: float = 0.9) -> list[str]:
+        """The attribution methods that put more than `share` of the mean row on the first position
+        (the attention sink; attention rollout compounds it over the layers to ~100 %)."""
+        return [m for m, a in self.attributions.items()
+                if a.shape[0] and a.shape[1] > 1 and float(np.mean(a[:, 0])) > share]
+
     def warnings(self) -> list[str]:
         """Caveats a reader of these results should see."""
-        out = []
+        out = [f"{m} puts {float(np.mean(self.attributions[m][:, 0])):.1%} of each row on the first position "
+               f"(the attention sink): the other positions' shares are real but small; the saliency view "
+               f"scales its colours over them" for m in self.sink_methods()]
         err = self.ig_completeness_error
         if err is not None and err > 0.05:
             out.append(f"integrated gradients is {err:.0%} away from completeness (sum of attributions vs "

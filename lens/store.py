@@ -57,7 +57,8 @@ def list_models(models_dir: str | os.PathLike | None = None) -> list[dict]:
             m, state = {}, str(e)
         size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
         out.append(dict(name=p.name, architecture=m.get("architecture"), n_layers=m.get("n_layers"),
-                        d_model=m.get("d_model"), source=m.get("source"), bytes=size, folder=str(p), state=state))
+                        d_model=m.get("d_model"), dtype=m.get("dtype", "float32") if m else None,
+                        source=m.get("source"), bytes=size, folder=str(p), state=state))
     return out
 
 

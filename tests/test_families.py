@@ -79,3 +79,26 @@ def test_attnlrp_equals_lxt(kind, exported, tmp_path):
     want, logits = lxt_relevance(src, gen.token_ids, gen.n_prompt, tmp_path)
     assert_equal_to_lxt(got.signed, want)
     np.testing.assert_allclose(got.target_values, logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_patterns_equal_pytorch(kind, exported):
+    """Every layer's and head's attention probabilities from the JAX port (what attention rollout and
+    flow read) against transformers' `output_attentions` (eager): windows, soft-capping, q/k norms,
+    parallel blocks and rotary kinds all shape them."""
+    import jax.numpy as jnp
+    import torch
+
+    from lens.families import decoder
+    from lens.grad import Attributor
+
+    src, folder = exported(kind)
+    reference = _torch(src)
+    attributor = Attributor(folder)
+    ids = np.random.default_rng(0).integers(0, attributor.wte.shape[0], 9)
+    with torch.no_grad():
+        want = np.stack([a[0].numpy() for a in reference(torch.as_tensor(ids)[None], output_attentions=True).attentions])
+    _, got = decoder.attention_patterns(jnp.asarray(attributor.wte[ids]), attributor.params, attributor.arch)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)                  # [L, H, n, n]
+    mean, _ = attributor.mean_attention(ids)
+    np.testing.assert_allclose(mean, want.mean(1), atol=1e-5)

@@ -41,6 +41,7 @@ def test_half_export_is_half_and_equals_pytorch(kind, exported):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["dtype"] == "float16" and manifest["validation"]["position_tolerance"] == 5e-2
     assert {w["dtype"] for w in manifest["weights"].values()} == {"<f2"}   # every weight stored in half
+    assert [m["dtype"] for m in lens.store.list_models(folder.parent)] == ["float16"]   # `lens list` says so
     explainer = lens.Explainer.load(folder)
     model = explainer.model
     past = {i.name: i.type for i in model.session.get_inputs() if i.name.startswith("past_key_values")}

@@ -68,7 +68,7 @@ def test_store_from_any_folder_and_lens_list(tiny, tmp_path, cli):
     data = json.loads(p.stdout)
     assert data["store"] == str(tmp_path / "data" / "lens" / "models")
     (m,) = data["models"]
-    assert (m["name"], m["architecture"], m["n_layers"], m["state"]) == ("tiny", "gpt2", 2, "ok")
+    assert (m["name"], m["architecture"], m["n_layers"], m["dtype"], m["state"]) == ("tiny", "gpt2", 2, "float32", "ok")
     assert m["bytes"] == sum(f.stat().st_size for f in (tiny[1]).rglob("*") if f.is_file())
 
 

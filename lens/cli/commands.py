@@ -151,8 +151,8 @@ def cmd_list(args) -> int:
         return 0
     print(f"model store: {store}")
     for m in models:
-        shape = f"{m['architecture']} {m['n_layers']} x {m['d_model']}" if m["architecture"] else m["state"]
-        print(f"  {m['name']:<28} {shape:<22} {m['bytes'] / 2**20:8.0f} MiB  {m['folder']}")
+        shape = f"{m['architecture']} {m['n_layers']} x {m['d_model']} {m['dtype']}" if m["architecture"] else m["state"]
+        print(f"  {m['name']:<28} {shape:<30} {m['bytes'] / 2**20:8.0f} MiB  {m['folder']}")
     if not models:
         print("  (none: `lens export smollm2` exports the one model that installs offline)")
     return 0

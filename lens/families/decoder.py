@@ -20,7 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .layers import ACTIVATIONS, NORMS, attention, rope, soft_cap, split_heads
+from .layers import ACTIVATIONS, NORMS, attention, probabilities, rope, soft_cap, split_heads
 from .rules import GRADIENT, Rules
 
 
@@ -99,16 +99,24 @@ class Memory(NamedTuple):
 KEEP_ALL = Memory()
 
 
-def attend(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, d]
-    a = p["attn"]
-    q, k, v = qkv(x, a, arch, rules)
+def heads(x, p, arch: Arch, rules: Rules = GRADIENT):  # [n, d] normed -> q, k, v [H, n, dh], rotated
+    q, k, v = qkv(x, p["attn"], arch, rules)
     if arch.rotary:
         q = rope(q, p["inv_freq"], arch.rotary, p["rope_factor"])           # [H, n, dh]
         k = rope(k, p["inv_freq"], arch.rotary, p["rope_factor"])           # [K, n, dh]
     group = arch.n_heads // arch.n_kv_heads                                 # query heads per key/value head
-    k, v = jnp.repeat(k, group, axis=0), jnp.repeat(v, group, axis=0)       # [H, n, dh]
+    return q, jnp.repeat(k, group, axis=0), jnp.repeat(v, group, axis=0)   # [H, n, dh] each
+
+
+def attend(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, d]
+    q, k, v = heads(x, p, arch, rules)
     z = attention(q, k, v, p["scale"], p["window"], arch.attn_softcap, rules, mem.query_block)  # [n, H dh]
-    return _linear(z, a, "W_O", "b_O")
+    return _linear(z, p["attn"], "W_O", "b_O")
+
+
+def attention_pattern(x, p, arch: Arch):  # [n, d] a block's input -> [H, n, n] its attention probabilities
+    q, k, _ = heads(norm(x, p["ln1"], arch) if "ln1" in p else x, p, arch)
+    return probabilities(q, k, p["scale"], p["window"], arch.attn_softcap)
 
 
 def mlp(x, m, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> [n, d], through [n, d_mlp]
@@ -153,6 +161,17 @@ def blocks_and_norm(x, params, arch: Arch, rules: Rules = GRADIENT, mem: Memory 
         return block(h, p, arch, rules, mem), None
     x, _ = jax.lax.scan(jax.checkpoint(layer) if mem.remat_layers else layer, x, params["blocks"])
     return final_norm(x, params, arch, rules)
+
+
+def attention_patterns(tok_emb, params, arch: Arch, mean_heads: bool = False):
+    """[n, d] token embeddings -> (the normed final hidden states [n, d], every layer's attention
+    probabilities [L, H, n, n]: what `hook_pattern` holds in TransformerLens); with `mean_heads`,
+    each layer's mean over heads [L, n, n] (attention rollout and flow need no more)."""
+    def layer(h, p):
+        pattern = attention_pattern(h, p, arch)                              # [H, n, n]
+        return block(h, p, arch), pattern.mean(0) if mean_heads else pattern
+    h, patterns = jax.lax.scan(layer, embed(tok_emb, params, arch), params["blocks"])
+    return final_norm(h, params, arch), patterns
 
 
 def final_norm(x, params, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> [n, d]; numpy or JAX

@@ -79,9 +79,7 @@ def attention(q, k, v, scale, window, softcap=None, rules: Rules = GRADIENT, que
     n_head, n, d_head = q.shape
 
     def rows(qb, start):  # [H, b, dh] queries from position `start` -> [H, b, dh]
-        scores = soft_cap(jnp.einsum("hqd,hkd->hqk", qb, k) * scale, softcap, rules)   # [H, b, n]
-        scores = jnp.where(attention_mask(n, window, start, qb.shape[1]), scores, jnp.finfo(scores.dtype).min)
-        return jax.nn.softmax(scores, axis=-1) @ v
+        return probabilities(qb, k, scale, window, softcap, rules, start) @ v
 
     if not query_block or n <= query_block:
         out = rows(q, 0)                                                        # [H, n, dh]
@@ -92,6 +90,15 @@ def attention(q, k, v, scale, window, softcap=None, rules: Rules = GRADIENT, que
         out = jax.lax.map(jax.checkpoint(lambda a: rows(*a)), (qs, jnp.arange(blocks) * query_block))
         out = out.transpose(1, 0, 2, 3).reshape(n_head, blocks * query_block, d_head)[:, :n]
     return out.transpose(1, 0, 2).reshape(n, -1)
+
+
+def probabilities(q, k, scale, window, softcap=None, rules: Rules = GRADIENT, start: int = 0):
+    """[H, b, dh] queries from position `start`, [H, n, dh] keys -> [H, b, n] attention probabilities
+    (causal, windowed, soft-capped scores)."""
+    n = k.shape[1]
+    scores = soft_cap(jnp.einsum("hqd,hkd->hqk", q, k) * scale, softcap, rules)    # [H, b, n]
+    scores = jnp.where(attention_mask(n, window, start, q.shape[1]), scores, jnp.finfo(scores.dtype).min)
+    return jax.nn.softmax(scores, axis=-1)
 
 
 def split_heads(t, n_head):  # [n_seq, n_head * d_head] -> [n_head, n_seq, d_head]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,7 @@ class Attributor:
             # process does not count them twice
             folder.release_weight_pages()
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
+        self._patterns: Any = None  # the jitted attention forward, built at first use
 
     @property
     def unembedding(self):
@@ -97,6 +99,8 @@ class Attributor:
         real embedding in the others, so that position gets no attribution."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         m = self._check(ids, n_prompt, method, target, steps)
+        if m.uses_attention:
+            return self._from_attention(ids, n_prompt, m, target)
         n_gen = len(ids) - n_prompt
         foil_ids = self._foils(foils, n_gen) if m.needs_foil else np.zeros(n_gen, np.int64)
         x = self.wte[ids]                                                   # [n, d] token embeddings
@@ -117,6 +121,8 @@ class Attributor:
         meth = get_method(method)
         if not meth.batchable:
             raise LensError(f"attribute_batch does not take the {method} method (one foil per sequence)")
+        if meth.uses_attention:  # one forward each, no backward: nothing to gain from batching
+            return [self.attribute(ids, n, method, target) for ids, n in sequences]
         seqs = [(np.asarray(ids, np.int64).reshape(-1), int(n)) for ids, n in sequences]
         for ids, n in seqs:
             self._check(ids, n, method, target, steps)
@@ -176,6 +182,38 @@ class Attributor:
         if keep_first:
             base[0] = x[0]
         return base
+
+    def mean_attention(self, token_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(each layer's attention probabilities averaged over heads [L, n, n], the normed final hidden
+        states [n, d]) of one forward over token_ids [n] (padded to a shape bucket: causal attention keeps
+        the padding out of every real position)."""
+        import jax
+        import jax.numpy as jnp
+
+        ids = np.asarray(token_ids, np.int64)
+        n = len(ids)
+        need = self.n_layers * _bucket(n, SEQ_BUCKET, self.n_ctx) ** 2 * 4
+        if need > self.memory_budget:
+            raise LensError(f"attention over {n} tokens needs {need / 2**30:.1f} GiB for its {self.n_layers} layers' "
+                            f"patterns, over the {self.memory_budget / 2**30:.1f} GiB budget (LENS_GRAD_MEMORY)")
+        if self._patterns is None:
+            arch = self.arch
+            self._patterns = jax.jit(lambda params, x: decoder.attention_patterns(x, params, arch, mean_heads=True))
+        x = _pad_rows(np.asarray(self.wte[ids], np.float32), _bucket(n, SEQ_BUCKET, self.n_ctx))
+        with jax_precision():
+            h, patterns = self._patterns(self.params, jnp.asarray(x))
+        return np.asarray(patterns)[:, :n, :n], np.asarray(h)[:n]
+
+    def _from_attention(self, ids, n_prompt: int, m: Method, target: str) -> Attribution:
+        """An attention method's rows, and each generated token's target score from the same forward."""
+        attention, h = self.mean_attention(ids)
+        scores = m.score_attention(attention, n_prompt).astype(np.float32)   # type: ignore[attr-defined]
+        z = np.asarray(decoder.logits(h[n_prompt - 1:-1], self.params, self.arch), np.float64)  # [n_gen, V]
+        nxt = ids[n_prompt:]
+        values = z[np.arange(len(nxt)), nxt]
+        if target == "probability":
+            values = np.exp(values - np.logaddexp.reduce(z, axis=1))
+        return Attribution(m.name, target, scores, None, values.astype(np.float32), None, {})
 
     def _check(self, ids, n_prompt, method, target, steps) -> Method:
         m = get_method(method)

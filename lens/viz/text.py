@@ -96,8 +96,9 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
     heading = text_div(_heading(method), name="saliency_title")
     details = text_div("<span style='color:#777'>Hover or tap a generated (yellow) token.</span>",
                        name="saliency_details", height=40, width=1100)
-    paint = CustomJS(args=dict(src=src, mats={m: np.round(a, 5).tolist() for m, a in expl.attributions.items()},
-                               probs=[float(v) for v in expl.probabilities], select=select, details=details,
+    paint = CustomJS(args=dict(src=src, mats={m: significant(a).tolist() for m, a in expl.attributions.items()},
+                               sinks=expl.sink_methods(), probs=[float(v) for v in expl.probabilities],
+                               select=select, details=details,
                                heading=heading, n_prompt=expl.n_prompt, input_rgb=rgb(INPUT_COLOR),
                                output_rgb=rgb(OUTPUT_COLOR), paint_rgb=rgb(SALIENCY_COLOR),
                                heading_html=_heading("METHOD")),
@@ -108,9 +109,20 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
     parts = [heading, select, details, p]
     if expl.aopc:
         parts.insert(2, faithfulness_view(expl.aopc))
+    sink = (" A method that puts most of every row on the first position (the attention sink: attention "
+            "rollout compounds it over the layers) leaves it unpainted and scales the colours over the "
+            "others; its percentage is still written." if expl.sink_methods() else "")
     legend = text_div(f"<span style='{NOTE_STYLE}'>Grey boxes: the prompt; yellow: generated tokens. Percentages are "
-                      f"each earlier token's share of the attribution.</span>")
+                      f"each earlier token's share of the attribution.{sink}</span>")
     return column(*parts, legend, name="saliency_view")
+
+
+def significant(a: np.ndarray, digits: int = 4) -> np.ndarray:
+    """`a` rounded to `digits` significant digits (a short JSON that keeps small shares: attention
+    rollout leaves ~3e-6 to every position but the sink, which rounding to decimals erased)."""
+    a = np.asarray(a, np.float64)
+    scale = 10.0 ** (np.floor(np.log10(np.where(a == 0, 1, np.abs(a)))) - (digits - 1))
+    return np.round(a / scale) * scale
 
 
 def faithfulness_view(f: dict):
