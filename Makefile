@@ -61,3 +61,9 @@ screenshots: install chromium
 	$(BIN)/lens explain --model smollm2 --prompt "1, 2, 3," --max-new-tokens 30 --factors 2 -o build/counting.html
 	$(BIN)/python scripts/screenshots.py build/shakespeare.html docs/img --prefix shakespeare_ --hover saliency:10
 	$(BIN)/python scripts/screenshots.py build/counting.html docs/img --prefix counting_ --hover-spark 1
+	$(BIN)/lens explain --model smollm2 --prompt "William Shakespeare was born in the year" --max-new-tokens 8 \
+		--method attention_flow --method attention_rollout -o build/attention.html
+	$(BIN)/python scripts/screenshots.py build/attention.html docs/img --prefix attention_flow_ --views saliency_view \
+		--hover saliency:10
+	$(BIN)/python scripts/screenshots.py build/attention.html docs/img --prefix attention_rollout_ --views saliency_view \
+		--hover saliency:10 --select method_select=attention_rollout

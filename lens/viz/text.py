@@ -117,7 +117,7 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
     return column(*parts, legend, name="saliency_view")
 
 
-def significant(a: np.ndarray, digits: int = 4) -> np.ndarray:
+def significant(a: np.ndarray, digits: int = 6) -> np.ndarray:
     """`a` rounded to `digits` significant digits (a short JSON that keeps small shares: attention
     rollout leaves ~3e-6 to every position but the sink, which rounding to decimals erased)."""
     a = np.asarray(a, np.float64)
