@@ -131,8 +131,8 @@ def check(e) -> str | None:
     if not (isinstance(e.tokens, list) and all(isinstance(t, str) for t in e.tokens)):
         return "tokens are not a list of text"
     n = len(e.tokens)
-    if not isinstance(e.n_prompt, int) or isinstance(e.n_prompt, bool) or not 1 <= e.n_prompt < n:
-        return f"n_prompt {e.n_prompt!r} is not an integer in 1..{n - 1}"
+    if not isinstance(e.n_prompt, int) or isinstance(e.n_prompt, bool) or not 1 <= e.n_prompt <= n:
+        return f"n_prompt {e.n_prompt!r} is not an integer in 1..{n}"
     n_gen = n - e.n_prompt
     arrays = {"token_ids": (e.token_ids, (n,), "i"), "probabilities": (e.probabilities, (n_gen,), "f"),
               "ranks": (e.ranks, (None, n), "i"), "hidden_states": (e.hidden_states, (None, n, None), "f"),

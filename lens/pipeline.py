@@ -165,7 +165,7 @@ class Explainer:
             model.check_length(len(ids), s.max_new_tokens)
         timings, completeness = {}, None
         self.prepare(s)
-        if s.methods:  # a sequence whose gradients cannot fit the memory budget fails before generating
+        if s.methods and self.new_tokens(s):  # a sequence whose gradients cannot fit the budget fails before generating
             self.attributor.memory_plan(len(ids) + self.new_tokens(s) - 1)
 
         t = time.perf_counter()
@@ -177,11 +177,9 @@ class Explainer:
             gen = model.generate(ids, s.max_new_tokens, sample=s.sample, temperature=s.temperature, top_k=s.top_k,
                                  top_p=s.top_p, seed=s.seed, trace=True)
         timings["generate"] = time.perf_counter() - t
-        if gen.n_prompt == len(gen.token_ids):
-            raise LensError("no token was generated")
 
         attributions, signed = {}, {}
-        for m in s.methods:
+        for m in s.methods if len(gen.token_ids) > gen.n_prompt else ():  # no generated token: a text profiled
             t = time.perf_counter()
             say(f"attributing ({m})")
             a = self.attributor.attribute(gen.token_ids, gen.n_prompt, method=m, target=s.target, foils=foil_id,

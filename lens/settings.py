@@ -47,8 +47,10 @@ def _float(name, v, ok, what, optional=False):
 @dataclass(frozen=True)
 class ExplainSettings:
     """What `explain` does: how to generate, which attributions, what the logit lens follows."""
-    max_new_tokens: int = opt(20, "tokens to generate")
-    methods: tuple = opt(("grad_x_input",), "attribution method (repeatable)", "--method", choices=M.names)
+    max_new_tokens: int = opt(20, "tokens to generate; 0 explains the prompt as a text (logit lens and factors, "
+                                  "no attribution)")
+    methods: tuple = opt(("grad_x_input",), "attribution method (repeatable); none: `methods=()` in the API, "
+                         "--no-attribution on the command line", "--method", choices=M.names)
     target: str = opt("logit", "differentiate the token's logit (the article) or its probability (Ecco 0.1)",
                       choices=lambda: TARGETS)
     sample: bool = opt(False, "sample instead of greedy decoding")
@@ -75,9 +77,7 @@ class ExplainSettings:
         for name in ("methods", "watch"):
             v = getattr(self, name)
             object.__setattr__(self, name, (v,) if isinstance(v, str) else tuple(dict.fromkeys(v or ())))
-        _int("max_new_tokens", self.max_new_tokens, 1)
-        if not self.methods:
-            raise LensError("choose at least one attribution method")
+        _int("max_new_tokens", self.max_new_tokens, 0)
         chosen = [M.get(m) for m in self.methods]
         if self.target not in TARGETS:
             raise LensError(f"unknown attribution target {self.target!r}; choose from {', '.join(TARGETS)}")
@@ -95,6 +95,8 @@ class ExplainSettings:
         if self.continuation is not None and not (isinstance(self.continuation, str) and self.continuation) \
                 and not (isinstance(self.continuation, tuple) and self.continuation):
             raise LensError("the continuation must be non-empty text or token ids")
+        if self.faithfulness and not (self.methods and (self.max_new_tokens or self.continuation is not None)):
+            raise LensError("faithfulness measures attribution methods on generated tokens: it needs both")
         for m in chosen:
             m.check(self.target)
             if m.needs_foil and not self.foil:

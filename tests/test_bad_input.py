@@ -128,8 +128,11 @@ CASES = [
     (P + ["<|endoftext|><|endoftext|>"], None, "only special tokens"),
     (P + ["word " * 200], None, "exceeds the model's context"),
     # numbers
-    (X + ["--max-new-tokens", "0"], None, "max_new_tokens must be >= 1"),
-    (X + ["--max-new-tokens", "-5"], None, "max_new_tokens must be >= 1"),
+    (X + ["--max-new-tokens", "-1"], None, "max_new_tokens must be >= 0"),
+    (X + ["--max-new-tokens", "-5"], None, "max_new_tokens must be >= 0"),
+    (X + ["--max-new-tokens", "0", "--faithfulness"], None, "faithfulness measures attribution methods on generated"),
+    (X + ["--no-attribution", "--faithfulness"], None, "faithfulness measures attribution methods on generated"),
+    (X + ["--no-attribution", "--method", "gradient"], None, "--no-attribution and --method contradict"),
     (X + ["--max-new-tokens", "2.5"], None, "invalid int value"),
     (X + ["--max-new-tokens", "abc"], None, "invalid int value"),
     (X + ["--max-new-tokens", "100000"], None, "exceeds the model's context"),

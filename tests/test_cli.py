@@ -109,7 +109,7 @@ def test_chat_needs_a_template(cli, tiny, tmp_path):
     (["--prompt", "hi", "--factors", "4", "--max-new-tokens", "3"], "--factors 4 is more than the 3 positions"),
     (["--prompt", "hi", "--method", "contrastive"], "needs --foil"),
     (["--prompt", "hi", "--watch", ""], "must be non-empty text"),
-    (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
+    (["--prompt", "hi", "--max-new-tokens", "-1"], "max_new_tokens must be >= 0"),
     (["--prompt", "hi", "--method", "lime"], "invalid choice: 'lime'"),
     (["--prompt", "hi", "--temperature", "inf", "--sample"], "temperature must be a finite number"),
     (["--prompt", "hi", "--seed", "-1", "--sample"], "seed must be between 0 and"),
@@ -188,3 +188,37 @@ def test_json_writes_a_report_only_when_asked(cli, tiny, tmp_path):
     rc, out, err = cli("-q", "explain", "--model", tiny[1], "--prompt", "Hi there", "--max-new-tokens", "2", "--json",
                        "-o", tmp_path / "r.html")
     assert rc == 0 and json.loads(out)["report"] == str(tmp_path / "r.html") and (tmp_path / "r.html").is_file()
+
+
+def test_a_text_profiled_without_generating(cli, tiny, tiny_torch, tmp_path):
+    """--max-new-tokens 0 (the article's Dostoevsky factors are of a text): the logit lens ranks each of
+    the text's tokens where the position before predicts it, as a PyTorch logit lens does; no attribution;
+    the report says so; the saved file loads back."""
+    from references import assert_ranks_match, torch_logit_lens
+
+    text = "William Shakespeare was born in the year 1564"
+    out, saved = tmp_path / "r.html", tmp_path / "e.npz"
+    rc, stdout, err = cli("explain", "--model", tiny[1], "--prompt", text, "--max-new-tokens", "0", "--factors", "2",
+                          "-o", out, "--save", saved, "--json")
+    assert rc == 0, err
+    data = json.loads(stdout)
+    assert data["attributions"] == {} and data["generated"] == ""
+    expl = lens.Explanation.load(saved)
+    assert expl.n_generated == 0 and expl.n_prompt == expl.n_tokens
+    ids = expl.token_ids
+    assert_ranks_match(expl.ranks[:, :-1], torch_logit_lens(tiny_torch, ids)[:, :-1], ids[1:])
+    page = out.read_text()
+    drawn = report_sources(page)
+    assert drawn["rankings_cells"]["rank"] == expl.ranks[:, :-1].ravel().tolist()   # the text's tokens 2..n
+    assert "Rank of each token of the text" in page and "nothing: the text itself is profiled" in page
+    assert "no token was generated" in page
+
+
+def test_generation_without_attribution(cli, tiny, tmp_path):
+    rc, stdout, err = cli("explain", "--model", tiny[1], "--prompt", "William Shakespeare was", "--max-new-tokens", "3",
+                          "--no-attribution", "--json", "-o", tmp_path / "r.html")
+    assert rc == 0, err
+    data = json.loads(stdout)
+    want = lens.load(tiny[1]).generate("William Shakespeare was", 3)
+    assert data["attributions"] == {} and data["token_ids"] == want.token_ids.tolist()
+    assert "no attribution method was asked for" in (tmp_path / "r.html").read_text()

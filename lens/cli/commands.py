@@ -78,7 +78,9 @@ def cmd_explain(args) -> int:
 
     layers = _layers(args.layers)
     options = _report_options(args, layers)  # the report's options are checked before the slow stages
-    settings = settings_from(args, S.ExplainSettings)
+    if args.no_attribution and hasattr(args, "methods"):
+        raise LensError("--no-attribution and --method contradict each other")
+    settings = settings_from(args, S.ExplainSettings, **({"methods": ()} if args.no_attribution else {}))
     prompt = _read_prompt(args.prompt)
     if args.output is None and not args.json:
         args.output = "report.html"

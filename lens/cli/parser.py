@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--models-dir", help=store_help)
     x.add_argument("--prompt", required=True, help="the prompt; - reads it from stdin (one final newline dropped)")
     add_settings(x, S.ExplainSettings)
+    x.add_argument("--no-attribution", action="store_true",
+                   help="no attribution method: the logit lens and the factors only (not with --method)")
     x.add_argument("--factors", type=int, help=f"NMF factors of the neuron activations (default {S.DEFAULT_FACTORS})")
     x.add_argument("--layers", help="layers for the factors and the neuron heatmap: one layer or A-B (default all)")
     x.add_argument("--include-first", action="store_true",

@@ -67,18 +67,29 @@ def rank_grid(ranks: np.ndarray, columns: list[str], name: str, title: str, x_la
     return p
 
 
+def followed(expl) -> int:
+    """The first position whose token the rank views follow: the first generated token, or, for a
+    text explained without generating (max_new_tokens 0), its second (each token is ranked where the
+    position before predicts it)."""
+    return expl.n_prompt if expl.n_generated else 1
+
+
 def rankings_view(expl, k: int = 5):
-    """Layers x generated tokens: the rank of each produced token after each layer (logit lens with
-    the final norm); hover a cell for that layer's top-k."""
-    ranks = expl.rankings()                                          # [n_layers, n_gen]
-    n_layers, n_gen = ranks.shape
-    gen = expl.tokens[expl.n_prompt:]
-    def top(l, pos):  # this layer's top-k at the position that predicts the generated token
+    """Layers x generated tokens (or, for a text, its tokens): the rank of each token after each layer
+    where the position before predicts it (logit lens with the final norm); hover a cell for that
+    layer's top-k."""
+    first = followed(expl)
+    ranks = expl.ranks[:, first - 1:expl.n_tokens - 1]               # [n_layers, n_followed]
+    n_layers, n_cols = ranks.shape
+    if not n_cols:
+        return text_div("")
+    def top(l, pos):  # this layer's top-k at the position that predicts the token
         return " | ".join(f"{label(expl.top_tokens[l][pos][j])} {expl.top_probs[l, pos, j]:.1%}"
                           for j in range(min(k, expl.top_ids.shape[-1])))
-    tops = [top(l, expl.n_prompt - 1 + t) for l in range(n_layers) for t in range(n_gen)]
-    p = rank_grid(ranks, [label(t) for t in gen], "rankings", "Rank of each generated token after each layer "
-                  "(1 = the model's top choice)", "generated token", extra={"top": tops},
+    tops = [top(l, first - 1 + t) for l in range(n_layers) for t in range(n_cols)]
+    what = "generated token" if expl.n_generated else "token of the text"
+    p = rank_grid(ranks, [label(t) for t in expl.tokens[first:]], "rankings", f"Rank of each {what} after each "
+                  f"layer (1 = the model's top choice)", what, extra={"top": tops},
                   tooltips=[("token", "@column"), ("rank", "@rank"), ("top", "@top")])
     return _panel(p, "rankings_view")
 
@@ -143,13 +154,17 @@ def watch_view(expl):
         return text_div("")
     parts = [text_div("<b>Watched tokens</b>: the rank of a token you chose after each layer, at each step "
                       "of the generation (the column names the token actually generated there)")]
-    cols = [label(t) for t in expl.tokens[expl.n_prompt:]]
+    first = followed(expl)
+    cols = [label(t) for t in expl.tokens[first:]]
+    if not cols:
+        return text_div("")
     for i, (name, ranks) in enumerate(expl.watched.items()):
         pieces = expl.settings.get("watch_tokens", {}).get(name, [name])
         note = "" if len(pieces) <= 1 else \
             f" (first of its {len(pieces)} tokens: {' + '.join(label(t) for t in pieces)})"
-        grid = ranks[:, expl.n_prompt - 1:expl.n_tokens - 1]                # [n_layers, n_gen]
-        p = rank_grid(grid, cols, f"watch_{i}", f"Rank of {label(name)}{note}", "generated at this step")
+        grid = ranks[:, first - 1:expl.n_tokens - 1]                        # [n_layers, n_followed]
+        p = rank_grid(grid, cols, f"watch_{i}", f"Rank of {label(name)}{note}",
+                      "generated at this step" if expl.n_generated else "the text's token at this step")
         parts.append(_panel(p, f"watch_panel_{i}"))
     parts.append(text_div(f"<span style='{NOTE_STYLE}'>␣ marks a space.</span>"))
     return column(*parts, name="watch_view")

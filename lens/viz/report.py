@@ -33,9 +33,11 @@ def header_view(expl):
     # a long prompt (a page of a paper) scrolls in its own box instead of pushing the views pages down
     box = "display:block;max-height:9em;overflow-y:auto;border-left:3px solid #ddd;padding-left:6px"
     style = box if len(expl.prompt) > 600 else ""
+    generated = (f"<b>Generated:</b> <span class='lens-text'>{e(expl.generated)}</span>" if expl.n_generated else
+                 f"<b>Generated:</b> <span style='{NOTE_STYLE}'>nothing: the text itself is profiled "
+                 f"(--max-new-tokens 0)</span>")
     return text_div(f"<h2>lens: {e(expl.model_name)}{family}</h2><p><b>Prompt{chat}:</b> <span class='lens-text' "
-                    f"style='{style}'>{e(expl.prompt)}</span><br><b>Generated:</b> <span class='lens-text'>"
-                    f"{e(expl.generated)}</span></p>"
+                    f"style='{style}'>{e(expl.prompt)}</span><br>{generated}</p>"
                     f"{warnings}<p style='{NOTE_STYLE}'>{e(times)}</p>", width=1200, name="header",
                     styles={"white-space": "pre-wrap"})
 

@@ -83,7 +83,10 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
     probability and its top contributors."""
     methods = list(expl.attributions)
     if not methods:
-        return text_div("<p>No attribution was computed.</p>")
+        why = ("no attribution method was asked for" if expl.n_generated else
+               "no token was generated: the text is profiled (logit lens, factors), and attributions explain "
+               "generated tokens")
+        return text_div(f"<p><b>Input saliency</b>: {why}.</p>", name="saliency_view")
     method = method or methods[0]
     lay = token_layout(expl.tokens, width_chars)
     src = token_source(expl, lay, "saliency_tokens")
