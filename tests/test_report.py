@@ -141,7 +141,7 @@ def test_views_fit_a_1400px_page_at_30_layers_by_40_tokens(browser, synthetic, t
             w.page = document.documentElement.scrollWidth;
             return w; }""")
         for name in ("rankings_view", "layer_predictions_view", "watch_view", "saliency_view", "factors_view",
-                     "factor_text", "sparklines", "saliency", "activations", "page"):
+                     "factor_text", "sparklines", "saliency", "activations", "ranks_text", "page"):
             assert widths[name] <= 1400, (name, widths[name])
         # token labels on top of the grid, and every cell number readable on its colour
         assert pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('rankings').x_axis_location") == "above" \
@@ -204,3 +204,29 @@ def test_the_report_passes_bokehs_checks(prompt_report):
     assert issues.error == [] and issues.warning == []
     report_html(expl, factors=3)
     assert settings.perform_document_validation() is True
+
+
+def test_ranks_in_the_text_draw_each_tokens_ranks(synthetic, tmp_path):
+    """Under token i, its rank after each layer (ranks[:, i - 1]: where the position before predicts it) on a
+    log scale from rank 1 at the top of the band to 1000 and beyond at its bottom, layer 1 at the left;
+    drawn again in green from the layer on which it stays rank 1."""
+    from lens.viz.logit_lens import SETTLED_COLOR, SPARK_BOTTOM, SPARK_TOP
+    from references import report_sources
+
+    expl = synthetic(n_layers=6, n_prompt=5, n_gen=4)
+    expl.ranks[:, 3] = [500, 40, 1, 3, 1, 1]                     # token 4: rank 1 from layer 5 on
+    expl.ranks[:, 7] = [2000, 9, 1, 1, 1, 1]                     # token 8: from layer 3; 2000 sits at the floor
+    drawn = report_sources(expl.report(tmp_path / "r.html", factors=2).read_text())
+    lines, tokens = drawn["rank_sparklines"], drawn["ranks_text_tokens"]
+    assert sorted(set(lines["token_index"])) == list(range(1, expl.n_tokens))
+    for i, settled_from in ((4, 4), (8, 2)):
+        rows = [k for k, t in enumerate(lines["token_index"]) if t == i]
+        whole = rows[0]
+        y0 = tokens["y"][i]
+        want = [y0 - SPARK_TOP - (SPARK_BOTTOM - SPARK_TOP) * np.log(min(r, 1000)) / np.log(1000)
+                for r in expl.ranks[:, i - 1]]
+        np.testing.assert_allclose(lines["ys"][whole], want)
+        assert lines["xs"][whole] == sorted(lines["xs"][whole])                    # layer 1 at the left
+        assert lines["color"][rows[1]] == SETTLED_COLOR
+        np.testing.assert_allclose(lines["ys"][rows[1]], want[settled_from:])
+    assert tokens["ranks"][4] == "500 40 1 3 1 1" and tokens["settled"][4] == "rank 1 from layer 5"

@@ -174,3 +174,58 @@ def _panel(p, name: str):
     """A view that scrolls inside its own box when it is wider than the page."""
     return column(p, name=name, styles={"overflow-x": "auto", "max-width": f"{MAX_WIDTH + 80}px"})
 
+
+
+SPARK_TOP, SPARK_BOTTOM = 16, 38   # px below a token's line centre: the sparkline's band (rank 1 at the top)
+SPARK_LINE_H = 70
+SPARK_CHARS = 6     # a token box at least this wide: 30 layers' points ~1.5 px apart
+SPARK_FLOOR = 1000  # ranks from this one down share the band's bottom: a fixed scale, the same for every token
+SETTLED_COLOR, CLIMBING_COLOR = "#1a9850", "#555555"
+
+
+def ranks_in_text_view(expl, width_chars: int = 120):
+    """The hidden-state evolution in the running text (the article's future work: "imposing the ranking
+    as a sparkline right next to the tokens in a paragraph"): under every token, its logit-lens rank
+    after each layer where the position before predicts it, log scale, rank 1 at the top; green from the
+    layer on which the token stays the top choice. Hover a token for the numbers."""
+    from .text import draw_tokens, text_figure, token_layout, token_source
+
+    ranks = expl.ranks[:, :expl.n_tokens - 1]                         # [L, n - 1]: token i's ranks in column i - 1
+    n_layers, n = ranks.shape[0], expl.n_tokens
+    if n < 2:
+        return text_div("")
+    lay = token_layout(expl.tokens, width_chars, SPARK_LINE_H, SPARK_CHARS)
+    high = float(SPARK_FLOOR)
+    xs, ys, colors, owner, settled, numbers = [], [], [], [], [], [""]
+    for i in range(1, n):
+        r = ranks[:, i - 1]
+        x0, w, y = lay["x"][i] - lay["w"][i] / 2 + 3, lay["w"][i] - 6, lay["y"][i]
+        px = [x0 + w * l / max(n_layers - 1, 1) for l in range(n_layers)]
+        py = [y - SPARK_TOP - (SPARK_BOTTOM - SPARK_TOP) * float(np.log(min(v, high)) / np.log(high)) for v in r]
+        top = np.flatnonzero(r != 1)
+        first = 0 if not len(top) else int(top[-1]) + 1                   # rank 1 from this layer to the last
+        xs.append(px)
+        ys.append(py)
+        colors.append(CLIMBING_COLOR)
+        owner.append(i)
+        if first < n_layers:   # the settled part drawn again, in green
+            xs.append(px[first:] if first < n_layers - 1 else [px[-1] - 1.5, px[-1]])
+            ys.append(py[first:] if first < n_layers - 1 else [py[-1], py[-1]])
+            colors.append(SETTLED_COLOR)
+            owner.append(i)
+        settled.append(f"rank 1 from layer {first + 1}" if first < n_layers else "never rank 1 at the end")
+        numbers.append(" ".join(short_rank(int(v)) for v in r))
+    src = token_source(expl, lay, "ranks_text_tokens", ranks=numbers, settled=[""] + settled)
+    p = text_figure(lay, name="ranks_text")
+    boxes = draw_tokens(p, src)
+    lines = ColumnDataSource(dict(xs=xs, ys=ys, color=colors, token_index=owner), name="rank_sparklines")
+    p.multi_line("xs", "ys", source=lines, line_color="color", line_width=1.5)
+    p.add_tools(HoverTool(renderers=[boxes], tooltips=[("token", "@token"), ("rank after layers 1..", "@ranks"),
+                                                        ("", "@settled")]))
+    what = "generated token" if expl.n_generated else "token"
+    head = text_div(f"<b>Ranks in the text</b>: under each {what}, its rank after every layer (left: layer 1, "
+                    f"right: layer {n_layers}; log scale from rank 1 at the top to {SPARK_FLOOR} and beyond at the "
+                    f"bottom), where the position before predicts it; <span style='color:{SETTLED_COLOR}'>green"
+                    f"</span> from the layer on which it stays the model's top choice. Prompt tokens (grey) too: "
+                    f"how expected each one was. Hover a token for the numbers.", name="ranks_text_title", width=1200)
+    return column(head, p, name="ranks_text_view")

@@ -15,7 +15,7 @@ from bokeh.settings import settings
 from ..errors import LensError
 from ..files import output_path, write_atomic
 from ..settings import DEFAULT_FACTORS, HEATMAP_CLUSTERS, HEATMAP_NEURONS
-from .logit_lens import layer_predictions_view, rankings_view, watch_view
+from .logit_lens import layer_predictions_view, rankings_view, ranks_in_text_view, watch_view
 from ..analysis.neurons import neuron_heatmap
 from .neurons import activations_view, factors_view
 from .style import NOTE_STYLE, text_div
@@ -59,7 +59,8 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
     # NMF (numpy's matrix products release the GIL) in a thread while the other views are built.
     with ThreadPoolExecutor(max_workers=1) as pool:
         nmf = pool.submit(expl.factors, k, layers=layers, include_first=include_first) if k else None
-        parts = [header_view(expl), saliency_view(expl), rankings_view(expl), layer_predictions_view(expl)]
+        parts = [header_view(expl), saliency_view(expl), ranks_in_text_view(expl), rankings_view(expl),
+                 layer_predictions_view(expl)]
         if expl.watched:
             parts.append(watch_view(expl))
         heatmap = activations_view(expl, neuron_heatmap(expl.activations, heatmap_layer, heatmap_neurons,

@@ -25,30 +25,33 @@ GAP_CHARS = 0.4
 PAD = 4
 
 
-def token_layout(tokens: list[str], width_chars: int = 120) -> dict:
+def token_layout(tokens: list[str], width_chars: int = 120, line_h: int = LINE_H, min_chars: int = MIN_CHARS) -> dict:
     """Running-text positions in px: tokens left to right, wrapped at `width_chars`, a line break
-    after a token holding a newline. Returns x (centre), y (line centre, downwards), w (box width)."""
+    after a token holding a newline, lines `line_h` apart. Returns x (centre), y (line centre,
+    downwards), w (box width), lines, line_h."""
     xs, ys, ws = [], [], []
     col, line = 0.0, 0
     for tok in tokens:
-        n = max(len(display(tok)), MIN_CHARS)
+        n = max(len(display(tok)), min_chars)
         if col and col + n > width_chars:
             col, line = 0.0, line + 1
         xs.append((col + n / 2) * CHAR_W)
-        ys.append(-line * LINE_H)
+        ys.append(-line * line_h)
         ws.append(n * CHAR_W)
         col += n + GAP_CHARS
         if "\n" in tok:
             col, line = 0.0, line + 1
-    return {"x": xs, "y": ys, "w": ws, "lines": line + 1}
+    return {"x": xs, "y": ys, "w": ws, "lines": line + 1, "line_h": line_h}
 
 
 def text_figure(lay: dict, **kw):
     """A figure whose data units are screen pixels (frame sized to the ranges), axes and tools off."""
     width = int(max(max(x + w / 2 for x, w in zip(lay["x"], lay["w"])) + 2 * PAD, 300))
-    height = int(lay["lines"] * LINE_H)
+    line_h = lay.get("line_h", LINE_H)
+    height = int(lay["lines"] * line_h)
+    top = BOX_H / 2 + PAD  # the first line's box, and the rest of each line below its box
     p = figure(frame_width=width, frame_height=height, x_range=Range1d(-PAD, width - PAD),
-               y_range=Range1d(-height + LINE_H / 2, LINE_H / 2), tools="", toolbar_location=None,
+               y_range=Range1d(-height + top, top), tools="", toolbar_location=None,
                min_border=0, x_axis_type=None, y_axis_type=None, **kw)  # no axes or grids: fewer models
     p.outline_line_color = None
     return p
