@@ -3,7 +3,7 @@
     python scripts/screenshots.py REPORT.html OUT_DIR [--prefix P] [--hover saliency:INDEX] [--hover-spark F]
     python scripts/screenshots.py DIR/report.html OUT_DIR --views corpus_browser --select "unit_select=factor 0"
 
-Each named view (header, saliency_view, rankings, layer_predictions, watch_view, factors_view,
+Each named view (header, saliency_view, ranks_text_view, rankings, layer_predictions, watch_view, factors_view,
 activations) becomes OUT_DIR/<prefix><name>.png. `make screenshots` builds the README's reports on
 SmolLM2 with the article's prompts and calls this.
 """
@@ -13,7 +13,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-VIEWS = ("header", "saliency_view", "rankings", "layer_predictions", "watch_view", "factors_view", "activations")
+VIEWS = ("header", "saliency_view", "ranks_text_view", "rankings", "layer_predictions", "watch_view", "factors_view", "activations")
 # hover: which view it belongs to, and the JS returning the viewport point to move the mouse to
 HOVER_TOKEN = """([i]) => {
     const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === 'saliency');
