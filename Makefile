@@ -67,3 +67,7 @@ screenshots: install chromium
 		--hover saliency:10
 	$(BIN)/python scripts/screenshots.py build/attention.html docs/img --prefix attention_rollout_ --views saliency_view \
 		--hover saliency:10 --select method_select=attention_rollout
+	$(BIN)/lens explain --model smollm2 --prompt "1, 2, 3," --max-new-tokens 12 --factors 3 --factor-saliency \
+		-o build/factor_saliency.html
+	$(BIN)/python scripts/screenshots.py build/factor_saliency.html docs/img --prefix factor_saliency_ \
+		--views factors_view --hover-spark 1:7

@@ -37,6 +37,9 @@ class Explanation:
     ig_completeness_error: float | None = None        # integrated gradients: max |sum - (f(x) - f(x'))| / |...|
     devices: dict = field(default_factory=dict)       # engine -> where it ran (onnxruntime, jax)
     family: str = ""                                  # the model's family (lens.families), e.g. "gemma3"
+    # the saliency of the report's factors ([k, n, n]: factor, position, input; empty when not computed),
+    # for the factors settings["factor_saliency"] names (Explainer.factor_saliency)
+    factor_saliency: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
 
     def __post_init__(self):
         # files of lens <= 0.2 kept these results among the settings
@@ -142,6 +145,14 @@ class Explanation:
         exclude = {} if include_first else {0: self.first_position_note()}
         return factorize(self.activations.astype(np.float32), k, layers, method, seed, exclude=exclude)
 
+    def factor_saliency_for(self, factors) -> np.ndarray | None:
+        """The factor saliency [k, n, n] if it was computed for these factors (same count, layers and
+        positions factorised), else None."""
+        asked = self.settings.get("factor_saliency") or {}
+        same = (self.factor_saliency.shape[0] == factors.k and asked.get("layers") == list(factors.layers)
+                and asked.get("positions") == [int(p) for p in factors.positions])
+        return self.factor_saliency if same else None
+
     def first_position_note(self) -> str:
         bos = "the BOS token, " if self.settings.get("bos") else ""
         return f"left out: {bos}the first position, where attention-sink neurons fire whatever the text"
@@ -183,7 +194,8 @@ class Explanation:
                 "watched": {w: r[:, gen].tolist() for w, r in self.watched.items()},
                 "warnings": self.warnings(), "settings": self.settings, "timings": self.timings,
                 "aopc": self.aopc, "ig_completeness_error": self.ig_completeness_error, "devices": self.devices,
-                "family": self.family}
+                "family": self.family,
+                **({"factor_saliency": self.factor_saliency.tolist()} if self.factor_saliency.size else {})}
 
     def to_pandas(self):
         """Long format, one row per (generated token, earlier token, method): generated_position,

@@ -138,6 +138,7 @@ def check(e) -> str | None:
               "ranks": (e.ranks, (None, n), "i"), "hidden_states": (e.hidden_states, (None, n, None), "f"),
               "activations": (e.activations, (None, n, None), "f"), "top_ids": (e.top_ids, (None, n, None), "i"),
               "top_probs": (e.top_probs, (None, n, None), "f")}
+    arrays["factor_saliency"] = (e.factor_saliency, (None, None, None), "f")
     for name, (a, shape, k) in arrays.items():
         problem = _check_array(name, a, shape, k)
         if problem:
@@ -182,6 +183,13 @@ def check(e) -> str | None:
         return "devices is not a mapping to text"
     if not isinstance(e.family, str):
         return "family is not text"
+    fs = e.factor_saliency
+    if fs.size and (_check_array("factor_saliency", fs, (None, n, n), "f") or ((fs < 0) | (fs > 1)).any()):
+        return _check_array("factor_saliency", fs, (None, n, n), "f") or "factor_saliency outside 0..1"
+    if fs.size and not (isinstance(e.settings.get("factor_saliency"), dict)
+                        and isinstance(e.settings["factor_saliency"].get("layers"), list)
+                        and isinstance(e.settings["factor_saliency"].get("positions"), list)):
+        return "factor_saliency without the settings of its factors"
     return None
 
 

@@ -104,6 +104,19 @@ class Explainer:
         except LensError as e:
             raise LensError(f"the baseline {e}; give zero, mean, pad or a text of one token") from None
 
+    def factor_saliency(self, expl, k: int = 5, layers=None, include_first: bool = False) -> np.ndarray:
+        """The saliency of `expl`'s factors (`expl.factors(k, layers, include_first=...)`, the report's):
+        for each factor and position factorised, each input token's share of the gradient x input of the
+        factor's readout there (`Attributor.factor_saliency`). Stored on `expl` (the report's factors view
+        then paints it when a sparkline point is hovered, `save` keeps it) and returned [k, n, n]."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise LensError(f"factor saliency needs at least one factor, not {k!r}")
+        f = expl.factors(k, layers, include_first=include_first)
+        scores = self.attributor.factor_saliency(expl.token_ids, f.loadings, f.layers, f.positions)
+        expl.factor_saliency = scores
+        expl.settings["factor_saliency"] = {"k": f.k, "layers": list(f.layers), "positions": [int(p) for p in f.positions]}
+        return scores
+
     def faithfulness(self, expl, seed: int = 0) -> dict:
         """AOPC per method (and for a random ranking, the control), per generated token and averaged:
         {method: {"morf": [n_gen], "lerf": [n_gen], "aopc_morf": mean, "aopc_lerf": mean}}. One batched

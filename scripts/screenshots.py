@@ -1,6 +1,6 @@
 """Screenshots of a report's views in headless Chromium at 1400 px, for the README and for looking.
 
-    python scripts/screenshots.py REPORT.html OUT_DIR [--prefix P] [--hover saliency:INDEX] [--hover-spark F]
+    python scripts/screenshots.py REPORT.html OUT_DIR [--prefix P] [--hover saliency:INDEX] [--hover-spark F[:TOKEN]]
     python scripts/screenshots.py DIR/report.html OUT_DIR --views corpus_browser --select "unit_select=factor 0"
 
 Each named view (header, saliency_view, ranks_text_view, rankings, layer_predictions, watch_view, factors_view,
@@ -13,16 +13,17 @@ import argparse
 import shutil
 from pathlib import Path
 
-VIEWS = ("header", "saliency_view", "ranks_text_view", "rankings", "layer_predictions", "watch_view", "factors_view", "activations")
+VIEWS = ("header", "saliency_view", "ranks_text_view", "rankings", "layer_predictions", "watch_view", "factors_view",
+         "activations")
 # hover: which view it belongs to, and the JS returning the viewport point to move the mouse to
 HOVER_TOKEN = """([i]) => {
     const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === 'saliency');
     const d = Bokeh.documents[0].get_model_by_name('saliency_tokens').data, r = v.el.getBoundingClientRect();
     return [r.left + v.frame.x_scale.compute(d.x[i]), r.top + v.frame.y_scale.compute(d.y[i])]; }"""
-HOVER_FACTOR = """([f]) => {
+HOVER_FACTOR = """([f, x]) => {
     const v = Array.from(Bokeh.index.all_views()).find(v => v.model.name === 'sparklines');
     const r = v.el.getBoundingClientRect();
-    return [r.left + v.frame.x_scale.compute(1), r.top + v.frame.y_scale.compute(f + 0.5)]; }"""
+    return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(f + 0.5)]; }"""
 
 
 def main():
@@ -31,7 +32,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--prefix", default="")
     ap.add_argument("--hover", help="saliency:TOKEN_INDEX to hover in the saliency view")
-    ap.add_argument("--hover-spark", type=int, help="factor whose sparkline to hover in the factors view")
+    ap.add_argument("--hover-spark", help="F or F:TOKEN: the factor whose sparkline to hover in the factors view "
+                    "(at token 1, or TOKEN: the saliency of factors, where computed, paints that point)")
     ap.add_argument("--views", help="comma-separated view names (default: the explain report's)")
     ap.add_argument("--select", action="append", default=[],
                     help="NAME=PREFIX: set the Select widget NAME to its first option starting with PREFIX")
@@ -43,7 +45,8 @@ def main():
     if args.hover:
         hovers["saliency_view"] = (HOVER_TOKEN, int(args.hover.split(":")[1]))
     if args.hover_spark is not None:
-        hovers["factors_view"] = (HOVER_FACTOR, args.hover_spark)
+        f, _, x = args.hover_spark.partition(":")
+        hovers["factors_view"] = (HOVER_FACTOR, [int(f), int(x or 1)])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
@@ -70,7 +73,7 @@ def main():
                 continue
             if name in hovers:  # hover inside the view as it stands, then shoot without scrolling
                 js, arg = hovers[name]
-                page.mouse.move(*page.evaluate(js, [arg]))
+                page.mouse.move(*page.evaluate(js, arg if isinstance(arg, list) else [arg]))
                 page.wait_for_timeout(400)
             else:
                 page.mouse.move(0, 0)

@@ -103,6 +103,12 @@ def cmd_explain(args) -> int:
     explainer.prepare(settings)                        # JAX set-up while the ORT session opens on its thread
     from ..viz import report as _                       # noqa: F401 - Bokeh's import too: generation waits for the session
     expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1)
+    if args.factor_saliency:
+        _stage("factor saliency")
+        t = time.perf_counter()
+        explainer.factor_saliency(expl, args.factors or min(S.DEFAULT_FACTORS, n_factorised), layers,
+                                  include_first=args.include_first)
+        expl.timings["factor_saliency"] = time.perf_counter() - t
     out = None
     if report is not None:
         _stage("writing the report")

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--heatmap-layer", type=int, help="layer of the neuron heatmap (default: the last of --layers, "
                    "else the middle layer)")
     x.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
+    x.add_argument("--factor-saliency", action="store_true",
+                   help="also the saliency of the factors (gradient x input of each factor at each position: ~k x "
+                        "tokens backward passes); hover a sparkline point to see which tokens drive its factor there")
     x.add_argument("-o", "--output", help="the HTML report to write (default report.html; with --json, a report "
                    "is written only when -o is given)")
     x.add_argument("--save", help="also save the explanation (.npz) for `lens render`")

@@ -135,15 +135,29 @@ def mlp_post(x, m, arch: Arch, rules: Rules = GRADIENT):  # [n, d] -> [n, d_mlp]
 
 
 def block(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, d]
-    s = arch.residual_scale
+    return block_and_neurons(x, p, arch, rules, mem)[0]
+
+
+def block_and_neurons(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):
+    """[n, d] -> ([n, d] the block's output, [n, d_mlp] its MLP neurons: hook_post)."""
+    s, m = arch.residual_scale, p["mlp"]
     if arch.parallel:                                                       # one residual read by both branches
         h = norm(x, p["ln1"], arch, rules)
-        return x + s * attend(h, p, arch, rules, mem) + s * mlp(norm(x, p["ln2"], arch, rules) if "ln2" in p else h,
-                                                        p["mlp"], arch, rules)
+        post = mlp_post(norm(x, p["ln2"], arch, rules) if "ln2" in p else h, m, arch, rules)
+        return x + s * attend(h, p, arch, rules, mem) + s * _linear(post, m, "W_out", "b_out"), post
     a = attend(norm(x, p["ln1"], arch, rules) if "ln1" in p else x, p, arch, rules, mem)
     x = x + s * (norm(a, p["ln1_post"], arch, rules) if "ln1_post" in p else a)
-    m = mlp(norm(x, p["ln2"], arch, rules) if "ln2" in p else x, p["mlp"], arch, rules)
-    return x + s * (norm(m, p["ln2_post"], arch, rules) if "ln2_post" in p else m)
+    post = mlp_post(norm(x, p["ln2"], arch, rules) if "ln2" in p else x, m, arch, rules)
+    out = _linear(post, m, "W_out", "b_out")
+    return x + s * (norm(out, p["ln2_post"], arch, rules) if "ln2_post" in p else out), post
+
+
+def neurons(tok_emb, params, arch: Arch, mem: Memory = KEEP_ALL):  # [n, d] token embeddings -> [L, n, d_mlp]
+    """Every layer's MLP neurons (what the graph's `blocks.{l}.mlp.hook_post` taps hold)."""
+    def layer(h, p):
+        return block_and_neurons(h, p, arch, GRADIENT, mem)
+    step = jax.checkpoint(layer) if mem.remat_layers else layer
+    return jax.lax.scan(step, embed(tok_emb, params, arch), params["blocks"])[1]
 
 
 # ---------------------------------------------------------------- the model

@@ -73,6 +73,7 @@ class Attributor:
             folder.release_weight_pages()
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
         self._patterns: Any = None  # the jitted attention forward, built at first use
+        self._factor_grad: Any = None  # the jitted factor-saliency VJP, built at first use
 
     @property
     def unembedding(self):
@@ -214,6 +215,52 @@ class Attributor:
         if target == "probability":
             values = np.exp(values - np.logaddexp.reduce(z, axis=1))
         return Attribution(m.name, target, scores, None, values.astype(np.float32), None, {})
+
+    def factor_saliency(self, token_ids, loadings: np.ndarray, layers, positions) -> np.ndarray:
+        """The article's "saliency of factors": for factor f and position p, how much each input token
+        drives the factor there: |gradient x input|_2 per input position of the factor's readout
+        r_f(p) = loadings[f] . a(p) / |loadings[f]|^2 (a(p): the MLP neurons of `layers` at p, the
+        vector the factorisation saw), rows normalised to sum 1 over positions 0..p.
+
+        loadings [k, len(layers) * d_mlp] (`Factors.loadings`); returns [k, n, n], rows of positions
+        not in `positions` zero. One forward, then VJPs in chunks of rows as the memory plan allows."""
+        import jax
+        import jax.numpy as jnp
+
+        ids = np.asarray(token_ids, np.int64).reshape(-1)
+        n, k = len(ids), len(loadings)
+        layers = [int(l) for l in layers]
+        if not 1 <= n <= self.n_ctx:
+            raise LensError(f"need 1 to {self.n_ctx} tokens, not {n}")
+        load = np.asarray(loadings, np.float32).reshape(k, len(layers), self.d_mlp)
+        directions = load / np.maximum((load ** 2).sum((1, 2), keepdims=True), 1e-30)   # [k, L_sel, m]
+        rows = [(f, int(p)) for f in range(k) for p in positions]
+        fit, mem = self.memory_plan(n)
+        chunk = max(1, min(fit, len(rows)))
+        arch, sel = self.arch, jnp.asarray(layers)
+
+        def readout(params, x, dirs):                                  # x [n, d] -> [k, n]
+            acts = decoder.neurons(x, params, arch, mem)[sel]          # [L_sel, n, m]
+            return jnp.einsum("lnm,klm->kn", acts, dirs)
+
+        if self._factor_grad is None:
+            def grads(params, x, dirs, cot):                           # cot [C, k, n] -> [C, n, d]
+                _, vjp = jax.vjp(lambda e: readout(params, e, dirs), x)
+                return jax.vmap(lambda c: vjp(c)[0])(cot)
+            self._factor_grad = jax.jit(grads)
+        x = np.asarray(self.wte[ids], np.float32)
+        out = np.zeros((k, n, n), np.float32)
+        with jax_precision():
+            for c0 in range(0, len(rows), chunk):
+                part = rows[c0:c0 + chunk]
+                cot = np.zeros((chunk, k, n), np.float32)              # padded to one compiled shape
+                for r, (f, p) in enumerate(part):
+                    cot[r, f, p] = 1.0
+                g = np.asarray(self._factor_grad(self.params, jnp.asarray(x), jnp.asarray(directions), jnp.asarray(cot)))
+                for r, (f, p) in enumerate(part):
+                    s = np.linalg.norm(g[r, :p + 1] * x[:p + 1], axis=-1)
+                    out[f, p, :p + 1] = s / max(float(s.sum()), 1e-30)
+        return out
 
     def _check(self, ids, n_prompt, method, target, steps) -> Method:
         m = get_method(method)

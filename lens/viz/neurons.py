@@ -13,7 +13,7 @@ from bokeh.plotting import figure
 
 from .style import (CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, js, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
                     SPARK_BACKGROUND, drop_grids, label, plain, rgb, text_color, text_div)
-from .text import draw_tokens, text_figure, token_layout, token_source
+from .text import draw_tokens, significant, text_figure, token_layout, token_source
 
 HEAT_PALETTE = Blues256[::-1]    # zero is white: only positive activations are coloured
 
@@ -45,7 +45,9 @@ def factors_view(expl, factors, page_width: int = 1360):
     p = text_figure(lay, name="factor_text")
     boxes = draw_tokens(p, src, overlay=dict(fill_color="color", fill_alpha="alpha", name="factor_boxes"))
     p.add_tools(HoverTool(tooltips=[("token", "@token"), ("dominant factor", "@factor")], renderers=[boxes]))
-    sparks = sparklines(expl, factors, shown, shown_ok, palette, src)
+    saliency = expl.factor_saliency_for(factors)
+    panel, paint = factor_saliency_panel(expl, saliency, palette, lay) if saliency is not None else (None, None)
+    sparks = sparklines(expl, factors, shown, shown_ok, palette, src, paint)
     layers = factors.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
     left_out = "".join(f" Greyed: token {pos} ({html.escape(label(expl.tokens[pos]))}), {html.escape(why)}; "
@@ -57,7 +59,7 @@ def factors_view(expl, factors, page_width: int = 1360):
         f"activations at its position; a generated token by the activations that produced it (the position before), "
         f"as in the article, so the last prompt token and the first generated token share a value. The shaded "
         f"part of each sparkline is the prompt.{left_out}</span>", width=1200)
-    return column(title, row(sparks, p), name="factors_view")
+    return column(title, row(sparks, p), *([panel] if panel is not None else []), name="factors_view")
 
 
 SPARK_ROW, LABEL_W = 56, 190   # px per factor row; px of the labels left of the lines
@@ -68,10 +70,32 @@ def spark_width(n_tokens: int) -> int:
     return int(np.clip(8 * n_tokens, 160, 480))
 
 
-def sparklines(expl, factors, shown, shown_ok, palette, src):
+def factor_saliency_panel(expl, saliency: np.ndarray, palette, lay):
+    """The article's "saliency of factors": a running text that a hovered sparkline point paints with
+    the tokens that drive that factor there (`Explainer.factor_saliency`). Returns (the panel, the
+    CustomJS the sparklines' hover calls with the hovered cell; its `cells` argument is set there)."""
+    src = token_source(expl, lay, "factor_saliency_tokens", paint=[palette[0]] * expl.n_tokens)
+    p = text_figure(lay, name="factor_saliency_text")
+    draw_tokens(p, src, overlay=dict(fill_color="paint", fill_alpha="alpha", name="factor_saliency_boxes"))
+    p.text("x", "y", text="pct", source=src, y_offset=20, text_align="center", text_baseline="middle",
+           text_font_size="10px", text_color="#333333")
+    details = text_div(f"<span style='{NOTE_STYLE}'>Hover a point of a factor's sparkline.</span>",
+                       name="factor_saliency_details", width=1100)
+    head = text_div("<b>Saliency of factors</b>: hover a point of a factor's sparkline to paint the tokens that drive "
+                    f"the factor there (gradient &times; input of the factor's readout of the neurons at that position; "
+                    f"shares sum to 100 %). <span style='{NOTE_STYLE}'>A generated token's point is the position "
+                    f"before it, as the sparklines draw it.</span>", width=1200)
+    paint = CustomJS(args=dict(src=src, mats=[[significant(r).tolist() for r in f] for f in saliency], palette=palette,
+                               details=details, n_prompt=expl.n_prompt, input_rgb=rgb(INPUT_COLOR),
+                               output_rgb=rgb(OUTPUT_COLOR), cells=None),
+                     code=js("colors", "factor_saliency"))
+    return column(head, details, p, name="factor_saliency_view"), paint
+
+
+def sparklines(expl, factors, shown, shown_ok, palette, src, saliency_paint=None):
     """One figure, one row per factor: its name, neuron count and top neurons (layer.neuron) drawn
     left of a line of its value over the sequence. Every factor in one figure: each Bokeh figure
-    costs ~30 models to build and serialise."""
+    costs ~30 models to build and serialise. `saliency_paint` (a CustomJS) also runs on a hovered point."""
     k, n = factors.k, expl.n_tokens
     width = spark_width(n)
     unit = width / n                                                    # px per position
@@ -103,8 +127,12 @@ def sparklines(expl, factors, shown, shown_ok, palette, src):
                                   token=[expl.tokens[i] for i in xs.ravel()]), name="sparkline_cells")
     hits = p.rect("x", "y", 1, 1, source=cells, fill_alpha=0, line_alpha=0)
     hits.selection_glyph = hits.nonselection_glyph = None
-    p.add_tools(HoverTool(tooltips=[("factor", "@label"), ("token", "@token")], renderers=[hits],
+    # the tooltip to the right of the point: on its left it covered the factors' labels
+    p.add_tools(HoverTool(tooltips=[("factor", "@label"), ("token", "@token")], renderers=[hits], attachment="right",
                           callback=_factor_js(src, palette, cells, "hover")), TapTool(renderers=[hits]))
+    if saliency_paint is not None:
+        saliency_paint.args["cells"] = cells
+        p.add_tools(HoverTool(tooltips=None, renderers=[hits], callback=saliency_paint))
     p.js_on_event(MouseLeave, _factor_js(src, palette, cells, "leave"))
     cells.selected.js_on_change("indices", _factor_js(src, palette, cells, "tap"))
     return p

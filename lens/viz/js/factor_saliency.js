@@ -1,0 +1,31 @@
+// Saliency of factors: hovering a point of a factor's sparkline paints the tokens that drive that
+// factor at that position (their share of the gradient x input of its readout), writes each share
+// under its token and names the top three. A generated token's point is the position before it.
+// args: src (the panel's token boxes), cells (the sparkline cells: factor, x), mats [k][n][n], palette,
+// details, n_prompt, input_rgb, output_rgb
+const idx = cb_data.index.indices;
+if (!idx.length) return;
+const f = cells.data.factor[idx[0]], token = cells.data.x[idx[0]];
+const pos = token < n_prompt ? token : token - 1;
+const row = mats[f][pos];
+const d = src.data, n = d.x.length;
+const alpha = new Array(n).fill(0), pct = new Array(n).fill(""), tc = new Array(n), lw = new Array(n).fill(1);
+const paint = new Array(n).fill(palette[f]);
+const name = "factor " + (f + 1) + " at position " + pos + " (" + escapeHtml(JSON.stringify(d.token[pos])) + ")";
+if (row.slice(0, pos + 1).every(v => v == 0)) {
+    details.text = name + ": left out of the factorisation.";
+} else {
+    const mx = Math.max(...row.slice(0, pos + 1), 1e-12);
+    for (let j = 0; j <= pos; j++) {
+        alpha[j] = 0.85 * row[j] / mx;
+        const v = 100 * row[j];
+        pct[j] = v >= 0.5 ? v.toFixed(0) + "%" : (v > 0 ? "<1%" : "");
+    }
+    const top = Array.from(row.keys()).filter(j => j <= pos).sort((a, b) => row[b] - row[a]).slice(0, 3);
+    details.text = "What drives " + name + ": " +
+        top.map(j => escapeHtml(JSON.stringify(d.token[j])) + " " + (100 * row[j]).toFixed(1) + "%").join(", ");
+}
+lw[pos] = 3;
+for (let j = 0; j < n; j++)
+    tc[j] = textColor(blend(hexrgb(paint[j]), j < n_prompt ? input_rgb : output_rgb, alpha[j]));
+src.data = Object.assign({}, d, {alpha: alpha, pct: pct, text_color: tc, line_width: lw, paint: paint});
