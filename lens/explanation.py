@@ -220,6 +220,17 @@ class Explanation:
         return pd.DataFrame(rows, columns=["layer", "generated_position", "token", "rank"])
 
     # --------------------------------------------------------------- display
+    def compare(self, other: Explanation, method: str | None = None, other_method: str | None = None):
+        """This explanation's attribution (`method`, default its first) against `other`'s (`other_method`,
+        default the same method, else its first): two methods (`expl.compare(expl, "grad_x_input",
+        "attnlrp")`), two prompts, two models, a run with and without an intervention. Returns an
+        `analysis.compare.Comparison`: `.to_dict()`, `.order()` (most disagreeing pairs first); write its
+        page with `lens.viz.compare.save_comparison(cmp, path)` or `lens compare a.npz b.npz -o diff.html`."""
+        from .analysis.compare import compare
+        if not isinstance(other, Explanation):
+            raise LensError(f"compare takes another lens Explanation, not {type(other).__name__}")
+        return compare(self, other, method, other_method)
+
     def layout(self, **kw):
         """All views as one Bokeh layout (embed it in any Bokeh document or server app)."""
         from .viz import report_layout

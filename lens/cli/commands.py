@@ -149,6 +149,31 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from ..explanation import Explanation
+    from ..viz.compare import save_comparison
+
+    if args.output is None and not args.json:
+        args.output = "compare.html"
+    out = output_path(args.output, "comparison") if args.output is not None else None
+    if out is not None and (same_file(args.first, out) or same_file(args.second, out)):
+        raise LensError("the page would overwrite an explanation it compares; choose another -o")
+    a = Explanation.load(args.first)
+    b = a if same_file(args.first, args.second) else Explanation.load(args.second)
+    cmp = a.compare(b, args.method, args.other_method)
+    if out is not None:
+        save_comparison(cmp, out)
+    if args.json:
+        print(json.dumps(dict(cmp.to_dict(), page=None if out is None else str(out)), ensure_ascii=False))
+    else:
+        print(f"A: {cmp.names[0]}\nB: {cmp.names[1]}")
+        for i in cmp.order():
+            r = int(cmp.rows[i])
+            print(f"  position {r}: {cmp.tokens[0][r]!r} / {cmp.tokens[1][cmp.align[r]]!r}  {cmp.disagreement[i]:.0%} apart")
+        print(f"page: {out}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from ..store import default_models_dir, list_models
 

@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--heatmap-neurons", type=int, default=S.HEATMAP_NEURONS, help="neurons in the heatmap")
     r.set_defaults(func=C.cmd_render)
 
+    cp = sub.add_parser("compare", help="two saved explanations side by side (two methods, prompts or models): "
+                        "aligned text with the difference painted, rankings side by side", **fmt)
+    cp.add_argument("first", help="a .npz written by `lens explain --save` (A)")
+    cp.add_argument("second", help="another .npz (B); the same file again compares two of its methods")
+    cp.add_argument("--method", help="A's attribution method (default: its first)")
+    cp.add_argument("--other-method", help="B's attribution method (default: A's if B has it, else B's first)")
+    cp.add_argument("-o", "--output", help="the HTML page to write (default compare.html; with --json, only when "
+                    "-o is given)")
+    cp.add_argument("--json", action="store_true", help="print every pair's rows and disagreement as JSON")
+    cp.set_defaults(func=C.cmd_compare)
+
     co = sub.add_parser("corpus", help="profile (and explain) every prompt of a corpus on a Ray actor pool: "
                         "top activations per neuron, streaming NMF factors, a corpus report", **fmt)
     co.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
