@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lens.analysis.compare import align_tokens
+from lens.analysis.compare import align_runs, align_tokens
 
 
 def test_alignment_pairs_equal_runs_and_replacements():
@@ -17,6 +17,9 @@ def test_alignment_pairs_equal_runs_and_replacements():
     c = ["The", " big", " capital", " of", " France"]                        # an insertion: nothing pairs with it
     np.testing.assert_array_equal(align_tokens(c, a[:5]), [0, -1, 1, 2, 3])
     np.testing.assert_array_equal(align_tokens(a, a), np.arange(len(a)))
+    # generated tokens pair by step, whatever they say: " Paris" "." after A's prompt with " Rome" after B's
+    np.testing.assert_array_equal(align_runs(a, 5, b[:5] + [" Rome"], 5), [0, 1, 2, 3, 4, 5, -1])
+    np.testing.assert_array_equal(align_runs(c + ["!", "?"], 5, a, 5), [0, -1, 1, 2, 3, 5, 6])
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Two explanations side by side: two methods on one run, two prompts, two models, or a run with and
-without an intervention. The tokens are aligned (identical sequences position by position, else the
-longest matching blocks of token text, difflib's), each generated token of the first run is paired
-with the second's at the aligned position, and each pair's attribution rows are compared over the
-input tokens both runs share."""
+without an intervention. The prompts' tokens are aligned (difflib's runs of equal tokens, and the
+tokens that replace each other between them paired in order); generated tokens are paired by step
+(the t-th of one continuation with the t-th of the other, whatever each says). Each pair's
+attribution rows are compared over the input tokens both runs share."""
 from __future__ import annotations
 
 import difflib
@@ -49,7 +49,7 @@ def compare(a, b, method: str | None = None, other_method: str | None = None) ->
     method = _method(a, method, "the first explanation")
     other_method = _method(b, other_method if other_method is not None else
                            (method if method in b.attributions else None), "the second explanation")
-    align = align_tokens(a.tokens, b.tokens)
+    align = align_runs(a.tokens, a.n_prompt, b.tokens, b.n_prompt)
     n_a = len(a.tokens)
     rows, a_rows, b_rows, b_own, same = [], [], [], [], []
     for i in range(a.n_prompt, n_a):
@@ -85,6 +85,16 @@ def align_tokens(a: list[str], b: list[str]) -> np.ndarray:
         if op in ("equal", "replace"):
             k = min(i2 - i1, j2 - j1)
             out[i1:i1 + k] = np.arange(j1, j1 + k)
+    return out
+
+
+def align_runs(a: list[str], a_prompt: int, b: list[str], b_prompt: int) -> np.ndarray:
+    """[len(a)] B's position of each of A's tokens (-1: none): the prompts by `align_tokens`, the
+    generated tokens step by step."""
+    out = np.full(len(a), -1, np.int64)
+    out[:a_prompt] = align_tokens(a[:a_prompt], b[:b_prompt])
+    steps = np.arange(min(len(a) - a_prompt, len(b) - b_prompt))
+    out[a_prompt + steps] = b_prompt + steps
     return out
 
 

@@ -54,7 +54,8 @@ def comparison_view(cmp, width_chars: int = 120):
         f"<h2>lens compare</h2><p><b>A</b>: {a_name}<br><b>B</b>: {b_name}</p><p>{len(cmp.rows)} pairs of generated "
         f"tokens at aligned positions; their attribution rows are on average {mean:.0%} apart (total variation over "
         f"the input tokens both runs share, 0 = the same shares, 100 % = no overlap). <span style='{NOTE_STYLE}'>"
-        f"Tokens are aligned position by position where the texts agree, else by their longest matching runs.</span>"
+        f"The prompts are aligned by their runs of equal tokens (tokens replacing each other between runs paired in "
+        f"order); generated tokens are paired by step.</span>"
         f"</p>", name="comparison_header", width=1200)
     grid_a = rank_grid(cmp.rankings[0], [label(t) for t in a_tokens[cmp.n_prompt[0]:]], "rankings_a",
                        "A: rank of each generated token after each layer", "generated token")
