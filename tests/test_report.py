@@ -230,3 +230,17 @@ def test_ranks_in_the_text_draw_each_tokens_ranks(synthetic, tmp_path):
         assert lines["color"][rows[1]] == SETTLED_COLOR
         np.testing.assert_allclose(lines["ys"][rows[1]], want[settled_from:])
     assert tokens["ranks"][4] == "500 40 1 3 1 1" and tokens["settled"][4] == "rank 1 from layer 5"
+
+
+def test_every_figure_can_be_saved_as_png(synthetic):
+    """Papers need the views as images: every figure of the report carries Bokeh's save tool, the only
+    button its toolbar shows (hover and tap need none)."""
+    from bokeh.models import Plot, SaveTool
+
+    expl = synthetic(n_layers=4, n_prompt=5, n_gen=4)
+    plots = list(expl.layout(factors=2).select({"type": Plot}))
+    assert len(plots) >= 6
+    for p in plots:
+        saves = [t for t in p.tools if isinstance(t, SaveTool)]
+        assert len(saves) == 1 and saves[0].visible and p.toolbar_location is not None, p.name
+        assert all(not t.visible for t in p.tools if not isinstance(t, SaveTool)), p.name

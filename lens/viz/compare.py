@@ -11,7 +11,7 @@ from bokeh.layouts import column, row
 from bokeh.models import CustomJS, Select
 
 from .logit_lens import rank_grid
-from .style import INPUT_COLOR, NOTE_STYLE, OUTPUT_COLOR, SALIENCY_COLOR, js, label, rgb, text_div
+from .style import save_buttons_only, INPUT_COLOR, NOTE_STYLE, OUTPUT_COLOR, SALIENCY_COLOR, js, label, rgb, text_div
 from .text import LABEL_DY, LABEL_FONT, draw_tokens, significant, text_figure, token_layout, token_source
 
 A_COLOR, B_COLOR = "#2166ac", "#b2182b"   # the difference: blue where the first run gives more, red the second
@@ -67,7 +67,7 @@ def comparison_view(cmp, width_chars: int = 120):
                       f"<span style='color:{B_COLOR}'>red</span> where B does, in percentage points.</span>")
     layout = column(head, select, text_div("<b>A</b>"), texts[0], text_div("<b>B</b>"), texts[1],
                     text_div("<b>A − B</b>"), texts[2], legend, row(grid_a, grid_b), name="comparison_view")
-    return layout, paint
+    return save_buttons_only(layout), paint
 
 
 def comparison_html(cmp) -> str:

@@ -12,7 +12,7 @@ from bokeh.models import (ColorBar, ColumnDataSource, CustomJS, HoverTool, Linea
 from bokeh.palettes import Blues256, Viridis256
 from bokeh.plotting import figure
 
-from .style import NOTE_STYLE, drop_grids, js, label, plain, text_color, text_div
+from .style import NOTE_STYLE, drop_grids, saveable, js, label, plain, text_color, text_div
 
 MAX_WIDTH = 1300      # px a grid may take before it scrolls inside its own panel
 PROB_PALETTE = Blues256[::-1]  # white (p = 0) to dark blue (p = 1)
@@ -50,6 +50,7 @@ def rank_grid(ranks: np.ndarray, columns: list[str], name: str, title: str, x_la
                x_range=Range1d(-0.5, n_cols - 0.5), y_range=Range1d(n_layers + 0.5, 0.5), name=name,
                x_axis_location="above")
     p.title.text = plain(title)
+    saveable(p, name)
     p.rect("x", "y", 0.96, 0.94, source=src, fill_color="fill", line_color=None)
     p.text("x", "y", text="label", source=src, text_align="center", text_baseline="middle", text_color="color",
            text_font_size="10px" if cell_w < 40 else "11px")
@@ -128,6 +129,7 @@ def layer_predictions_view(expl, position: int | None = None):
            text_color="color", text_font_size="12px", text_font=value("monospace"))
     p.text("x", "y", text="prob", source=src, x_offset=cell_w / 2 - 5, text_align="right", text_baseline="middle",
            text_color="color", text_font_size="10px")
+    saveable(p, "layer_predictions")
     p.xaxis.ticker = list(range(1, k + 1))
     p.xaxis.axis_label = "candidate (1 = most probable)"
     p.yaxis.ticker = list(range(1, n_layers + 1))

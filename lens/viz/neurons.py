@@ -11,7 +11,7 @@ from bokeh.models import ColorBar, ColumnDataSource, CustomJS, HoverTool, Linear
 from bokeh.palettes import Blues256, Category10_10
 from bokeh.plotting import figure
 
-from .style import (CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, js, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
+from .style import (saveable, CHAR_W, EXCLUDED_COLOR, INPUT_COLOR, js, NOTE_STYLE, OUTPUT_COLOR, PROMPT_SHADE,
                     SPARK_BACKGROUND, drop_grids, label, plain, rgb, text_color, text_div)
 from .text import draw_tokens, significant, text_figure, token_layout, token_source
 
@@ -104,6 +104,7 @@ def sparklines(expl, factors, shown, shown_ok, palette, src, saliency_paint=None
                x_range=Range1d(x0, n - 0.5), y_range=Range1d(k, 0), min_border=2, name="sparklines",
                x_axis_type=None, y_axis_type=None)
     p.outline_line_color = None
+    saveable(p, "factor_sparklines")
     p.quad(left=-0.5, right=n - 0.5, bottom=[f + 0.95 for f in range(k)], top=[f + 0.05 for f in range(k)],
            fill_color=SPARK_BACKGROUND, line_color=None)
     p.quad(left=-0.5, right=expl.n_prompt - 0.5, bottom=k, top=0, fill_color=PROMPT_SHADE, fill_alpha=0.04,
@@ -169,6 +170,7 @@ def activations_view(expl, heat):
                title=f"Layer {layer}: the {n_neurons} most active of {d_mlp} MLP neurons, in "
                      f"{clusters} k-means clusters (bands)", name="activations")
     p.rect("x", "y", 1, 1, source=src, fill_color={"field": "value", "transform": mapper}, line_color=None)
+    saveable(p, "activations")
     bounds = [i for i in range(1, n_neurons) if cluster_of[i] != cluster_of[i - 1]]
     p.segment(x0=[-0.5] * len(bounds), x1=[n - 0.5] * len(bounds), y0=bounds, y1=bounds, line_color="#444444",
               line_width=1.5, name="cluster_boundaries")

@@ -18,7 +18,7 @@ from ..settings import DEFAULT_FACTORS, HEATMAP_CLUSTERS, HEATMAP_NEURONS
 from .logit_lens import layer_predictions_view, rankings_view, ranks_in_text_view, watch_view
 from ..analysis.neurons import neuron_heatmap
 from .neurons import activations_view, factors_view
-from .style import NOTE_STYLE, text_div
+from .style import NOTE_STYLE, save_buttons_only, text_div
 from .text import saliency_view
 
 
@@ -68,7 +68,7 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
         if nmf is not None:
             parts.append(factors_view(expl, nmf.result()))
     parts.append(heatmap)
-    return column(*parts, name="report")
+    return save_buttons_only(column(*parts, name="report"))
 
 
 def report_html(expl, **kw) -> str:

@@ -84,6 +84,30 @@ def js(*names: str) -> str:
     return "\n".join((JS_DIR / f"{name}.js").read_text() for name in names)
 
 
+def saveable(p, name: str):
+    """A figure a reader can save as PNG for a paper (Bokeh's save tool, in a toolbar that shows while
+    the mouse is over the figure). Returns the figure."""
+    from bokeh.models import SaveTool
+
+    p.add_tools(SaveTool(filename=f"lens-{name}"))
+    p.toolbar_location = "right"
+    p.toolbar.autohide = True
+    p.toolbar.logo = None
+    return p
+
+
+def save_buttons_only(layout):
+    """Hide every toolbar button but the save tool's (hover and tap work without theirs; the narrow
+    toolbar of a one-line text otherwise folds the save button into an overflow menu). Returns the layout."""
+    from bokeh.models import Plot, SaveTool
+
+    for p in layout.select({"type": Plot}):
+        for tool in p.tools:
+            if not isinstance(tool, SaveTool):
+                tool.visible = False
+    return layout
+
+
 def drop_grids(p) -> None:
     """Remove a figure's grid lines (cell views draw their own): hidden grids still cost models to
     build and serialise."""

@@ -13,7 +13,7 @@ from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, CustomJS, HoverTool, Range1d, Select, TapTool
 from bokeh.plotting import figure
 
-from .style import (CHAR_W, INPUT_COLOR, INPUT_EDGE, js, NOTE_STYLE, OUTPUT_COLOR, OUTPUT_EDGE,
+from .style import (saveable, CHAR_W, INPUT_COLOR, INPUT_EDGE, js, NOTE_STYLE, OUTPUT_COLOR, OUTPUT_EDGE,
                     SALIENCY_COLOR, display, rgb, text_div)
 
 LINE_H = 50           # px per line: a 24 px box, its percentage label below it, a gap
@@ -54,7 +54,7 @@ def text_figure(lay: dict, **kw):
                y_range=Range1d(-height + top, top), tools="", toolbar_location=None,
                min_border=0, x_axis_type=None, y_axis_type=None, **kw)  # no axes or grids: fewer models
     p.outline_line_color = None
-    return p
+    return saveable(p, kw.get("name", "text"))
 
 
 def token_source(expl, lay, name: str, **extra) -> ColumnDataSource:
