@@ -65,6 +65,8 @@ def test_method_select_switches_the_attribution(opened, report):
     # the title and the details name the method now selected
     assert "(integrated_gradients)" in opened.text_of("saliency_title")
     assert "(integrated_gradients)" in opened.text_of("saliency_details")
+    # its first position is blank, and the panel says why
+    assert alpha[0] == 0 and "held fixed along the path" in opened.text_of("saliency_details")
 
 
 def _factor_alpha(expl, f, k):

@@ -110,7 +110,8 @@ def test_details_panel_names_the_hovered_token(browser, prompt_report):
         row = expl.attributions["grad_x_input"][t]
         top = np.argsort(-row[:i], kind="stable")[:3]
         import json
-        assert f"Generated token {i}: {json.dumps(expl.tokens[i])}, p = {expl.probabilities[t]:.3f}" in text
+        assert (f"Position {i} (generated token {t + 1} of {expl.n_generated}): {json.dumps(expl.tokens[i])}, "
+                f"p = {expl.probabilities[t]:.3f}") in text
         want = ", ".join(f"{json.dumps(expl.tokens[j])} {100 * row[j]:.1f}%" for j in top)
         assert want in text
         # the panel sits above the text, never over a token
@@ -123,7 +124,7 @@ def test_details_panel_names_the_hovered_token(browser, prompt_report):
         pg.click("saliency", xs[i], ys[i])
         pg.page.mouse.move(5, 5)
         pg.page.wait_for_timeout(300)
-        assert f"Generated token {i}:" in pg.text_of("saliency_details")
+        assert f"Position {i} (generated token" in pg.text_of("saliency_details")
         assert pg.data("saliency_tokens", "line_width")[i] == 3
     finally:
         pg.close()

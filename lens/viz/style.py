@@ -33,19 +33,16 @@ MAX_SHOWN = 40        # characters of a token drawn in a box or a label; the det
 
 
 def display(token: str) -> str:
-    """A token in running text: a token of spaces only shows as ␣ (it would be invisible), newlines
-    and tabs as ↵ and ⇥, and a very long token cut with … (a 5,000-character token is one box)."""
-    if token and not token.strip(" "):
-        text = "␣" * len(token)
-    else:
-        text = token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+    """A token as every view writes it (boxes, axes, lists: one rule): every space as ␣, so ' Paris'
+    and 'Paris' differ visibly and a newline-plus-indent reads ↵␣␣␣; newlines and tabs as ↵ and ⇥; an
+    empty token as ∅; a very long token cut with … (a 5,000-character token is one box)."""
+    text = token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "").replace(" ", "␣") or "∅"
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
 
 
 def label(token: str) -> str:
-    """A token standing alone (axis labels, lists): every space shown as ␣, so ' Paris' and
-    'Paris' differ visibly."""
-    return display(token).replace(" ", "␣") or "∅"
+    """A token standing alone (axis labels, lists): `display`'s rule."""
+    return display(token)
 
 
 def _channel(c: float) -> float:

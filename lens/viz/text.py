@@ -103,7 +103,8 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
     details = text_div("<span style='color:#777'>Hover or tap a generated (yellow) token.</span>",
                        name="saliency_details", height=40, width=1100)
     paint = CustomJS(args=dict(src=src, mats={m: significant(a).tolist() for m, a in expl.attributions.items()},
-                               sinks=expl.sink_methods(), probs=[float(v) for v in expl.probabilities],
+                               sinks=expl.sink_methods(), held=_held_first(methods),
+                               probs=[float(v) for v in expl.probabilities],
                                select=select, details=details,
                                heading=heading, n_prompt=expl.n_prompt, input_rgb=rgb(INPUT_COLOR),
                                output_rgb=rgb(OUTPUT_COLOR), paint_rgb=rgb(SALIENCY_COLOR),
@@ -121,6 +122,13 @@ def saliency_view(expl, method: str | None = None, width_chars: int = 120):
     legend = text_div(f"<span style='{NOTE_STYLE}'>Grey boxes: the prompt; yellow: generated tokens. Percentages are "
                       f"each earlier token's share of the attribution.{sink}</span>")
     return column(*parts, legend, name="saliency_view")
+
+
+def _held_first(methods: list[str]) -> list[str]:
+    """The methods whose path holds the first position fixed (integrated gradients): it has no attribution."""
+    from .. import methods as M
+
+    return [m for m in methods if m in M.REGISTRY and M.REGISTRY[m].path_integral]
 
 
 def significant(a: np.ndarray, digits: int = 6) -> np.ndarray:
