@@ -40,6 +40,8 @@ class Explanation:
     # the saliency of the report's factors ([k, n, n]: factor, position, input; empty when not computed),
     # for the factors settings["factor_saliency"] names (Explainer.factor_saliency)
     factor_saliency: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
+    # every layer's and head's attention probabilities [L, H, n, n] (float16; empty unless asked: the head view)
+    attention: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0), np.float16))
 
     def __post_init__(self):
         # files of lens <= 0.2 kept these results among the settings

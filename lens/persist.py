@@ -139,6 +139,7 @@ def check(e) -> str | None:
               "activations": (e.activations, (None, n, None), "f"), "top_ids": (e.top_ids, (None, n, None), "i"),
               "top_probs": (e.top_probs, (None, n, None), "f")}
     arrays["factor_saliency"] = (e.factor_saliency, (None, None, None), "f")
+    arrays["attention"] = (e.attention, (None, None, None, None), "f")
     for name, (a, shape, k) in arrays.items():
         problem = _check_array(name, a, shape, k)
         if problem:
@@ -183,6 +184,9 @@ def check(e) -> str | None:
         return "devices is not a mapping to text"
     if not isinstance(e.family, str):
         return "family is not text"
+    att = e.attention
+    if att.size and (att.shape[0] != L or att.shape[2:] != (n, n) or ((att < 0) | (att > 1)).any()):
+        return f"attention has shape {att.shape} or values outside 0..1, not [{L}, heads, {n}, {n}] probabilities"
     fs = e.factor_saliency
     if fs.size and (_check_array("factor_saliency", fs, (None, n, n), "f") or ((fs < 0) | (fs > 1)).any()):
         return _check_array("factor_saliency", fs, (None, n, n), "f") or "factor_saliency outside 0..1"

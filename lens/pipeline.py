@@ -178,6 +178,8 @@ class Explainer:
             model.check_length(len(ids), s.max_new_tokens)
         timings, completeness = {}, None
         self.prepare(s)
+        if s.attention:
+            self.attributor.check_attention_size(len(ids) + self.new_tokens(s))
         if s.methods and self.new_tokens(s):  # a sequence whose gradients cannot fit the budget fails before generating
             self.attributor.memory_plan(len(ids) + self.new_tokens(s) - 1)
 
@@ -225,6 +227,11 @@ class Explainer:
             top_tokens=top_tokens, settings=settings_used, timings=timings,
             prompt_text=model.decode(gen.token_ids[:gen.n_prompt]), generated_text=model.decode(gen.generated_ids),
             ig_completeness_error=completeness, devices=self.devices(), family=model.architecture)
+        if s.attention:
+            t = time.perf_counter()
+            say("attention patterns")
+            expl.attention = self.attributor.attention_patterns(gen.token_ids)
+            expl.timings["attention"] = time.perf_counter() - t
         if s.faithfulness:
             t = time.perf_counter()
             say("faithfulness (AOPC)")

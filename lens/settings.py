@@ -69,6 +69,8 @@ class ExplainSettings:
     chat: bool = opt(False, "wrap the prompt in the model's chat template (instruct models)")
     continuation: str | tuple | None = opt(None, "explain this continuation of the prompt instead of generating one "
                                            "(forced decoding; --max-new-tokens and sampling do not apply)")
+    attention: bool = opt(False, "also keep every head's attention probabilities, for the head view (hover a token "
+                          "to paint what it attends to, per layer and head)")
     faithfulness: bool = opt(False, "measure each method's AOPC (masking the earlier tokens it ranks highest / "
                              "lowest) against a random ranking; shown beside the method menu")
 

@@ -106,3 +106,56 @@ def test_corpus_batches_attention_methods_as_single_runs(run):
     one = a.attribute(expl.token_ids, expl.n_prompt, method="attention_flow")
     (batched,) = a.attribute_batch([(expl.token_ids, expl.n_prompt)], method="attention_flow")
     np.testing.assert_array_equal(batched.scores, one.scores)
+
+
+def test_head_view_data_equals_pytorch_and_is_kept(run, tmp_path):
+    """explain(attention=True) keeps every layer's and head's probabilities (float16) for the head view:
+    PyTorch's output_attentions within float16's rounding; save/load keeps them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    src, explainer, _, _ = run
+    expl = explainer.explain(PROMPT, max_new_tokens=3, methods=(), attention=True)
+    model = AutoModelForCausalLM.from_pretrained(src, attn_implementation="eager", dtype="float32").eval()
+    with torch.no_grad():
+        out = model(torch.as_tensor(expl.token_ids)[None], output_attentions=True)
+    want = np.stack([a[0].numpy() for a in out.attentions])
+    assert expl.attention.dtype == np.float16 and expl.attention.shape == want.shape
+    np.testing.assert_allclose(expl.attention.astype(np.float32), want, atol=1e-3)
+    again = lens.Explanation.load(expl.save(tmp_path / "e.npz"))
+    assert np.array_equal(again.attention, expl.attention)
+
+
+def test_a_head_view_too_large_is_refused_before_generating(run, monkeypatch):
+    from lens.grad import attribution
+
+    _, explainer, _, _ = run
+    monkeypatch.setattr(attribution, "MAX_PATTERN_VALUES", 100)
+    with pytest.raises(lens.LensError, match="more than the head view takes"):
+        explainer.explain(PROMPT, max_new_tokens=3, attention=True)
+
+
+@pytest.mark.browser
+def test_hovering_a_token_paints_what_it_attends_to(run, browser, tmp_path):
+    from browser import Page
+
+    _, explainer, _, _ = run
+    expl = explainer.explain(PROMPT, max_new_tokens=3, methods=(), attention=True)
+    pg = Page(browser)
+    try:
+        pg.page.goto(expl.report(tmp_path / "r.html", factors=2).as_uri())
+        pg.page.wait_for_function("() => window.Bokeh && Array.from(Bokeh.index.all_views()).length > 5")
+        xs, ys = pg.data("head_tokens", "x"), pg.data("head_tokens", "y")
+        q = expl.n_tokens - 2
+        for layer, head in (("1", "mean"), ("2", "1")):
+            pg.choose("head_layer", layer)
+            pg.choose("head_head", head)
+            pg.hover("heads", xs[q], ys[q])
+            a = expl.attention[int(layer) - 1].astype(np.float64)
+            row = a.mean(0)[q] if head == "mean" else a[int(head) - 1, q]
+            alpha = np.asarray(pg.data("head_tokens", "alpha"))
+            np.testing.assert_allclose(alpha[1:q + 1], 0.85 * row[1:q + 1] / row[1:q + 1].max(), atol=2e-3)
+            assert alpha[0] == 0 and (alpha[q + 1:] == 0).all()
+        assert not [m for m in pg.console if m[0] in ("error", "pageerror")], pg.console
+    finally:
+        pg.close()

@@ -34,6 +34,9 @@ from .engine import (BATCH_ROWS, DEFAULT_MEMORY_BUDGET, ROW_BUCKET, SEQ_BUCKET, 
                      memory_plan)
 
 
+MAX_PATTERN_VALUES = 20_000_000  # the head view's [L, H, n, n]: SmolLM2 at ~270 tokens (40 MB in float16)
+
+
 @dataclass
 class Attribution:
     """Scores for every generated token (rows) over every position of the sequence (columns)."""
@@ -74,6 +77,7 @@ class Attributor:
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
         self._patterns: Any = None  # the jitted attention forward, built at first use
         self._factor_grad: Any = None  # the jitted factor-saliency VJP, built at first use
+        self._heads: Any = None  # the jitted per-head attention forward, built at first use
 
     @property
     def unembedding(self):
@@ -204,6 +208,30 @@ class Attributor:
         with jax_precision():
             h, patterns = self._patterns(self.params, jnp.asarray(x))
         return np.asarray(patterns)[:, :n, :n], np.asarray(h)[:n]
+
+    def attention_patterns(self, token_ids) -> np.ndarray:
+        """[L, H, n, n] every layer's and head's attention probabilities over token_ids [n] (float16:
+        the head view's data), from the JAX port (equal to PyTorch's `output_attentions`)."""
+        import jax
+        import jax.numpy as jnp
+
+        ids = np.asarray(token_ids, np.int64)
+        n, size = len(ids), _bucket(len(ids), SEQ_BUCKET, self.n_ctx)
+        self.check_attention_size(n)
+        if self._heads is None:
+            arch = self.arch
+            self._heads = jax.jit(lambda params, x: decoder.attention_patterns(x, params, arch)[1])
+        x = _pad_rows(np.asarray(self.wte[ids], np.float32), size)
+        with jax_precision():
+            patterns = self._heads(self.params, jnp.asarray(x))
+        return np.asarray(patterns)[:, :, :n, :n].astype(np.float16)
+
+    def check_attention_size(self, n: int) -> None:
+        """Refuse (before any slow work) a head view too large to keep and ship in a page."""
+        values = self.n_layers * self.n_head * n * n
+        if values > MAX_PATTERN_VALUES:
+            raise LensError(f"every head's attention over {n} tokens is {values:,} numbers, more than the head view "
+                            f"takes ({MAX_PATTERN_VALUES:,}): explain a shorter text, or without --attention")
 
     def _from_attention(self, ids, n_prompt: int, m: Method, target: str) -> Attribution:
         """An attention method's rows, and each generated token's target score from the same forward."""
