@@ -101,6 +101,25 @@ def test_sparklines_isolate_restore_and_pin(opened, report):
     assert opened.data("factor_tokens", "color") == dominant
 
 
+def test_the_colouring_toggle_switches_to_own_positions(opened, report):
+    """The article colours a generated token by the position that produced it; the toggle colours every
+    token by its own position, the text and the sparklines alike."""
+    expl = report[0]
+    f = expl.factors(3)
+    opened.page.evaluate("() => { Bokeh.documents[0].get_model_by_name('factor_colouring').active = 1; }")
+    opened.page.wait_for_timeout(300)
+    opened.click("sparklines", expl.n_tokens // 2, 1.5)                  # pin factor 2
+    own = f.token_factors[:, 1] / f.token_factors[f.positions, 1].max()
+    want = np.where(np.arange(expl.n_tokens) == 0, 1.0, 0.9 * own)     # the left-out first position greyed
+    np.testing.assert_allclose(opened.data("factor_tokens", "alpha"), want, atol=1e-4)
+    ys = opened.page.evaluate("() => Bokeh.documents[0].get_model_by_name('sparkline_lines').data.ys[1]")
+    np.testing.assert_allclose(np.asarray(ys[1:], float), 1 + 0.9 - 0.8 * own[1:], atol=1e-6)
+    opened.page.evaluate("() => { Bokeh.documents[0].get_model_by_name('factor_colouring').active = 0; }")
+    opened.page.wait_for_timeout(300)
+    np.testing.assert_allclose(opened.data("factor_tokens", "alpha"), _factor_alpha(expl, f, 1), atol=1e-4)
+    opened.click("sparklines", expl.n_tokens // 2, 1.5)                  # unpin
+
+
 def test_untrusted_tokens_stay_text(opened, report):
     expl = report[0]
     assert opened.dialogs == []

@@ -7,7 +7,8 @@ import html
 import numpy as np
 from bokeh.events import MouseLeave
 from bokeh.layouts import column, row
-from bokeh.models import ColorBar, ColumnDataSource, CustomJS, HoverTool, LinearColorMapper, Range1d, TapTool
+from bokeh.models import (ColorBar, ColumnDataSource, CustomJS, HoverTool, LinearColorMapper, RadioButtonGroup, Range1d,
+                          TapTool)
 from bokeh.palettes import Blues256, Category10_10
 from bokeh.plotting import figure
 
@@ -29,25 +30,29 @@ def factors_view(expl, factors, page_width: int = 1360):
     shown = expl.by_token(tf)                                           # [n, k] per token, the article's rule
     shown_ok = expl.by_token(factorised)                                # [n] False: left out
     palette = [Category10_10[f % 10] for f in range(k)]
-    dom = shown.argmax(1)
-    dom_alpha = [float(0.15 + 0.75 * shown[i, dom[i]]) if shown_ok[i] else 1.0 for i in range(n)]
-    dom_color = [palette[d] if shown_ok[i] else EXCLUDED_COLOR for i, d in enumerate(dom)]
     # the text takes what the sparklines leave of the page
     lay = token_layout(expl.tokens, int((page_width - spark_width(n) - LABEL_W - 20) / CHAR_W))
     bases = [INPUT_COLOR if i < expl.n_prompt else OUTPUT_COLOR for i in range(n)]
-    dom_text = [text_color(_blend(c, b, a)) for c, b, a in zip(dom_color, bases, dom_alpha)]
-    src = token_source(expl, lay, "factor_tokens", color=dom_color, alpha=dom_alpha,
-                       factor=[int(d) + 1 if shown_ok[i] else 0 for i, d in enumerate(dom)],
-                       dom_color=dom_color, dom_alpha=dom_alpha, text_color=dom_text, dom_text=dom_text)
-    src.data.update({f"act_{f}": shown[:, f].tolist() for f in range(k)})
-    src.data["ok"] = shown_ok.tolist()
-    src.tags = [-1]  # the pinned factor, -1 for none
+    # two colourings a toggle switches between: the article's (a generated token by the position that
+    # produced it) and each token's own position
+    modes = {"article": _coloring(shown, shown_ok, palette, bases), "own": _coloring(tf, factorised, palette, bases)}
+    src = token_source(expl, lay, "factor_tokens", **modes["article"],
+                       color=modes["article"]["dom_color"], alpha=modes["article"]["dom_alpha"],
+                       text_color=modes["article"]["dom_text"])
+    for mode, columns in modes.items():
+        src.data.update({f"{key}_{mode}": v for key, v in columns.items()})
+    src.tags = [-1, 0]  # the pinned factor (-1: none), the colouring (0: the article's, 1: own position)
     p = text_figure(lay, name="factor_text")
     boxes = draw_tokens(p, src, overlay=dict(fill_color="color", fill_alpha="alpha", name="factor_boxes"))
     p.add_tools(HoverTool(tooltips=[("token", "@token"), ("dominant factor", "@factor")], renderers=[boxes]))
     saliency = expl.factor_saliency_for(factors)
-    panel, paint = factor_saliency_panel(expl, saliency, palette, lay) if saliency is not None else (None, None)
-    sparks = sparklines(expl, factors, shown, shown_ok, palette, src, paint)
+    panel, paint = factor_saliency_panel(expl, saliency, palette, lay, src) if saliency is not None else (None, None)
+    sparks, lines = sparklines(expl, factors, (shown, tf), (shown_ok, factorised), palette, src, paint)
+    toggle = RadioButtonGroup(labels=["colour a generated token by the position that produced it (the article)",
+                                      "by its own position"], active=0, name="factor_colouring")
+    toggle.js_on_change("active", CustomJS(args=dict(src=src, lines=lines, toggle=toggle, palette=palette, k=k,
+                                                     excluded=EXCLUDED_COLOR),
+                                           code=js("colors", "factor_mode")))
     layers = factors.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
     left_out = "".join(f" Greyed: token {pos} ({html.escape(label(expl.tokens[pos]))}), {html.escape(why)}; "
@@ -59,7 +64,20 @@ def factors_view(expl, factors, page_width: int = 1360):
         f"activations at its position; a generated token by the activations that produced it (the position before), "
         f"as in the article, so the last prompt token and the first generated token share a value. The shaded "
         f"part of each sparkline is the prompt.{left_out}</span>", width=1200)
-    return column(title, row(sparks, p), *([panel] if panel is not None else []), name="factors_view")
+    return column(title, toggle, row(sparks, p), *([panel] if panel is not None else []), name="factors_view")
+
+
+def _coloring(values: np.ndarray, ok: np.ndarray, palette, bases) -> dict:
+    """A token colouring of the factors view: each token's dominant factor, its strength, a readable text
+    colour, and each factor's value (`act_F`); `ok` False: left out (greyed)."""
+    n = len(values)
+    dom = values.argmax(1)
+    alpha = [float(0.15 + 0.75 * values[i, dom[i]]) if ok[i] else 1.0 for i in range(n)]
+    color = [palette[d] if ok[i] else EXCLUDED_COLOR for i, d in enumerate(dom)]
+    return dict(dom_color=color, dom_alpha=alpha,
+                dom_text=[text_color(_blend(c, b, a)) for c, b, a in zip(color, bases, alpha)],
+                factor=[int(d) + 1 if ok[i] else 0 for i, d in enumerate(dom)], ok=[bool(v) for v in ok],
+                **{f"act_{f}": values[:, f].tolist() for f in range(values.shape[1])})
 
 
 SPARK_ROW, LABEL_W = 56, 190   # px per factor row; px of the labels left of the lines
@@ -70,7 +88,7 @@ def spark_width(n_tokens: int) -> int:
     return int(np.clip(8 * n_tokens, 160, 480))
 
 
-def factor_saliency_panel(expl, saliency: np.ndarray, palette, lay):
+def factor_saliency_panel(expl, saliency: np.ndarray, palette, lay, factor_src):
     """The article's "saliency of factors": a running text that a hovered sparkline point paints with
     the tokens that drive that factor there (`Explainer.factor_saliency`). Returns (the panel, the
     CustomJS the sparklines' hover calls with the hovered cell; its `cells` argument is set there)."""
@@ -84,18 +102,21 @@ def factor_saliency_panel(expl, saliency: np.ndarray, palette, lay):
     head = text_div("<b>Saliency of factors</b>: hover a point of a factor's sparkline to paint the tokens that drive "
                     f"the factor there (gradient &times; input of the factor's readout of the neurons at that position; "
                     f"shares sum to 100 %). <span style='{NOTE_STYLE}'>A generated token's point is the position "
-                    f"before it, as the sparklines draw it.</span>", width=1200)
+                    f"before it, as the sparklines draw it (its own with the colouring switched).</span>", width=1200)
     paint = CustomJS(args=dict(src=src, mats=[[significant(r).tolist() for r in f] for f in saliency], palette=palette,
                                details=details, n_prompt=expl.n_prompt, input_rgb=rgb(INPUT_COLOR),
-                               output_rgb=rgb(OUTPUT_COLOR), cells=None),
+                               output_rgb=rgb(OUTPUT_COLOR), cells=None, factor_src=factor_src),
                      code=js("colors", "factor_saliency"))
     return column(head, details, p, name="factor_saliency_view"), paint
 
 
-def sparklines(expl, factors, shown, shown_ok, palette, src, saliency_paint=None):
+def sparklines(expl, factors, values, oks, palette, src, saliency_paint=None):
     """One figure, one row per factor: its name, neuron count and top neurons (layer.neuron) drawn
     left of a line of its value over the sequence. Every factor in one figure: each Bokeh figure
-    costs ~30 models to build and serialise. `saliency_paint` (a CustomJS) also runs on a hovered point."""
+    costs ~30 models to build and serialise. `values` and `oks`: the article's colouring's [n, k]
+    values and [n] kept flags, then the own-position one's (the lines switch with the toggle).
+    `saliency_paint` (a CustomJS) also runs on a hovered point. Returns (figure, the lines' source)."""
+    (shown, own), (shown_ok, own_ok) = values, oks
     k, n = factors.k, expl.n_tokens
     width = spark_width(n)
     unit = width / n                                                    # px per position
@@ -110,8 +131,12 @@ def sparklines(expl, factors, shown, shown_ok, palette, src, saliency_paint=None
     p.quad(left=-0.5, right=expl.n_prompt - 0.5, bottom=k, top=0, fill_color=PROMPT_SHADE, fill_alpha=0.04,
            line_color=None)
     total = factors.loadings.shape[1]
-    ys = [np.where(shown_ok, f + 0.9 - 0.8 * shown[:, f], np.nan) for f in range(k)]
-    p.multi_line([np.arange(n)] * k, ys, color=palette, line_width=2)
+    line = lambda v, ok, f: np.where(ok, f + 0.9 - 0.8 * v[:, f], np.nan).tolist()
+    lines = ColumnDataSource(dict(xs=[list(range(n))] * k, ys=[line(shown, shown_ok, f) for f in range(k)],
+                                  ys_article=[line(shown, shown_ok, f) for f in range(k)],
+                                  ys_own=[line(own, own_ok, f) for f in range(k)], color=palette),
+                             name="sparkline_lines")
+    p.multi_line("xs", "ys", source=lines, color="color", line_width=2)
     texts, ty, colors, sizes, styles = [], [], [], [], []
     for f in range(k):
         n_on = factors.n_neurons(f)
@@ -136,7 +161,7 @@ def sparklines(expl, factors, shown, shown_ok, palette, src, saliency_paint=None
         p.add_tools(HoverTool(tooltips=None, renderers=[hits], callback=saliency_paint))
     p.js_on_event(MouseLeave, _factor_js(src, palette, cells, "leave"))
     cells.selected.js_on_change("indices", _factor_js(src, palette, cells, "tap"))
-    return p
+    return p, lines
 
 
 def _factor_js(src, palette, cells, action: str) -> CustomJS:

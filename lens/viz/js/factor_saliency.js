@@ -1,12 +1,14 @@
 // Saliency of factors: hovering a point of a factor's sparkline paints the tokens that drive that
 // factor at that position (their share of the gradient x input of its readout), writes each share
-// under its token and names the top three. A generated token's point is the position before it.
-// args: src (the panel's token boxes), cells (the sparkline cells: factor, x), mats [k][n][n], palette,
-// details, n_prompt, input_rgb, output_rgb
+// under its token and names the top three. A generated token's point is the position before it, unless
+// the view colours tokens by their own position.
+// args: src (the panel's token boxes), factor_src (the factors view's tokens: tags[1] its colouring),
+// cells (the sparkline cells: factor, x), mats [k][n][n], palette, details, n_prompt, input_rgb, output_rgb
 const idx = cb_data.index.indices;
 if (!idx.length) return;
 const f = cells.data.factor[idx[0]], token = cells.data.x[idx[0]];
-const pos = token < n_prompt ? token : token - 1;
+const own = factor_src.tags[1] == 1;                      // the factors view's colouring toggle
+const pos = (own || token < n_prompt) ? token : token - 1;
 const row = mats[f][pos];
 const d = src.data, n = d.x.length;
 const alpha = new Array(n).fill(0), pct = new Array(n).fill(""), tc = new Array(n), lw = new Array(n).fill(1);
