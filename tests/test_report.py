@@ -175,14 +175,15 @@ def test_layer_predictions_follow_the_chosen_position(browser, synthetic, tmp_pa
         pg.close()
 
 
-@pytest.mark.parametrize("options,layer", [({"layers": (1, 1)}, 1), ({"layers": (0, 1), "heatmap_layer": 0}, 0),
-                                           ({}, 1)])
-def test_heatmap_follows_the_layer_option(browser, tiny_explainer, tmp_path, options, layer):
+@pytest.mark.parametrize("options,layer,why", [({"layers": (1, 1)}, 1, "the last of the layers factorised"),
+                                               ({"layers": (0, 1), "heatmap_layer": 0}, 0, "as asked"),
+                                               ({}, 1, "the middle layer")])
+def test_heatmap_follows_the_layer_option(browser, tiny_explainer, tmp_path, options, layer, why):
     expl = tiny_explainer.explain("1, 2, 3, 4,", max_new_tokens=6)
     pg = _open(browser, expl.report(tmp_path / "h.html", factors=2, heatmap_neurons=20, **options))
     try:
         title = pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('activations').title.text")
-        assert title.startswith(f"Layer {layer}: the 20 most active")
+        assert title.startswith(f"Layer {layer} ({why}") and ": the 20 most active" in title
         neurons = pg.data("heatmap_cells", "neuron")
         assert {n.split(".")[0] for n in neurons} == {str(layer)}
         values = np.asarray(pg.data("heatmap_cells", "value")).reshape(20, expl.n_tokens)

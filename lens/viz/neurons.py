@@ -175,10 +175,10 @@ def _blend(top: str, bottom: str, alpha: float) -> tuple:
     return tuple(alpha * t + (1 - alpha) * b for t, b in zip(rgb(top), rgb(bottom)))
 
 
-def activations_view(expl, heat):
+def activations_view(expl, heat, why: str = ""):
     """The heatmap (`analysis.neurons.Heatmap`): the most active neurons of a layer (rows) over every
     token (columns), grouped into bands by k-means cluster; zero is white, only positive activations
-    are coloured (the article's figure)."""
+    are coloured (the article's figure). `why`: how the layer was chosen, for the title."""
     layer, order, cluster_of, img, high = heat.layer, heat.neurons, heat.clusters, heat.values, heat.high
     n, n_neurons, d_mlp, clusters = expl.n_tokens, len(order), expl.activations.shape[2], heat.n_clusters
     rows, cols = np.meshgrid(np.arange(n_neurons), np.arange(n), indexing="ij")
@@ -190,10 +190,11 @@ def activations_view(expl, heat):
     mapper = LinearColorMapper(palette=HEAT_PALETTE, low=0, high=high, high_color=HEAT_PALETTE[-1])
     cell_w = int(np.clip(1100 // max(n, 1), 14, 40))
     cell_h = int(np.clip(640 // n_neurons, 5, 14))
-    p = figure(frame_width=cell_w * n, frame_height=cell_h * n_neurons, tools="", toolbar_location=None,
-               x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(n_neurons, 0), x_axis_location="above",
-               title=f"Layer {layer}: the {n_neurons} most active of {d_mlp} MLP neurons, in "
-                     f"{clusters} k-means clusters (bands)", name="activations")
+    stripe = 0.6                                                        # columns of the clusters' colour key
+    p = figure(frame_width=int(cell_w * (n + stripe)), frame_height=cell_h * n_neurons, tools="", toolbar_location=None,
+               x_range=Range1d(-0.5 - stripe, n - 0.5), y_range=Range1d(n_neurons, 0), x_axis_location="above",
+               title=f"Layer {layer}{f' ({why})' if why else ''}: the {n_neurons} most active of {d_mlp} MLP neurons, in "
+                     f"{clusters} k-means clusters (bands, each keyed by a colour on the left)", name="activations")
     p.rect("x", "y", 1, 1, source=src, fill_color={"field": "value", "transform": mapper}, line_color=None)
     saveable(p, "activations")
     bounds = [i for i in range(1, n_neurons) if cluster_of[i] != cluster_of[i - 1]]
@@ -201,6 +202,9 @@ def activations_view(expl, heat):
               line_width=1.5, name="cluster_boundaries")
     starts = [0] + bounds
     ends = bounds + [n_neurons]
+    # each band keyed by its cluster's colour, left of the cells (the colour bar stays the activation's)
+    p.quad(left=-0.5 - stripe, right=-0.55, top=starts, bottom=ends, line_color=None, name="cluster_key",
+           fill_color=[Category10_10[int(cluster_of[a]) % 10] for a in starts])
     p.yaxis.ticker = [(a + b) / 2 for a, b in zip(starts, ends)]
     p.yaxis.major_label_overrides = {(a + b) / 2: f"cluster {int(cluster_of[a]) + 1}" for a, b in zip(starts, ends)}
     p.yaxis.major_tick_line_color = None

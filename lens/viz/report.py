@@ -51,6 +51,8 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
     from ..analysis.neurons import select_layers
 
     chosen = select_layers(expl.n_layers, layers) if layers is not None else None
+    why = ("as asked" if heatmap_layer is not None else "the last of the layers factorised" if chosen else
+           "the middle layer; --heatmap-layer picks another")
     heatmap_layer = heatmap_layer if heatmap_layer is not None else chosen[-1] if chosen else expl.n_layers // 2
     select_layers(expl.n_layers, heatmap_layer)
     n_factorised = expl.n_tokens - (0 if include_first else 1)
@@ -65,7 +67,7 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
         if expl.watched:
             parts.append(watch_view(expl))
         heatmap = activations_view(expl, neuron_heatmap(expl.activations, heatmap_layer, heatmap_neurons,
-                                                        HEATMAP_CLUSTERS))
+                                                        HEATMAP_CLUSTERS), why)
         if nmf is not None:
             parts.append(factors_view(expl, nmf.result()))
     parts.append(heatmap)
