@@ -33,6 +33,34 @@ def _worker(explainer) -> tuple:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="lens-explain"), threading.Lock()
 
 
+MAX_SERVE_FACTORS = 10
+
+
+def serve_request(explainer, limits: ServeSettings, text, n_new, methods=("grad_x_input",), factors=5, watch="",
+                  chat=False):
+    """One request of the app, checked as the CLI checks its options: (Explanation, report layout).
+    `watch`: watched tokens, one per line."""
+    from .settings import DEFAULT_FACTORS, ExplainSettings
+    from .viz import report_layout
+
+    model = explainer.model
+    if not isinstance(text, str) or not text.strip():
+        raise LensError("the prompt is empty")
+    n = len(model.prompt_ids(model.chat_prompt(text) if chat else text))
+    if n > limits.max_prompt_tokens:
+        raise LensError(f"the prompt has {n} tokens; this server takes at most {limits.max_prompt_tokens}")
+    if not isinstance(n_new, (int, float)) or n_new != int(n_new) or not 1 <= n_new <= limits.max_new_tokens:
+        raise LensError(f"new tokens must be between 1 and {limits.max_new_tokens}")
+    if not isinstance(factors, (int, float)) or factors != int(factors) or not 1 <= factors <= MAX_SERVE_FACTORS:
+        raise LensError(f"factors must be between 1 and {MAX_SERVE_FACTORS}")
+    watched = tuple(w for w in (watch or "").split("\n") if w.strip())
+    settings = ExplainSettings(max_new_tokens=int(n_new), methods=tuple(methods or ()), watch=watched, chat=bool(chat))
+    expl = explainer.explain(text, settings)
+    k = min(int(factors or DEFAULT_FACTORS), expl.n_tokens - 1)
+    # the layout is built here too, so its errors reach this session like the explain's do
+    return expl, report_layout(expl, factors=k if k >= 1 else 0)
+
+
 def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
                   prompt: str = "William Shakespeare was born in the year"):
     """Add lens's prompt box, Explain button, status line and the report's views to a Bokeh document.
@@ -41,30 +69,27 @@ def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
     the event loop keeps serving other sessions; a failing request is shown to its own session only;
     prompts are capped by `limits`. Returns the root layout added."""
     from bokeh.layouts import column, row
-    from bokeh.models import Button, Spinner, TextAreaInput
+    from bokeh.models import Button, Checkbox, MultiChoice, Spinner, TextAreaInput
 
-    from .viz import report_layout
+    from . import methods as M
     from .viz.style import text_div
 
     model = explainer.model
     worker, lock = _worker(explainer)
 
-    def explain(text: str, n_new):
-        if not isinstance(text, str) or not text.strip():
-            raise LensError("the prompt is empty")
-        n = len(model.prompt_ids(text))
-        if n > limits.max_prompt_tokens:
-            raise LensError(f"the prompt has {n} tokens; this server takes at most {limits.max_prompt_tokens}")
-        if not isinstance(n_new, (int, float)) or n_new != int(n_new) or not 1 <= n_new <= limits.max_new_tokens:
-            raise LensError(f"new tokens must be between 1 and {limits.max_new_tokens}")
+    def explain(*args):
         with lock:
-            expl = explainer.explain(text, max_new_tokens=int(n_new))
-        # the layout is built here too, so its errors reach this session like the explain's do
-        return expl, report_layout(expl)
+            return serve_request(explainer, limits, *args)
 
     box = TextAreaInput(title="Prompt", value=prompt, rows=3, width=600, name="prompt")
     n_new = Spinner(title="New tokens", low=1, high=limits.max_new_tokens, step=1,
                     value=min(10, limits.max_new_tokens), width=120, name="new_tokens")
+    methods = MultiChoice(title="Attribution methods", value=["grad_x_input"], options=list(M.names()), width=420,
+                          name="methods")
+    factors = Spinner(title="Factors", low=1, high=MAX_SERVE_FACTORS, step=1, value=5, width=90, name="factors")
+    watch = TextAreaInput(title="Watched tokens (one a line)", value="", rows=2, width=220, name="watch")
+    chat = Checkbox(label="the model's chat template", active=False, name="chat",
+                    visible=bool(model.manifest.get("chat_template")))
     button = Button(label="Explain", button_type="primary", width=120, name="explain")
     status = text_div(f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600)  # never TeX
     results = column(text_div(""), name="results")  # not empty: Bokeh warns about an empty layout
@@ -90,10 +115,11 @@ def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
     def clicked():
         button.disabled = True
         status.text = "explaining..."
-        worker.submit(explain, box.value, n_new.value).add_done_callback(finished)
+        worker.submit(explain, box.value, n_new.value, list(methods.value), factors.value, watch.value,
+                      chat.active).add_done_callback(finished)
 
     button.on_click(clicked)
-    root = column(row(box, column(n_new, button)), status, results)
+    root = column(row(box, column(n_new, button)), row(methods, factors, watch, chat), status, results)
     doc.add_root(root)
     return root
 

@@ -83,3 +83,27 @@ def test_ten_sessions_three_requests_two_waves(browser, server, tiny_explainer):
     err = proc.stderr.read()
     assert "stopping (SIGTERM)" in err and "Traceback" not in err, err
     assert "EMPTY_LAYOUT" not in err
+
+
+def test_a_request_takes_methods_factors_watched_tokens_and_chat(tiny_explainer):
+    """The app's controls reach the explanation as the CLI's options do, and are checked the same way."""
+    from bokeh.models import Plot
+
+    from lens.errors import LensError
+    from lens.serve import serve_request
+    from lens.settings import ServeSettings
+
+    limits = ServeSettings(max_new_tokens=4, max_prompt_tokens=40)
+    expl, layout = serve_request(tiny_explainer, limits, "The capital of France is", 3, ["gradient", "attention_flow"],
+                                 2, " Paris\n the\n", False)
+    assert list(expl.attributions) == ["gradient", "attention_flow"] and list(expl.watched) == [" Paris", " the"]
+    want = tiny_explainer.explain("The capital of France is", max_new_tokens=3, methods=("gradient",))
+    assert (expl.attributions["gradient"] == want.attributions["gradient"]).all()
+    sparks = [p for p in layout.select({"type": Plot}) if p.name == "sparklines"]
+    assert len(sparks) == 1 and sparks[0].y_range.start == 2                 # 2 factors
+    for args, fragment in (((3, ["lime"], 2, "", False), "unknown attribution method"),
+                           ((3, ["grad_x_input"], 0, "", False), "factors must be between 1 and"),
+                           ((9, ["grad_x_input"], 2, "", False), "new tokens must be between 1 and 4"),
+                           ((3, ["grad_x_input"], 2, "", True), "chat template")):
+        with pytest.raises(LensError, match=fragment):
+            serve_request(tiny_explainer, limits, "The capital of France is", *args)
