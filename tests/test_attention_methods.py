@@ -42,9 +42,9 @@ def _networkx_flow(att: np.ndarray, n_prompt: int) -> np.ndarray:
     return out
 
 
-@pytest.fixture(scope="module")
-def run(tiny_llama):
-    src, folder = tiny_llama
+@pytest.fixture(scope="module", params=["tiny", "tiny_llama"])
+def run(request):
+    src, folder = request.getfixturevalue(request.param)
     explainer = lens.Explainer.load(folder)
     expl = explainer.explain(PROMPT, max_new_tokens=5, methods=("attention_rollout", "attention_flow", "grad_x_input"))
     return src, explainer, expl, _torch_attention(src, expl.token_ids)

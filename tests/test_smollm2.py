@@ -155,3 +155,35 @@ def test_float16_export_reads_like_float32(explainer, reference, tmp_path_factor
     np.testing.assert_allclose(b.probabilities, a.probabilities, atol=1e-2)
     np.testing.assert_allclose(b.attributions["grad_x_input"], a.attributions["grad_x_input"], atol=5e-3)
     assert (a.ranks == b.ranks)[:, :-1][-5:].mean() > 0.9    # the last layers' ranks: near-ties apart, the same
+
+
+def test_attention_rollout_and_flow_on_real_weights(explainer, reference):
+    """On SmolLM2's own attention (PyTorch, eager): rollout is the product of the residual-mixed head
+    means and puts ~all of every row on the attention sink; flow equals networkx's max-flow (the
+    authors' algorithm) within 1e-6 and spreads."""
+    import networkx as nx
+    import torch
+
+    from lens.methods import AttentionFlow, AttentionRollout
+
+    expl = explainer.explain("William Shakespeare was born in the year", max_new_tokens=2,
+                             methods=("attention_rollout", "attention_flow"))
+    with torch.no_grad():
+        out = reference(torch.as_tensor(expl.token_ids)[None], output_attentions=True)
+    att = np.stack([a[0].mean(0).numpy() for a in out.attentions]).astype(np.float64)
+    a = 0.5 * att + 0.5 * np.eye(att.shape[-1])
+    n = expl.n_prompt
+    rolled = np.tril(np.linalg.multi_dot(a[::-1]))[n - 1:-1]
+    np.testing.assert_allclose(AttentionRollout().score_attention(att, n), rolled / rolled.sum(1, keepdims=True),
+                               atol=1e-9)
+    np.testing.assert_allclose(expl.attributions["attention_rollout"], rolled / rolled.sum(1, keepdims=True), atol=1e-5)
+    assert expl.attributions["attention_rollout"][:, 0].min() > 0.99
+    q, g = n - 1, nx.DiGraph()                                          # the first generated token's row
+    for l in range(1, len(a) + 1):
+        for i in range(q + 1):
+            for j in range(i + 1):
+                g.add_edge((l, i), (l - 1, j), capacity=a[l - 1, i, j])
+    row = np.array([nx.maximum_flow_value(g, (len(a), q), (0, k)) for k in range(q + 1)])
+    np.testing.assert_allclose(AttentionFlow().score_attention(att, n)[0, :n], row / row.sum(), atol=1e-6)
+    np.testing.assert_allclose(expl.attributions["attention_flow"][0, :n], row / row.sum(), atol=1e-4)
+    assert expl.attributions["attention_flow"][0].max() < 0.5
