@@ -20,6 +20,16 @@ def mlp_post(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
+def pattern(layer: int) -> str:
+    """Attention probabilities of block `layer`, [batch, n_heads, seq, past + seq] (exported on request)."""
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def attention_taps(n_layers: int) -> list[str]:
+    """The attention taps `lens export --attention-taps` adds."""
+    return [pattern(l) for l in range(n_layers)]
+
+
 def all_taps(n_layers: int) -> list[str]:
     """Every tap an exported graph carries, in a fixed order."""
     names = [EMBED]

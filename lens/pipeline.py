@@ -13,7 +13,7 @@ from . import methods as M
 from .errors import LensError
 from .explanation import Explanation, next_tokens
 from .runtime import Model, load
-from .settings import EXPLAIN, ExplainSettings
+from .settings import EXPLAIN, ExplainSettings, check_attention_size
 
 
 class Explainer:
@@ -179,7 +179,7 @@ class Explainer:
         timings, completeness = {}, None
         self.prepare(s)
         if s.attention:
-            self.attributor.check_attention_size(len(ids) + self.new_tokens(s))
+            check_attention_size(model.n_layers, model.n_heads, len(ids) + self.new_tokens(s))
         if s.methods and self.new_tokens(s):  # a sequence whose gradients cannot fit the budget fails before generating
             self.attributor.memory_plan(len(ids) + self.new_tokens(s) - 1)
 
@@ -230,7 +230,11 @@ class Explainer:
         if s.attention:
             t = time.perf_counter()
             say("attention patterns")
-            expl.attention = self.attributor.attention_patterns(gen.token_ids)
+            if model.attention_taps:  # the graph's own (lens export --attention-taps)
+                expl.attention = model.attention(gen.token_ids).astype(np.float16)
+            else:
+                expl.attention = self.attributor.attention_patterns(gen.token_ids)
+            expl.settings["attention_from"] = "onnxruntime" if model.attention_taps else "jax"
             expl.timings["attention"] = time.perf_counter() - t
         if s.faithfulness:
             t = time.perf_counter()

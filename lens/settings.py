@@ -19,6 +19,15 @@ DEFAULT_FACTORS = 5           # NMF factors in the report (fewer for a shorter s
 HEATMAP_NEURONS = 64          # most active neurons the report's heatmap shows
 HEATMAP_CLUSTERS = 6
 MAX_IG_STEPS = 1024
+MAX_PATTERN_VALUES = 20_000_000  # the head view's [L, H, n, n]: SmolLM2 at ~270 tokens (40 MB in float16)
+
+
+def check_attention_size(n_layers: int, n_heads: int, n: int) -> None:
+    """Refuse (before any slow work) a head view too large to keep and ship in a page."""
+    values = n_layers * n_heads * n * n
+    if values > MAX_PATTERN_VALUES:
+        raise LensError(f"every head's attention over {n} tokens is {values:,} numbers, more than the head view "
+                        f"takes ({MAX_PATTERN_VALUES:,}): explain a shorter text, or without --attention")
 
 
 def opt(default, help: str, flag: str | None = None, **argparse_kw):

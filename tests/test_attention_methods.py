@@ -127,10 +127,10 @@ def test_head_view_data_equals_pytorch_and_is_kept(run, tmp_path):
 
 
 def test_a_head_view_too_large_is_refused_before_generating(run, monkeypatch):
-    from lens.grad import attribution
+    from lens import settings
 
     _, explainer, _, _ = run
-    monkeypatch.setattr(attribution, "MAX_PATTERN_VALUES", 100)
+    monkeypatch.setattr(settings, "MAX_PATTERN_VALUES", 100)
     with pytest.raises(lens.LensError, match="more than the head view takes"):
         explainer.explain(PROMPT, max_new_tokens=3, attention=True)
 
@@ -159,3 +159,46 @@ def test_hovering_a_token_paints_what_it_attends_to(run, browser, tmp_path):
         assert not [m for m in pg.console if m[0] in ("error", "pageerror")], pg.console
     finally:
         pg.close()
+
+
+@pytest.fixture(scope="module")
+def with_taps(tiny_llama, tmp_path_factory):
+    from lens.export import export_model
+
+    src, _ = tiny_llama
+    return src, export_model(str(src), models_dir=tmp_path_factory.mktemp("attention_taps"), attention_taps=True)
+
+
+def test_attention_taps_exported_on_request(with_taps, tiny_llama):
+    """`lens export --attention-taps`: every layer's attention probabilities are graph outputs, validated at
+    export and equal to PyTorch's output_attentions, over a prompt and in blocks that read the cache; the
+    default graph has none (its speed is untouched), and the head view reads the graph's when it has them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lens import hooks
+    from lens.runtime import model as runtime_model
+
+    src, folder = with_taps
+    model = lens.load(folder)
+    assert model.attention_taps == hooks.attention_taps(model.n_layers)
+    assert "blocks.0.attn.hook_pattern" in model.manifest["validation"]["per_output"]
+    assert lens.load(tiny_llama[1]).attention_taps == []
+    outputs = {o.name for o in lens.load(tiny_llama[1]).session.get_outputs()}
+    assert not any(o.endswith("hook_pattern") for o in outputs)
+    ids = model.encode(PROMPT)
+    reference = AutoModelForCausalLM.from_pretrained(src, attn_implementation="eager", dtype="float32").eval()
+    with torch.no_grad():
+        want = np.stack([a[0].numpy() for a in reference(torch.as_tensor(ids)[None], output_attentions=True).attentions])
+    np.testing.assert_allclose(model.attention(ids), want, atol=1e-5)
+    old = runtime_model.PREFILL_BLOCK
+    runtime_model.PREFILL_BLOCK = 3                                       # blocks of 3 queries, each after the cache
+    try:
+        np.testing.assert_allclose(model.attention(ids), want, atol=1e-5)
+    finally:
+        runtime_model.PREFILL_BLOCK = old
+    expl = lens.Explainer(model).explain(PROMPT, max_new_tokens=2, methods=(), attention=True)
+    assert expl.settings["attention_from"] == "onnxruntime"
+    jax = lens.Explainer.load(tiny_llama[1]).explain(PROMPT, max_new_tokens=2, methods=(), attention=True)
+    assert jax.settings["attention_from"] == "jax"
+    np.testing.assert_allclose(expl.attention.astype(np.float32), jax.attention.astype(np.float32), atol=2e-3)

@@ -41,7 +41,7 @@ def cmd_export(args) -> int:
 
     path = export_model(args.model, models_dir=args.models_dir, name=args.name, force=args.force,
                         validate=not args.no_validate, revision=args.revision, bos=args.bos, progress=_stage,
-                        dtype=args.dtype)
+                        dtype=args.dtype, attention_taps=args.attention_taps)
     print(path)
     return 0
 

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
     e.add_argument("--force", action="store_true", help="export again even if the model is there")
     e.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
+    e.add_argument("--attention-taps", action="store_true",
+                   help="also every layer's attention probabilities as graph outputs (the head view reads them; "
+                        "without, it reads the JAX port's)")
     e.add_argument("--dtype", choices=S.DTYPES, default="float32",
                    help="precision of the graph's weights, activations and KV cache (float16: the GPU path, half "
                         "the memory; validated at half-precision tolerance)")

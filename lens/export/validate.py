@@ -16,8 +16,9 @@ from ..errors import LensError
 RTOL = 1e-4  # of each tensor's scale: real checkpoints have activations in the thousands
 
 
-def torch_taps(model, token_ids, family=None, past=None) -> dict[str, np.ndarray]:
-    """Run a transformers causal LM on token_ids [batch, seq]; return logits and every tap as numpy.
+def torch_taps(model, token_ids, family=None, past=None, attention: bool = False) -> dict[str, np.ndarray]:
+    """Run a transformers causal LM on token_ids [batch, seq]; return logits and every tap as numpy
+    (with `attention`, every layer's attention probabilities too, as `hooks.pattern(l)`).
 
     With `past` (a transformers cache from an earlier call) this is one KV-cached step; the returned
     dict then also holds `past` for the next step.
@@ -38,12 +39,14 @@ def torch_taps(model, token_ids, family=None, past=None) -> dict[str, np.ndarray
     handles.append(norm.register_forward_hook(lambda mod, args, out: got.__setitem__(hooks.LN_FINAL, out)))
     try:
         with torch.no_grad():
-            out = model(torch.as_tensor(token_ids), past_key_values=past, use_cache=True)
+            out = model(torch.as_tensor(token_ids), past_key_values=past, use_cache=True, output_attentions=attention)
     finally:
         for h in handles:
             h.remove()
     res = {"logits": out.logits.numpy()}
     res.update({k: v.detach().numpy() for k, v in got.items()})
+    if attention:
+        res.update({hooks.pattern(l): a.numpy() for l, a in enumerate(out.attentions)})
     res["past"] = out.past_key_values
     return res
 
@@ -95,7 +98,7 @@ class _Worst:
                 "per_output": self.worst}
 
 
-def torch_references(torch_model, d_vocab: int, n_ctx: int, lengths=(1, 7, 19), seed=0) -> dict:
+def torch_references(torch_model, d_vocab: int, n_ctx: int, lengths=(1, 7, 19), seed=0, attention: bool = False) -> dict:
     """Everything the validation compares with, computed by the PyTorch model (eager attention) while
     it is loaded: full passes of a few lengths (past every sliding window the tiny test models have),
     a 5-token pass then one KV-cached step, and the gradient `validate_port` checks. The exporter then
@@ -107,10 +110,10 @@ def torch_references(torch_model, d_vocab: int, n_ctx: int, lengths=(1, 7, 19), 
     passes = []
     for n in lengths:
         ids = rng.integers(0, d_vocab, size=(1, min(n, n_ctx)))
-        passes.append((f"a {n}-token pass", ids, without_past(torch_taps(torch_model, ids, family))))
+        passes.append((f"a {n}-token pass", ids, without_past(torch_taps(torch_model, ids, family, attention=attention))))
     ids = rng.integers(0, d_vocab, size=(1, 6))
     first = torch_taps(torch_model, ids[:, :5], family)
-    step = without_past(torch_taps(torch_model, ids[:, 5:], family, past=first["past"]))
+    step = without_past(torch_taps(torch_model, ids[:, 5:], family, past=first["past"], attention=attention))
     port_ids = rng.integers(0, d_vocab, size=min(max(lengths), n_ctx))
     targets = np.random.default_rng(len(port_ids)).integers(0, d_vocab, size=len(port_ids))
     resid, grad, logits = torch_gradient(torch_model, family, port_ids, targets)
@@ -132,11 +135,12 @@ def validate_export(folder, manifest_data: dict, references: dict) -> dict:
         for key, want in ref.items():
             w.compare(key, ours[key], want, f"the ONNX graph on {what}")
 
+    patterns = model.attention_taps
     for what, ids, ref in references["passes"]:
-        compare(model.session_run(ids, taps=True), ref, what)
+        compare(model.session_run(ids, taps=True, outputs=patterns), ref, what)
     ids, ref = references["step"]
     cache = model.session_run(ids[:, :5], taps=False)["present"]
-    compare(model.session_run(ids[:, 5:], past=cache, taps=True), ref, "a KV-cached step")
+    compare(model.session_run(ids[:, 5:], past=cache, taps=True, outputs=patterns), ref, "a KV-cached step")
     store = ModelFolder(model.folder)
     store.__dict__["manifest"] = manifest_data
     del model, cache

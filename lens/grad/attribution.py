@@ -26,15 +26,13 @@ from ..errors import LensError
 from ..families import decoder
 from ..families.rules import RULES
 from ..methods import TARGETS, Method
+from ..settings import check_attention_size
 from ..methods import get as get_method
 from ..store import ModelFolder
 from ..families.decoder import Memory
 from .engine import (BATCH_ROWS, DEFAULT_MEMORY_BUDGET, ROW_BUCKET, SEQ_BUCKET, STEP_CHUNK, Chunk, _bucket,
                      _compiled, _pad_rows, _pad_to, _path, enable_compilation_cache, in_place, jax_precision,
                      memory_plan)
-
-
-MAX_PATTERN_VALUES = 20_000_000  # the head view's [L, H, n, n]: SmolLM2 at ~270 tokens (40 MB in float16)
 
 
 @dataclass
@@ -217,7 +215,7 @@ class Attributor:
 
         ids = np.asarray(token_ids, np.int64)
         n, size = len(ids), _bucket(len(ids), SEQ_BUCKET, self.n_ctx)
-        self.check_attention_size(n)
+        check_attention_size(self.n_layers, self.n_head, n)
         if self._heads is None:
             arch = self.arch
             self._heads = jax.jit(lambda params, x: decoder.attention_patterns(x, params, arch)[1])
@@ -225,13 +223,6 @@ class Attributor:
         with jax_precision():
             patterns = self._heads(self.params, jnp.asarray(x))
         return np.asarray(patterns)[:, :, :n, :n].astype(np.float16)
-
-    def check_attention_size(self, n: int) -> None:
-        """Refuse (before any slow work) a head view too large to keep and ship in a page."""
-        values = self.n_layers * self.n_head * n * n
-        if values > MAX_PATTERN_VALUES:
-            raise LensError(f"every head's attention over {n} tokens is {values:,} numbers, more than the head view "
-                            f"takes ({MAX_PATTERN_VALUES:,}): explain a shorter text, or without --attention")
 
     def _from_attention(self, ids, n_prompt: int, m: Method, target: str) -> Attribution:
         """An attention method's rows, and each generated token's target score from the same forward."""

@@ -118,6 +118,8 @@ class Model(Prompts, Generating, Masking):
         self._past_names = [f"past_key_values.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self.taps = hooks.all_taps(self.n_layers)
+        # attention probabilities, in graphs exported with --attention-taps (session_run's `outputs`, `attention`)
+        self.attention_taps = [h for h in hooks.attention_taps(self.n_layers) if h in (m.get("taps") or {})]
         self._kv_shape = (m["n_kv_heads"], m["d_head"])
         self.dtype = m.get("dtype", "float32")  # of the graph's weights, activations and KV cache (`lens export --dtype`)
         self._special_ids = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
@@ -199,6 +201,7 @@ class Model(Prompts, Generating, Masking):
         if logits_from and graph_slices:
             feed[hooks.LOGITS_FROM] = np.asarray([logits_from], np.int64)
         names = ["logits", *self._present_names] + (self.taps if taps else [t for t in outputs if t in self.taps])
+        names += [t for t in outputs if t in self.attention_taps]
         values = self.session.run(names, feed)
         out = dict(zip(names, values))
         if logits_from and not graph_slices:
@@ -223,6 +226,23 @@ class Model(Prompts, Generating, Masking):
         trace = TraceWriter(self, len(ids))
         self.prefill(ids, taps=True, each=trace.add)
         return trace.trace()
+
+    def attention(self, token_ids) -> np.ndarray:
+        """[L, H, n, n] every layer's attention probabilities over token_ids [n] (a graph exported with
+        `lens export --attention-taps`), in blocks of PREFILL_BLOCK queries, each reading the cache."""
+        if not self.attention_taps:
+            raise LensError(f"{self.name} was exported without attention taps (lens export --attention-taps)")
+        ids = np.asarray(token_ids, dtype=np.int64)
+        n = len(ids)
+        out = np.zeros((self.n_layers, self.n_heads, n, n), np.float32)
+        past = None
+        for b0 in range(0, n, PREFILL_BLOCK):
+            b1 = min(n, b0 + PREFILL_BLOCK)
+            res = self.session_run(ids[b0:b1], past, outputs=self.attention_taps, logits_from=-1)
+            for l, name in enumerate(self.attention_taps):
+                out[l, :, b0:b1, :b1] = res[name][0]
+            past = res["present"]
+        return out
 
     def prefill(self, token_ids, past=None, taps: bool = False, logits_from: int = 0, each=None) -> dict:
         """`session_run` over a sequence (a prompt, or one generated token) in blocks of PREFILL_BLOCK
