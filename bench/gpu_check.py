@@ -8,7 +8,6 @@ and inseq's gradient x input on the same GPU where inseq is installed (a peer, n
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -17,19 +16,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import median_time  # noqa: E402 - bench/ is the script's folder
 
 PROMPT = "William Shakespeare was born in the year 1564 in Stratford-upon-Avon, England. He"
 NEW = 20
-
-
-def median_time(fn, repeats=3):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -53,7 +43,7 @@ def main() -> int:
                 assert gpu.model.providers[0] == "CUDAExecutionProvider", gpu.model.providers
                 expl = gpu.explain(PROMPT, max_new_tokens=NEW)
                 assert expl.devices.get("jax") == "gpu", expl.devices
-                gpu_s = median_time(lambda: gpu.explain(PROMPT, max_new_tokens=NEW))
+                gpu_s = median_time(lambda: gpu.explain(PROMPT, max_new_tokens=NEW), repeats=3)
                 with jax.default_device(jax.devices("cpu")[0]):
                     cpu = lens.Explainer(lens.load(folder, providers=["CPUExecutionProvider"]))
                     ref = cpu.explain(PROMPT, max_new_tokens=NEW)
@@ -89,7 +79,7 @@ def _inseq():
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     m = inseq.load_model(model, "input_x_gradient", tokenizer=tokenizer)
     return median_time(lambda: m.attribute(PROMPT, generation_args=dict(max_new_tokens=NEW, do_sample=False),
-                                           attributed_fn="logit", show_progress=False))
+                                           attributed_fn="logit", show_progress=False), repeats=3)
 
 
 if __name__ == "__main__":
