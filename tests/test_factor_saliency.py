@@ -100,3 +100,14 @@ def test_hovering_a_sparkline_point_paints_what_drives_the_factor(case, browser,
         assert not [m for m in pg.console if m[0] in ("error", "pageerror")], pg.console
     finally:
         pg.close()
+
+
+def test_other_layers_after_the_first_call_are_their_own(case):
+    """The compiled VJP bakes the layers in: a second call with other layers must not reuse the first's."""
+    _, explainer, expl, _ = case
+    one = explainer.attributor.factor_saliency(expl.token_ids, expl.factors(2, layers=(1,)).loadings, [1], [3, 4])
+    both = expl.factors(2, layers=(0, 1))
+    again = explainer.attributor.factor_saliency(expl.token_ids, both.loadings, [0, 1], [3, 4])
+    first_only = explainer.attributor.factor_saliency(expl.token_ids, both.loadings[:, :expl.activations.shape[2]],
+                                                      [0], [3, 4])
+    assert not np.allclose(again[:, 3], first_only[:, 3]) and not np.allclose(one[:, 3], first_only[:, 3])

@@ -74,7 +74,7 @@ class Attributor:
             folder.release_weight_pages()
         self.memory_budget = memory_budget_bytes or int(os.environ.get("LENS_GRAD_MEMORY", DEFAULT_MEMORY_BUDGET))
         self._patterns: Any = None  # the jitted attention forward, built at first use
-        self._factor_grad: Any = None  # the jitted factor-saliency VJP, built at first use
+        self._factor_grads: dict = {}  # the jitted factor-saliency VJPs, by (layers, memory plan)
         self._heads: Any = None  # the jitted per-head attention forward, built at first use
 
     @property
@@ -256,17 +256,19 @@ class Attributor:
         rows = [(f, int(p)) for f in range(k) for p in positions]
         fit, mem = self.memory_plan(n)
         chunk = max(1, min(fit, len(rows)))
-        arch, sel = self.arch, jnp.asarray(layers)
+        key = (tuple(layers), mem)
+        if key not in self._factor_grads:  # the layers and the plan are baked into the compiled function
+            arch, sel = self.arch, np.asarray(layers)
 
-        def readout(params, x, dirs):                                  # x [n, d] -> [k, n]
-            acts = decoder.neurons(x, params, arch, mem)[sel]          # [L_sel, n, m]
-            return jnp.einsum("lnm,klm->kn", acts, dirs)
+            def readout(params, x, dirs):                              # x [n, d] -> [k, n]
+                acts = decoder.neurons(x, params, arch, mem)[sel]      # [L_sel, n, m]
+                return jnp.einsum("lnm,klm->kn", acts, dirs)
 
-        if self._factor_grad is None:
             def grads(params, x, dirs, cot):                           # cot [C, k, n] -> [C, n, d]
                 _, vjp = jax.vjp(lambda e: readout(params, e, dirs), x)
                 return jax.vmap(lambda c: vjp(c)[0])(cot)
-            self._factor_grad = jax.jit(grads)
+            self._factor_grads[key] = jax.jit(grads)
+        factor_grad = self._factor_grads[key]
         x = np.asarray(self.wte[ids], np.float32)
         out = np.zeros((k, n, n), np.float32)
         with jax_precision():
@@ -275,7 +277,7 @@ class Attributor:
                 cot = np.zeros((chunk, k, n), np.float32)              # padded to one compiled shape
                 for r, (f, p) in enumerate(part):
                     cot[r, f, p] = 1.0
-                g = np.asarray(self._factor_grad(self.params, jnp.asarray(x), jnp.asarray(directions), jnp.asarray(cot)))
+                g = np.asarray(factor_grad(self.params, jnp.asarray(x), jnp.asarray(directions), jnp.asarray(cot)))
                 for r, (f, p) in enumerate(part):
                     s = np.linalg.norm(g[r, :p + 1] * x[:p + 1], axis=-1)
                     out[f, p, :p + 1] = s / max(float(s.sum()), 1e-30)
