@@ -246,3 +246,33 @@ def test_every_figure_can_be_saved_as_png(synthetic):
         saves = [t for t in p.tools if isinstance(t, SaveTool)]
         assert len(saves) == 1 and saves[0].visible and p.toolbar_location is not None, p.name
         assert all(not t.visible for t in p.tools if not isinstance(t, SaveTool)), p.name
+
+
+def test_one_display_rule_and_the_small_fixes(synthetic):
+    """Tokens read the same in every view (a leading space and an indent marked); a grid of few columns
+    widens to its title; the sparkline tooltip sits right of the point (it covered the factors' labels);
+    each heatmap band is keyed by its cluster's colour."""
+    from bokeh.models import ColumnDataSource, HoverTool, Plot
+    from bokeh.palettes import Category10_10
+
+    from lens.viz.logit_lens import rank_grid
+    from lens.viz.style import display, label
+
+    assert [display(t) for t in (" Paris", "\n   ", "", "a\tb")] == ["␣Paris", "↵␣␣␣", "∅", "a⇥b"]
+    expl = synthetic(n_layers=4, n_prompt=5, n_gen=2)
+    expl.tokens[2] = "\n   "
+    layout = expl.layout(factors=2)
+    sources = {s.name: s for s in layout.select({"type": ColumnDataSource}) if s.name}
+    assert sources["saliency_tokens"].data["text"] == [label(t) for t in expl.tokens] == \
+        sources["factor_tokens"].data["text"]
+    title = "Rank of each generated token after each layer (1 = the model's top choice)"
+    grid = rank_grid(np.ones((4, 2), int), ["a", "b"], "g", title, "token")
+    assert grid.frame_width >= 7.2 * len(title)
+    plots = {p.name: p for p in layout.select({"type": Plot})}
+    tips = [t for t in plots["sparklines"].tools if isinstance(t, HoverTool) and t.tooltips]
+    assert [t.attachment for t in tips] == ["right"]
+    key = next(r for r in plots["activations"].renderers if r.name == "cluster_key")
+    cells = sources["heatmap_cells"].data
+    per_row = cells["cluster"][::expl.n_tokens]                         # each heatmap row's cluster
+    bands = [c for i, c in enumerate(per_row) if i == 0 or c != per_row[i - 1]]
+    assert list(key.data_source.data["fill_color"]) == [Category10_10[(c - 1) % 10] for c in bands]

@@ -40,7 +40,7 @@ def rank_grid(ranks: np.ndarray, columns: list[str], name: str, title: str, x_la
     cell_w = int(np.clip((MAX_WIDTH - 160) // max(n_cols, 1), 26, 64))
     title_w = int(7.2 * len(title)) + 10        # px of the bold 13 px title: a grid of a few columns widens to it
     if cell_w * n_cols < title_w:
-        cell_w = min(-(-title_w // max(n_cols, 1)), 240)
+        cell_w = min(-(-title_w // max(n_cols, 1)), 320)
     cell_h = 22 if n_layers > 16 else 30
     ys, xs = np.meshgrid(np.arange(1, n_layers + 1), np.arange(n_cols), indexing="ij")
     fills, colors = _rank_colors(ranks, high)
