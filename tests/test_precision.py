@@ -94,3 +94,17 @@ def test_a_manifest_claiming_another_dtype_is_refused(exported, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(dict(m, dtype="int4")))
     with pytest.raises(lens.LensError, match="dtype is 'int4'"):
         lens.load(copy)
+
+
+def test_an_export_of_another_precision_is_never_reused(exported, tmp_path):
+    """`lens export X --dtype float16` where a float32 X is stored must not hand back the float32 one."""
+    import shutil
+
+    src, folder = exported("gpt2")                                    # float16
+    store = tmp_path / "store"
+    shutil.copytree(folder, store / "tiny")
+    with pytest.raises(lens.LensError, match="holds a float16 export, not float32"):
+        lens.export.export_model(str(src), models_dir=store, name="tiny")
+    with pytest.raises(lens.LensError, match="not float16 with attention taps"):
+        lens.export.export_model(str(src), models_dir=store, name="tiny", dtype="float16", attention_taps=True)
+    assert lens.export.export_model(str(src), models_dir=store, name="tiny", dtype="float16") == store / "tiny"

@@ -65,7 +65,14 @@ def export_model(source, models_dir: str | os.PathLike | None = None, name: str 
     target = models_dir / check_name(name if name is not None else model_name(source))
     repair(models_dir)  # finish what a killed export left behind
     if (target / MANIFEST).is_file() and not force:
-        ModelFolder(target).read_manifest()  # reuse only a complete, uncorrupted export
+        there = ModelFolder(target).read_manifest()  # reuse only a complete, uncorrupted export
+        has_taps = any(str(h).endswith(".hook_pattern") for h in there.get("taps") or {})
+        if there.get("dtype", "float32") != dtype or (attention_taps and not has_taps):
+            # never hand back another export than the one asked for
+            asked = dtype + (" with attention taps" if attention_taps else "")
+            held = there.get("dtype", "float32") + (" with attention taps" if has_taps else "")
+            raise LensError(f"{target} holds a {held} export, not {asked}: export under another --name, or --force "
+                            f"to replace it")
         say(f"reusing {target} (use --force to export again)")
         return target
     try:
