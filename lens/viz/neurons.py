@@ -52,7 +52,7 @@ def factors_view(expl, factors, page_width: int = 1360):
                                       "by its own position"], active=0, name="factor_colouring")
     toggle.js_on_change("active", CustomJS(args=dict(src=src, lines=lines, toggle=toggle, palette=palette, k=k,
                                                      excluded=EXCLUDED_COLOR),
-                                           code=js("colors", "factor_mode")))
+                                           code=js("colors", "factor_paint", "factor_mode")))
     layers = factors.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
     left_out = "".join(f" Greyed: token {pos} ({html.escape(label(expl.tokens[pos]))}), {html.escape(why)}; "
@@ -167,8 +167,8 @@ def sparklines(expl, factors, values, oks, palette, src, saliency_paint=None):
 def _factor_js(src, palette, cells, action: str) -> CustomJS:
     """Hovering a factor's row paints that factor on the text; leaving restores (the pinned factor,
     else each token's dominant one); a tap pins the factor (a tap on the pinned one unpins it)."""
-    return CustomJS(args=dict(src=src, palette=palette, cells=cells, action=action, excluded=EXCLUDED_COLOR,
-                              input_rgb=rgb(INPUT_COLOR), output_rgb=rgb(OUTPUT_COLOR)), code=js("colors", "factors"))
+    return CustomJS(args=dict(src=src, palette=palette, cells=cells, action=action, excluded=EXCLUDED_COLOR),
+                    code=js("colors", "factor_paint", "factors"))
 
 
 def _blend(top: str, bottom: str, alpha: float) -> tuple:

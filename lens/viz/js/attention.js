@@ -16,15 +16,13 @@ const alpha = new Array(n).fill(0), pct = new Array(n).fill(""), tc = new Array(
 const mx = Math.max(...(q > 0 ? row.slice(1, q + 1) : row.slice(0, 1)), 1e-12);
 for (let k = 0; k <= q; k++) {
     alpha[k] = (k == 0 && q > 0) ? 0 : 0.85 * row[k] / mx;
-    const v = 100 * row[k];
-    pct[k] = v >= 0.5 ? v.toFixed(0) + "%" : (v > 0 ? "<1%" : "");
+    pct[k] = shareLabel(row[k]);
 }
 lw[q] = 3;
 for (let k = 0; k < n; k++)
     tc[k] = textColor(blend(paint_rgb, d.kind[k] == "input" ? input_rgb : output_rgb, alpha[k]));
-const top = Array.from(row.keys()).filter(k => k <= q).sort((a, b) => row[b] - row[a]).slice(0, 3);
 details.text = "Position " + q + " " + escapeHtml(JSON.stringify(d.token[q])) + ", layer " + (l + 1) + ", " +
     (head.value == "mean" ? "mean of the heads" : "head " + head.value) + ", attends to: " +
-    top.map(k => escapeHtml(JSON.stringify(d.token[k])) + " " + (100 * row[k]).toFixed(1) + "%").join(", ") +
+    topShares(row, q + 1, d.token) +
     (q > 0 ? ". The first position (unpainted) takes " + (100 * row[0]).toFixed(1) + "%" : "");
 src.data = Object.assign({}, d, {alpha: alpha, pct: pct, text_color: tc, line_width: lw});

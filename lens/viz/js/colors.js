@@ -9,6 +9,13 @@ function textColor(fill) {
     const l = luminance(fill);
     return (l + 0.05) / 0.05 >= 1.05 / (l + 0.05) ? '#000000' : '#ffffff';
 }
+// A token's share of a row, as written under it: "12%", "<1%", or nothing for none.
+function shareLabel(v) { const p = 100 * v; return p >= 0.5 ? p.toFixed(0) + "%" : (p > 0 ? "<1%" : ""); }
+// The three largest shares among positions 0..upto-1, largest first, as escaped `"token" 12.3%` text.
+function topShares(row, upto, tokens) {
+    return Array.from(row.keys()).filter(j => j < upto).sort((a, b) => row[b] - row[a]).slice(0, 3)
+        .map(j => escapeHtml(JSON.stringify(tokens[j])) + " " + (100 * row[j]).toFixed(1) + "%").join(", ");
+}
 function escapeHtml(s) {
     return String(s).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
 }

@@ -12,8 +12,7 @@ function shares(src, row, upto, mark) {
     const mx = Math.max(...row.slice(0, upto), 1e-12);
     for (let j = 0; j < upto; j++) {
         alpha[j] = 0.85 * row[j] / mx;
-        const v = 100 * row[j];
-        pct[j] = v >= 0.5 ? v.toFixed(0) + "%" : (v > 0 ? "<1%" : "");
+        pct[j] = shareLabel(row[j]);
     }
     lw[mark] = 3;
     for (let j = 0; j < n; j++)

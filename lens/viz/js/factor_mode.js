@@ -8,17 +8,5 @@ const d = Object.assign({}, src.data);
 for (const key of ["dom_color", "dom_alpha", "dom_text", "factor", "ok"]) d[key] = d[key + "_" + mode];
 for (let f = 0; f < k; f++) d["act_" + f] = d["act_" + f + "_" + mode];
 src.tags = [src.tags[0], toggle.active];
-const show = src.tags[0], n = d.x.length;
-if (show < 0) {
-    d.color = d.dom_color; d.alpha = d.dom_alpha; d.text_color = d.dom_text;
-} else {
-    const acts = d["act_" + show], color = new Array(n), alpha = new Array(n), tc = new Array(n);
-    for (let i = 0; i < n; i++) {
-        color[i] = d.ok[i] ? palette[show] : excluded;
-        alpha[i] = d.ok[i] ? 0.9 * acts[i] : 1.0;
-        tc[i] = textColor(blend(hexrgb(color[i]), hexrgb(d.base[i]), alpha[i]));
-    }
-    d.color = color; d.alpha = alpha; d.text_color = tc;
-}
-src.data = d;
+src.data = Object.assign(d, factorColours(d, src.tags[0], palette, excluded));
 lines.data = Object.assign({}, lines.data, {ys: lines.data["ys_" + mode]});

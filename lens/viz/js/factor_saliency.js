@@ -20,12 +20,10 @@ if (row.slice(0, pos + 1).every(v => v == 0)) {
     const mx = Math.max(...row.slice(0, pos + 1), 1e-12);
     for (let j = 0; j <= pos; j++) {
         alpha[j] = 0.85 * row[j] / mx;
-        const v = 100 * row[j];
-        pct[j] = v >= 0.5 ? v.toFixed(0) + "%" : (v > 0 ? "<1%" : "");
+        pct[j] = shareLabel(row[j]);
     }
-    const top = Array.from(row.keys()).filter(j => j <= pos).sort((a, b) => row[b] - row[a]).slice(0, 3);
     details.text = "What drives " + name + ": " +
-        top.map(j => escapeHtml(JSON.stringify(d.token[j])) + " " + (100 * row[j]).toFixed(1) + "%").join(", ");
+        topShares(row, pos + 1, d.token);
 }
 lw[pos] = 3;
 for (let j = 0; j < n; j++)

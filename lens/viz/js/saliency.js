@@ -20,14 +20,12 @@ if (i >= n_prompt) {
     const mx = Math.max(...(sink ? row.slice(1, i) : row), 1e-12);
     for (let j = 0; j < i; j++) {
         alpha[j] = (sink && j == 0) ? 0 : 0.85 * row[j] / mx;
-        const v = 100 * row[j];
-        pct[j] = v >= 0.5 ? v.toFixed(0) + "%" : (v > 0 ? "<1%" : "");
+        pct[j] = shareLabel(row[j]);
     }
-    const top = Array.from(row.keys()).filter(j => j < i).sort((a, b) => row[b] - row[a]).slice(0, 3);
     info = "Position " + i + " (generated token " + (i - n_prompt + 1) + " of " + (n - n_prompt) + "): <b>" +
         escapeHtml(JSON.stringify(d.token[i])) + "</b>, p = " +
         probs[i - n_prompt].toFixed(3) + ". Top contributors (" + escapeHtml(select.value) + "): " +
-        top.map(j => escapeHtml(JSON.stringify(d.token[j])) + " " + (100 * row[j]).toFixed(1) + "%").join(", ") +
+        topShares(row, i, d.token) +
         (sink ? ". The first position (the attention sink, unpainted) holds " + (100 * row[0]).toFixed(1) +
          "%: colours scale over the others" : "") +
         (held.includes(select.value) ? ". The first position is held fixed along the path from the baseline " +
