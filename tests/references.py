@@ -181,3 +181,83 @@ def _column(v):
             data = gzip.decompress(data)
         return np.frombuffer(data, dtype=v["dtype"]).reshape(v["shape"]).tolist()
     return v
+
+
+# ---------------------------------------------------------------- interventions, by PyTorch forward hooks
+def _out_proj(block):
+    """The attention output projection of a transformers block (its input is TransformerLens's hook_z)."""
+    for path in ("self_attn.o_proj", "attn.c_proj", "attention.dense", "attn.out_proj"):
+        mod = block
+        try:
+            for part in path.split("."):
+                mod = getattr(mod, part)
+            return mod
+        except AttributeError:
+            continue
+    raise AssertionError(f"no attention output projection in {type(block).__name__}")
+
+
+class torch_hooks:
+    """`with torch_hooks(model, {hook: fn}):` runs the model with `fn(tensor [batch, seq, width]) ->
+    tensor` applied at each TransformerLens hook name (blocks.L.hook_resid_pre, hook_resid_post,
+    mlp.hook_post, attn.hook_z) through forward hooks on the transformers modules: the reference
+    every intervention is checked against. `grab` collects the (edited) hook values by name."""
+
+    def __init__(self, model, edits: dict, grab: dict | None = None):
+        from lens import families
+
+        self.model, self.edits, self.grab = model, edits, grab
+        self.blocks, _, self.down = families.get(model.config.model_type).torch_modules(model)
+        self.handles: list = []
+
+    def _apply(self, name, t):
+        fn = self.edits.get(name)
+        t = fn(t) if fn is not None else t
+        if self.grab is not None:
+            self.grab[name] = t.detach().clone()
+        return t
+
+    def __enter__(self):
+        import re as _re
+
+        names = set(self.edits) | ({f"blocks.{l}.{h}" for l in range(len(self.blocks)) for h in
+                                    ("hook_resid_pre", "hook_resid_post", "mlp.hook_post", "attn.hook_z")}
+                                   if self.grab is not None else set())
+        for name in sorted(names):
+            layer, what = _re.match(r"blocks\.(\d+)\.(.+)$", name).groups()
+            block = self.blocks[int(layer)]
+            if what == "hook_resid_pre":
+                def pre(mod, args, kwargs, name=name):
+                    if args:
+                        return (self._apply(name, args[0]), *args[1:]), kwargs
+                    return args, {**kwargs, "hidden_states": self._apply(name, kwargs["hidden_states"])}
+                self.handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+            elif what == "hook_resid_post":
+                def post(mod, args, out, name=name):
+                    if isinstance(out, tuple):
+                        return (self._apply(name, out[0]), *out[1:])
+                    return self._apply(name, out)
+                self.handles.append(block.register_forward_hook(post))
+            else:
+                mod = self.down[int(layer)] if what == "mlp.hook_post" else _out_proj(block)
+                self.handles.append(mod.register_forward_pre_hook(
+                    lambda m, args, name=name: (self._apply(name, args[0]), *args[1:])))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+def torch_greedy(model, ids, n_new: int, edits: dict) -> tuple[list[int], np.ndarray]:
+    """Greedy continuation of ids under `edits` (`torch_hooks`), the whole sequence run at every step
+    (positions stay absolute for position-specific edits); (new ids, the logits of every step [n_new, V])."""
+    import torch
+
+    seq, steps = list(ids), []
+    with torch.no_grad(), torch_hooks(model, edits):
+        for _ in range(n_new):
+            z = model(torch.as_tensor(seq)[None]).logits[0, -1].numpy()
+            steps.append(z)
+            seq.append(int(z.argmax()))
+    return seq[len(ids):], np.stack(steps)

@@ -10,7 +10,8 @@ traced block, so compile time does not grow with depth):
                 q_norm, k_norm {w, b?} over a head (Qwen3, Gemma 3) or all heads (OLMo-2)},
           mlp {W_in [d, m], b_in?, W_gate [d, m]? (gated), W_gate_up [d, 2m]? (fused gate | up),
                W_out [m, d], b_out?},
-          scale [] (attention scale), window [] (0: none), inv_freq [r / 2], rope_factor [] (RoPE)
+          scale [] (attention scale), window [] (0: none), inv_freq [r / 2], rope_factor [] (RoPE),
+          edit {kind: (scale [n, w], add [n, w])}? (interventions: `with_edits`, `lens.interventions`)
 """
 from __future__ import annotations
 
@@ -109,9 +110,29 @@ def heads(x, p, arch: Arch, rules: Rules = GRADIENT):  # [n, d] normed -> q, k, 
 
 
 def attend(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, d]
+    return _linear(attend_z(x, p, arch, rules, mem), p["attn"], "W_O", "b_O")
+
+
+def attend_z(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  # [n, d] -> [n, H dh] (hook_z)
     q, k, v = heads(x, p, arch, rules)
     z = attention(q, k, v, p["scale"], p["window"], arch.attn_softcap, rules, mem.query_block)  # [n, H dh]
-    return _linear(z, p["attn"], "W_O", "b_O")
+    return _edit(z, p, "z")
+
+
+def _edit(t, p, kind: str):  # [n, w] -> [n, w]: an intervention's t * scale + add, where the block has one
+    e = p.get("edit")
+    if not e or kind not in e:
+        return t
+    s, a = e[kind]                                                          # [n, w] each
+    return t * s + a
+
+
+def with_edits(params, edits: dict):
+    """params whose blocks carry `edits` ({kind: (scale, add) [L, n, w]}: `Edits.stacked(n)`); the
+    blocks then apply them (n must be the sequence length run)."""
+    if not edits:
+        return params
+    return {**params, "blocks": {**params["blocks"], "edit": edits}}
 
 
 def attention_pattern(x, p, arch: Arch):  # [n, d] a block's input -> [H, n, n] its attention probabilities
@@ -140,16 +161,29 @@ def block(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):  #
 
 def block_and_neurons(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):
     """[n, d] -> ([n, d] the block's output, [n, d_mlp] its MLP neurons: hook_post)."""
+    out, hooked = block_hooks(x, p, arch, rules, mem)
+    return out, hooked["mlp_post"]
+
+
+def block_hooks(x, p, arch: Arch, rules: Rules = GRADIENT, mem: Memory = KEEP_ALL):
+    """[n, d] -> ([n, d] the block's output, {kind: [n, w]} its hooks' values after any edit:
+    resid_pre [n, d], z [n, H dh], mlp_post [n, d_mlp], resid_post [n, d])."""
     s, m = arch.residual_scale, p["mlp"]
+    x = _edit(x, p, "resid_pre")
     if arch.parallel:                                                       # one residual read by both branches
         h = norm(x, p["ln1"], arch, rules)
-        post = mlp_post(norm(x, p["ln2"], arch, rules) if "ln2" in p else h, m, arch, rules)
-        return x + s * attend(h, p, arch, rules, mem) + s * _linear(post, m, "W_out", "b_out"), post
-    a = attend(norm(x, p["ln1"], arch, rules) if "ln1" in p else x, p, arch, rules, mem)
-    x = x + s * (norm(a, p["ln1_post"], arch, rules) if "ln1_post" in p else a)
-    post = mlp_post(norm(x, p["ln2"], arch, rules) if "ln2" in p else x, m, arch, rules)
-    out = _linear(post, m, "W_out", "b_out")
-    return x + s * (norm(out, p["ln2_post"], arch, rules) if "ln2_post" in p else out), post
+        z = attend_z(h, p, arch, rules, mem)
+        post = _edit(mlp_post(norm(x, p["ln2"], arch, rules) if "ln2" in p else h, m, arch, rules), p, "mlp_post")
+        out = x + s * _linear(z, p["attn"], "W_O", "b_O") + s * _linear(post, m, "W_out", "b_out")
+    else:
+        z = attend_z(norm(x, p["ln1"], arch, rules) if "ln1" in p else x, p, arch, rules, mem)
+        a = _linear(z, p["attn"], "W_O", "b_O")
+        mid = x + s * (norm(a, p["ln1_post"], arch, rules) if "ln1_post" in p else a)
+        post = _edit(mlp_post(norm(mid, p["ln2"], arch, rules) if "ln2" in p else mid, m, arch, rules), p, "mlp_post")
+        o = _linear(post, m, "W_out", "b_out")
+        out = mid + s * (norm(o, p["ln2_post"], arch, rules) if "ln2_post" in p else o)
+    out = _edit(out, p, "resid_post")
+    return out, {"resid_pre": x, "z": z, "mlp_post": post, "resid_post": out}
 
 
 def neurons(tok_emb, params, arch: Arch, mem: Memory = KEEP_ALL):  # [n, d] token embeddings -> [L, n, d_mlp]
@@ -175,6 +209,28 @@ def blocks_and_norm(x, params, arch: Arch, rules: Rules = GRADIENT, mem: Memory 
         return block(h, p, arch, rules, mem), None
     x, _ = jax.lax.scan(jax.checkpoint(layer) if mem.remat_layers else layer, x, params["blocks"])
     return final_norm(x, params, arch, rules)
+
+
+def run_with_cache(tok_emb, params, arch: Arch):
+    """[n, d] token embeddings -> (the normed final hidden states [n, d], {kind: [L, n, w]} every
+    layer's hook values: TransformerLens's `run_with_cache` for resid_pre, z, mlp_post, resid_post)."""
+    h, cache = jax.lax.scan(lambda h, p: block_hooks(h, p, arch), embed(tok_emb, params, arch), params["blocks"])
+    return final_norm(h, params, arch), cache
+
+
+def run_from(x, params, arch: Arch, start, edit: dict | None = None):
+    """[n, d] the residual stream entering layer `start` (a traced integer: one compilation serves
+    every layer) -> [n, d] the normed final hidden states, layers start.. run; `edit` ({kind:
+    (scale, add) [n, w]}) applies at layer `start` only (activation patching starts from a cached run)."""
+    blocks = {k: v for k, v in params["blocks"].items() if k != "edit"}
+
+    def body(i, h):
+        p = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), blocks)
+        if edit:
+            first = i == start
+            p = {**p, "edit": {k: (jnp.where(first, s, 1.0), jnp.where(first, a, 0.0)) for k, (s, a) in edit.items()}}
+        return block(h, p, arch)
+    return final_norm(jax.lax.fori_loop(start, arch.n_layers, body, x), params, arch)
 
 
 def attention_patterns(tok_emb, params, arch: Arch, mean_heads: bool = False):

@@ -94,23 +94,29 @@ class Attributor:
 
     def attribute(self, token_ids, n_prompt: int, method: str = "grad_x_input", target: str = "logit",
                   foils=None, steps: int = 16, baseline: str | int | np.ndarray | None = None,
-                  keep_first: bool = True, rows_per_chunk: int | None = None, progress=None) -> Attribution:
+                  keep_first: bool = True, rows_per_chunk: int | None = None, progress=None,
+                  interventions=None) -> Attribution:
         """Attribute every generated token (positions n_prompt.. of token_ids) to all earlier tokens.
+
+        `interventions` (`lens.interventions`): the gradients are the intervened model's (the edits are
+        part of the forward, as in PyTorch under the same forward hooks).
 
         Integrated gradients' `baseline`: "zero" (None), "mean" (the vocabulary's mean embedding), a
         token id, or a [tokens, d_model] array (used as given); `keep_first` keeps the first position's
         real embedding in the others, so that position gets no attribution."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         m = self._check(ids, n_prompt, method, target, steps)
+        edits = self.edits(interventions, len(ids))
         if m.uses_attention:
-            return self._from_attention(ids, n_prompt, m, target)
+            return self._from_attention(ids, n_prompt, m, target, edits)
         n_gen = len(ids) - n_prompt
         foil_ids = self._foils(foils, n_gen) if m.needs_foil else np.zeros(n_gen, np.int64)
         x = self.wte[ids]                                                   # [n, d] token embeddings
         base = self.baseline(x, baseline, keep_first) if m.path_integral else np.zeros_like(x)
         chunks = self.plan(len(ids), n_prompt, rows_per_chunk)
         path, settings = _path_and_settings(m, steps, baseline, keep_first, foil_ids if m.needs_foil else None)
-        grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, m, path, progress)
+        grads, values, base_values = self._run(chunks, ids, n_prompt, x, base, foil_ids, target, m, path, progress,
+                                               edits)
         scores, signed = _score(m, grads, x - base, n_prompt)
         return Attribution(method, target, scores, signed, values, base_values, settings)
 
@@ -186,7 +192,19 @@ class Attributor:
             base[0] = x[0]
         return base
 
-    def mean_attention(self, token_ids) -> tuple[np.ndarray, np.ndarray]:
+    def edits(self, interventions, n: int):
+        """`lens.interventions.Edits` of `interventions` checked for this model and n positions (None: none)."""
+        from ..interventions import Dims, Edits
+
+        edits = Edits(interventions, Dims.of(self.arch))
+        edits.check_length(n)
+        return edits if edits else None
+
+    def params_for(self, edits, length: int):
+        """The params pytree with `edits` for a (bucketed) sequence of `length` positions."""
+        return self.params if edits is None else decoder.with_edits(self.params, edits.stacked(length))
+
+    def mean_attention(self, token_ids, edits=None) -> tuple[np.ndarray, np.ndarray]:
         """(each layer's attention probabilities averaged over heads [L, n, n], the normed final hidden
         states [n, d]) of one forward over token_ids [n] (padded to a shape bucket: causal attention keeps
         the padding out of every real position)."""
@@ -204,7 +222,7 @@ class Attributor:
             self._patterns = jax.jit(lambda params, x: decoder.attention_patterns(x, params, arch, mean_heads=True))
         x = _pad_rows(np.asarray(self.wte[ids], np.float32), _bucket(n, SEQ_BUCKET, self.n_ctx))
         with jax_precision():
-            h, patterns = self._patterns(self.params, jnp.asarray(x))
+            h, patterns = self._patterns(self.params_for(edits, len(x)), jnp.asarray(x))
         return np.asarray(patterns)[:, :n, :n], np.asarray(h)[:n]
 
     def attention_patterns(self, token_ids) -> np.ndarray:
@@ -224,9 +242,9 @@ class Attributor:
             patterns = self._heads(self.params, jnp.asarray(x))
         return np.asarray(patterns)[:, :, :n, :n].astype(np.float16)
 
-    def _from_attention(self, ids, n_prompt: int, m: Method, target: str) -> Attribution:
+    def _from_attention(self, ids, n_prompt: int, m: Method, target: str, edits=None) -> Attribution:
         """An attention method's rows, and each generated token's target score from the same forward."""
-        attention, h = self.mean_attention(ids)
+        attention, h = self.mean_attention(ids, edits)
         scores = m.score_attention(attention, n_prompt).astype(np.float32)   # type: ignore[attr-defined]
         z = np.asarray(decoder.logits(h[n_prompt - 1:-1], self.params, self.arch), np.float64)  # [n_gen, V]
         nxt = ids[n_prompt:]
@@ -310,7 +328,8 @@ class Attributor:
             t0 += C
         return chunks
 
-    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, method: Method, path, progress=None):
+    def _run(self, chunks, ids, n_prompt, x, base, foil_ids, target, method: Method, path, progress=None,
+             edits=None):
         """Path-weighted gradients [n_gen, n, d] and the scores at the input (and the baseline).
         `progress(done, total)` is called as each chunk's rows come back."""
         n, n_gen = len(ids), len(ids) - n_prompt
@@ -323,17 +342,18 @@ class Attributor:
                 targets = _pad_to(ids[n_prompt + c.rows], c.padded_rows, 0)
                 fl = _pad_to(foil_ids[c.rows], c.padded_rows, 0)
                 xs, bs = _pad_rows(x, c.length), _pad_rows(base, c.length)
+                params = self.params_for(edits, c.length)
                 g = None
                 for s0 in range(0, len(alphas), STEP_CHUNK):  # integrated gradients: a chunk of points
                     a, w = alphas[s0:s0 + STEP_CHUNK], weights[s0:s0 + STEP_CHUNK]
                     if path is not None:  # one compiled shape for every chunk: pad with zero-weight points
                         a, w = _pad_to(a, STEP_CHUNK, 1.0), _pad_to(w, STEP_CHUNK, 0.0)
-                    vals, gs = grad_fn(self.params, xs, bs, positions, targets, fl,
+                    vals, gs = grad_fn(params, xs, bs, positions, targets, fl,
                                        a.astype(np.float32), w.astype(np.float32))
                     g = gs if g is None else g + gs
                 if path is not None:
-                    vals = (value_fn(self.params, xs, positions, targets, fl),
-                            value_fn(self.params, bs, positions, targets, fl))
+                    vals = (value_fn(params, xs, positions, targets, fl),
+                            value_fn(params, bs, positions, targets, fl))
                 pending.append((c, g, vals))  # JAX dispatches asynchronously: the next chunk traces meanwhile
         grads = np.zeros((n_gen, n, x.shape[1]), np.float32)
         values = np.zeros(n_gen)

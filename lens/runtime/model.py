@@ -2,6 +2,7 @@
 graph call everything else goes through (`session_run`: logits, the KV cache, any tap)."""
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from concurrent.futures import Future
@@ -12,6 +13,7 @@ import numpy as np
 from .. import hooks
 from ..errors import LensError, ModelFolderError
 from ..store import ModelFolder
+from . import intervene
 from .generation import Generating
 from .masked import Masking
 from .prompts import Prompts
@@ -82,6 +84,7 @@ def _check_load_arguments(providers, add_bos, verify, threads) -> None:
 
 class Model(Prompts, Generating, Masking):
     """An exported model: one ORT session, its tokenizer and its manifest."""
+    _edits = None  # the interventions this model runs with (`intervened`), None: the model as exported
 
     def __init__(self, folder: ModelFolder | str | os.PathLike, providers: list[str] | None = None,
                  manifest_data: dict | None = None, add_bos: bool | None = None, threads: int | None = None,
@@ -113,7 +116,8 @@ class Model(Prompts, Generating, Masking):
         opts.log_severity_level = 3
         if threads:  # several models on one machine (corpus actors) each take a share of the cores
             opts.intra_op_num_threads = int(threads)
-        self._opening = open_session(self.store.graph, opts, _providers(providers)) if session else None
+        self._options, self._provider_list = opts, _providers(providers)
+        self._opening = open_session(self.store.graph, opts, self._provider_list) if session else None
         self._session = None
         self._past_names = [f"past_key_values.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
         self._present_names = [f"present.{l}.{kv}" for l in range(self.n_layers) for kv in ("key", "value")]
@@ -157,6 +161,29 @@ class Model(Prompts, Generating, Masking):
             self._opening.set_exception(problem)  # raised again at every use: the model stays unusable
             raise self._unopenable(problem)
 
+    def intervened(self, interventions) -> Model:
+        """This model with `interventions` (`lens.interventions`: ablate, scale, steer, patch, remove_factor)
+        applied inside its graph at every call: generation, tracing (the taps show the edited values),
+        masking. The graph is rewritten once per set of hooks edited; the weights are shared. A bad
+        intervention (unknown hook, a neuron out of range, a vector of the wrong width) is a LensError."""
+        from ..interventions import Dims, Edits
+
+        edits = Edits(interventions, Dims.of(self.manifest))
+        if not edits:
+            return self
+        if self.session is None:
+            raise LensError(f"{self.name} was opened without a session (load(..., session=False)): tokens only")
+        key = tuple(edits.hooks)
+        sessions = self.__dict__.setdefault("_edit_sessions", {})
+        if key not in sessions:
+            widths = {h: self.d_mlp if ".mlp." in h else self.d_model for h in key}
+            sessions[key] = intervene.open_session(self.folder, list(key), widths, self.dtype == "float16",
+                                                   self._options, self._provider_list)
+        clone = copy.copy(self)
+        clone.__dict__.pop("_inputs", None)
+        clone._session, clone._opening, clone._edits = sessions[key], None, edits
+        return clone
+
     @functools.cached_property
     def providers(self) -> list[str]:
         return self.session.get_providers() if self.session else []
@@ -197,6 +224,8 @@ class Model(Prompts, Generating, Masking):
         if past is None:
             past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), self.dtype)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
+        if self._edits:  # this call's positions of every edited hook
+            feed.update(intervene.feed(self._edits, n_past, n_past + seq, batch))
         graph_slices = hooks.LOGITS_FROM in self._inputs                  # older graphs compute every position
         if logits_from and graph_slices:
             feed[hooks.LOGITS_FROM] = np.asarray([logits_from], np.int64)

@@ -1,0 +1,96 @@
+"""Interventions inside the ONNX graph: at each hooked tensor T the graph gains two inputs and computes
+`T * scale + add` in its place, so every later node (and the tap itself) reads the edited value, and
+generation keeps its KV cache. The rewrite is made when a model is opened with interventions, from the
+stored graph (its weights are not copied: the rewritten graph, held in memory, reads the folder's external data), so every
+existing export takes them. Where no position is edited the inputs are ones and zeros: x * 1 + 0 is x,
+bit for bit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LensError
+from ..store import GRAPH
+
+
+def scale_input(hook: str) -> str:
+    return f"lens_scale/{hook}"
+
+
+def add_input(hook: str) -> str:
+    return f"lens_add/{hook}"
+
+
+def rewrite(graph_path: Path, hooks: list[str], widths: dict[str, int], half: bool) -> bytes:
+    """The serialized graph with `hooks` (tap names of the graph) editable; a LensError for a hook the
+    graph does not tap."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(graph_path), load_external_data=False)
+    g = model.graph
+    tapped = {n.output[0]: n.input[0] for n in g.node if n.name.startswith("lens_tap/")}
+    nodes = []
+    for hook in hooks:
+        if hook not in tapped:
+            raise LensError(f"the ONNX graph has no tap {hook}: only the residual stream and the MLP neurons can be "
+                            f"edited in generation (heads, hook_z, in `lens patch` and the JAX engine)")
+        t = tapped[hook]
+        s_in, a_in = scale_input(hook), add_input(hook)
+        for name in (s_in, a_in):
+            g.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                         ["batch_size", "sequence_length", widths[hook]]))
+        s, a = s_in, a_in
+        if half:  # the graph computes in float16: its edit does too
+            s, a = f"{s_in}/half", f"{a_in}/half"
+            nodes += [helper.make_node("Cast", [s_in], [s], to=TensorProto.FLOAT16, name=f"lens_edit/{hook}/cast_s"),
+                      helper.make_node("Cast", [a_in], [a], to=TensorProto.FLOAT16, name=f"lens_edit/{hook}/cast_a")]
+        scaled, edited = f"lens_edit/{hook}/scaled", f"lens_edit/{hook}"
+        for n in g.node:  # every reader of T, the tap included, reads the edited tensor
+            for i, name in enumerate(n.input):
+                if name == t:
+                    n.input[i] = edited
+        nodes += [helper.make_node("Mul", [t, s], [scaled], name=f"lens_edit/{hook}/mul"),
+                  helper.make_node("Add", [scaled, a], [edited], name=f"lens_edit/{hook}/add")]
+    # an edit's nodes must come after T's producer and before its readers: after the producer is enough
+    # for ONNX Runtime, which sorts topologically; the checker wants a sorted list, so insert each after it
+    order = list(g.node)
+    for node in nodes:
+        src = node.input[0]
+        at = next((i for i, n in enumerate(order) if src in n.output), -1)
+        order.insert(at + 1, node)
+    del g.node[:]
+    g.node.extend(order)
+    return model.SerializeToString()
+
+
+def open_session(folder: Path, hooks: list[str], widths: dict[str, int], half: bool, opts, providers):
+    """An ONNX Runtime session of the graph in `folder` with `hooks` editable, built from the rewritten
+    graph in memory; ONNX Runtime reads its external data (the weights) from `folder`."""
+    import onnxruntime as ort
+
+    graph = rewrite(folder / GRAPH, hooks, widths, half)
+    opts = _copy(opts)
+    opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder.resolve()))
+    return ort.InferenceSession(graph, opts, providers=providers)
+
+
+def _copy(opts):
+    """A fresh SessionOptions with `opts`' thread count and log level (config entries cannot be removed)."""
+    import onnxruntime as ort
+
+    out = ort.SessionOptions()
+    out.log_severity_level = opts.log_severity_level
+    out.intra_op_num_threads = opts.intra_op_num_threads
+    return out
+
+
+def feed(edits, start: int, stop: int, batch: int) -> dict[str, np.ndarray]:
+    """The graph inputs of `edits` (`lens.interventions.Edits`) for positions start..stop-1."""
+    out = {}
+    for hook in edits.hooks:
+        s, a = edits.rows(hook, start, stop)
+        out[scale_input(hook)] = np.broadcast_to(s[None], (batch, *s.shape))
+        out[add_input(hook)] = np.broadcast_to(a[None], (batch, *a.shape))
+    return out
