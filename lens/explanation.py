@@ -42,6 +42,13 @@ class Explanation:
     factor_saliency: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
     # every layer's and head's attention probabilities [L, H, n, n] (float16; empty unless asked: the head view)
     attention: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0), np.float16))
+    # what an intervention changed (`explain(..., interventions=...)`; empty without): the interventions, the
+    # unedited run's continuation and probabilities, and the unedited model's probabilities and logit-lens
+    # ranks of this run's tokens (the what-if view)
+    what_if: dict = field(default_factory=dict)
+    # [k, n_generated] each generated token's probability change when factor f is removed (empty unless
+    # computed: Explainer.causal_factors), for the factors settings["causal_factors"] names
+    causal_factors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     def __post_init__(self):
         # files of lens <= 0.2 kept these results among the settings

@@ -162,6 +162,21 @@ def remove_factor(factors, factor: int, label: str = "") -> list[Intervention]:
                          label or f"remove factor {factor}") for i, l in enumerate(factors.layers)]
 
 
+@dataclass(frozen=True)
+class RemoveFactor:
+    """Remove factor `factor` of the unedited run's NMF (k factors of `layers`, the report's by default):
+    `Explainer.explain` factorises that run first, then removes the factor's reconstruction
+    (`remove_factor`). A factor lives on that run's positions, so the run keeps its continuation
+    (forced decoding) and the what-if view shows each token's probability moving."""
+    factor: int
+    k: int | None = None
+    layers: object = None
+    include_first: bool = False
+
+    def describe(self) -> str:
+        return f"remove factor {self.factor}"
+
+
 def _which(units) -> str:
     return "" if units is None else f"[{units}]" if isinstance(units, (int, np.integer)) else f"{list(units)}"
 

@@ -12,6 +12,7 @@ import numpy as np
 from . import methods as M
 from .errors import LensError
 from .explanation import Explanation, next_tokens
+from .interventions import RemoveFactor
 from .runtime import Model, load
 from .settings import EXPLAIN, ExplainSettings, check_attention_size
 
@@ -117,7 +118,7 @@ class Explainer:
         expl.settings["factor_saliency"] = {"k": f.k, "layers": list(f.layers), "positions": [int(p) for p in f.positions]}
         return scores
 
-    def faithfulness(self, expl, seed: int = 0) -> dict:
+    def faithfulness(self, expl, seed: int = 0, model: Model | None = None) -> dict:
         """AOPC per method (and for a random ranking, the control), per generated token and averaged:
         {method: {"morf": [n_gen], "lerf": [n_gen], "aopc_morf": mean, "aopc_lerf": mean}}. One batched
         ONNX Runtime call per generated token and group of masks with the same unmasked prefix (that
@@ -125,10 +126,11 @@ class Explainer:
         the unembedding at the last position only."""
         from .analysis import faithfulness as F
 
+        model = model or self.model  # an intervened explanation's masks run on the intervened model
         rankings = dict(expl.attributions)
         rankings["random"] = None
         out = {m: {"morf": [], "lerf": []} for m in rankings}
-        cache = self.model.prefill(expl.token_ids[:-1], logits_from=-1)["present"]  # every token's prefix
+        cache = model.prefill(expl.token_ids[:-1], logits_from=-1)["present"]  # every token's prefix
         for t in range(expl.n_generated):
             pos = expl.n_prompt + t                                   # the generated token, scored from pos - 1
             ids, target = expl.token_ids[:pos], int(expl.token_ids[pos])
@@ -137,7 +139,7 @@ class Explainer:
                 np.concatenate([F.removal_masks(scores, True), F.removal_masks(scores, False)])
                 for scores in (F.random_scores(pos, seed + t) if a is None else a[t, :pos] for a in rankings.values())])
             distinct, where = np.unique(masks, axis=0, return_inverse=True)
-            probs = self.model.masked_probabilities(ids, distinct, target, cache)[where.ravel()]
+            probs = model.masked_probabilities(ids, distinct, target, cache)[where.ravel()]
             for i, m in enumerate(rankings):                          # [2 * STEPS] per ranking, in order
                 curve = probs[2 * F.STEPS * i:2 * F.STEPS * (i + 1)]
                 out[m]["morf"].append(F.aopc(p0, curve[:F.STEPS]))
@@ -153,12 +155,16 @@ class Explainer:
         return {t: ranks[..., i] for i, t in enumerate(tokens)}
 
     def explain(self, prompt, settings: ExplainSettings | None = None, progress=None, bars: bool = False,
-                **overrides) -> Explanation:
+                interventions=None, **overrides) -> Explanation:
         """Generate, trace every tap, attribute every generated token, and read the logit lens.
 
         `settings` (default `lens.settings.EXPLAIN`) with any field overridden by keyword, e.g.
         `max_new_tokens=10, methods=("grad_x_input", "gradient"), watch=[" Paris"]`. `progress` gets
-        each stage's name; `bars` shows a progress bar over the attribution's chunks (tqdm)."""
+        each stage's name; `bars` shows a progress bar over the attribution's chunks (tqdm).
+
+        `interventions` (`lens.interventions`: ablate, scale, steer, patch, RemoveFactor): everything is
+        of the intervened model (generation in the ONNX graph, attributions in the JAX port), and
+        `expl.what_if` holds what the unedited model does instead (the what-if view)."""
         if isinstance(settings, dict):  # explain(prompt, {"max_new_tokens": 5}) means the same as keywords
             settings, overrides = None, {**settings, **overrides}
         if settings is not None and not isinstance(settings, ExplainSettings):
@@ -177,6 +183,9 @@ class Explainer:
         if s.continuation is None:
             model.check_length(len(ids), s.max_new_tokens)
         timings, completeness = {}, None
+        asked_edits = list(interventions) if isinstance(interventions, (list, tuple)) else \
+            [] if interventions is None else [interventions]
+        self._check_edits(asked_edits, len(ids) + self.new_tokens(s))  # bad interventions fail before any stage
         self.prepare(s)
         if s.attention:
             check_attention_size(model.n_layers, model.n_heads, len(ids) + self.new_tokens(s))
@@ -184,13 +193,18 @@ class Explainer:
             self.attributor.memory_plan(len(ids) + self.new_tokens(s) - 1)
 
         t = time.perf_counter()
-        if s.continuation is not None:
-            say("tracing the given continuation")
-            gen = model.force(ids, list(s.continuation) if isinstance(s.continuation, tuple) else s.continuation)
-        else:
-            say("generating")
-            gen = model.generate(ids, s.max_new_tokens, sample=s.sample, temperature=s.temperature, top_k=s.top_k,
-                                 top_p=s.top_p, seed=s.seed, trace=True)
+        edits, original, continuation = [], None, s.continuation
+        if asked_edits:
+            say("the unedited run")
+            original = self._generate(model, ids, s, continuation)
+            edits = self._resolve(asked_edits, original)
+            if any(isinstance(e, RemoveFactor) for e in asked_edits):
+                continuation = continuation if continuation is not None else original.generated_ids.tolist()
+            model = model.intervened(edits)
+            timings["unedited run"] = time.perf_counter() - t
+            t = time.perf_counter()
+        say("tracing the given continuation" if continuation is not None else "generating")
+        gen = self._generate(model, ids, s, continuation)
         timings["generate"] = time.perf_counter() - t
 
         attributions, signed = {}, {}
@@ -198,7 +212,8 @@ class Explainer:
             t = time.perf_counter()
             say(f"attributing ({m})")
             a = self.attributor.attribute(gen.token_ids, gen.n_prompt, method=m, target=s.target, foils=foil_id,
-                                          steps=s.ig_steps, baseline=baseline, progress=_bar(m) if bars else None)
+                                          steps=s.ig_steps, baseline=baseline, progress=_bar(m) if bars else None,
+                                          interventions=edits)
             attributions[m] = a.scores
             if a.signed is not None:
                 signed[m] = a.signed
@@ -233,16 +248,108 @@ class Explainer:
             if model.attention_taps:  # the graph's own (lens export --attention-taps)
                 expl.attention = model.attention(gen.token_ids).astype(np.float16)
             else:
-                expl.attention = self.attributor.attention_patterns(gen.token_ids)
+                expl.attention = self.attributor.attention_patterns(gen.token_ids, self.attributor.edits(
+                    edits, len(gen.token_ids)))
             expl.settings["attention_from"] = "onnxruntime" if model.attention_taps else "jax"
             expl.timings["attention"] = time.perf_counter() - t
         if s.faithfulness:
             t = time.perf_counter()
             say("faithfulness (AOPC)")
-            faithful = self.faithfulness(expl)
+            faithful = self.faithfulness(expl, model=model)
             expl.timings["faithfulness"] = time.perf_counter() - t
             expl.aopc = faithful
+        if original is not None:
+            t = time.perf_counter()
+            say("what the intervention changed")
+            expl.what_if = self.what_if(original, gen, edits, asked_edits)
+            expl.timings["what_if"] = time.perf_counter() - t
         return expl
+
+    # ---------------------------------------------------------------- interventions
+    def _generate(self, model: Model, ids, s: ExplainSettings, continuation):
+        if continuation is not None:
+            return model.force(ids, list(continuation) if isinstance(continuation, tuple) else continuation)
+        return model.generate(ids, s.max_new_tokens, sample=s.sample, temperature=s.temperature, top_k=s.top_k,
+                              top_p=s.top_p, seed=s.seed, trace=True)
+
+    def _check_edits(self, asked: list, n: int) -> None:
+        """Every intervention checked against the model (unknown hook, a unit out of range, a vector of
+        the wrong width, a position past the sequence) before any slow stage."""
+        from .interventions import Dims, Edits, Intervention
+
+        plain = [e for e in asked if isinstance(e, Intervention)]
+        other = [e for e in asked if not isinstance(e, (Intervention, RemoveFactor))]
+        if other:
+            raise LensError(f"interventions must be lens.interventions objects (ablate, scale, steer, patch, "
+                            f"RemoveFactor), not {type(other[0]).__name__}")
+        Edits(plain, Dims.of(self.model.manifest)).check_length(n)
+        for e in asked:
+            if isinstance(e, RemoveFactor) and not (isinstance(e.factor, int) and e.factor >= 0):
+                raise LensError(f"remove factor {e.factor!r}: factors are numbered from 0")
+            if isinstance(e, RemoveFactor) and e.k is not None and not 0 <= e.factor < e.k:
+                raise LensError(f"remove factor {e.factor}: there are {e.k} factors, 0..{e.k - 1}")
+
+    def _resolve(self, asked: list, original) -> list:
+        """The interventions with each RemoveFactor replaced by its edits, from the unedited run's factors."""
+        from .analysis.neurons import factorize
+        from .interventions import remove_factor
+        from .settings import DEFAULT_FACTORS
+
+        out = []
+        acts = original.trace.activations.astype(np.float32)
+        for e in asked:
+            if not isinstance(e, RemoveFactor):
+                out.append(e)
+                continue
+            exclude = {} if e.include_first else {0: "left out"}
+            k = e.k or min(DEFAULT_FACTORS, acts.shape[1] - len(exclude))
+            out += remove_factor(factorize(acts, k, e.layers, exclude=exclude), e.factor)
+        return out
+
+    def what_if(self, original, gen, edits: list, asked: list) -> dict:
+        """What the unedited model does (`original`: its run) against the intervened run `gen`: its own
+        continuation and probabilities, and on the intervened run's tokens its probabilities and
+        logit-lens ranks (the what-if view's numbers)."""
+        n = gen.n_prompt
+        if np.array_equal(original.token_ids, gen.token_ids):
+            same = original
+        else:  # the unedited model read on the intervened run's tokens
+            same = self.model.force(gen.token_ids[:n].tolist(), gen.token_ids[n:].tolist()) \
+                if len(gen.token_ids) > n else original
+        ranks = self.logit_lens.analyse(same.trace.hidden_states, next_tokens(gen.token_ids), top_k=1)["ranks"]
+        from .interventions import Intervention
+        described = [e.describe() for e in asked]
+        return dict(interventions=described,
+                    edits=[e.to_json() for e in edits if isinstance(e, Intervention)],
+                    forced=any(isinstance(e, RemoveFactor) for e in asked),
+                    original_ids=original.generated_ids.tolist(),
+                    original_tokens=self.model.token_strings(original.token_ids)[original.n_prompt:],
+                    original_probabilities=[float(p) for p in original.probabilities],
+                    original_text=self.model.decode(original.generated_ids),
+                    unedited_probabilities=[float(p) for p in same.probabilities],
+                    unedited_ranks=ranks[:, n - 1:len(gen.token_ids) - 1].astype(int).tolist())
+
+    def causal_factors(self, expl, k: int = 5, layers=None, include_first: bool = False) -> np.ndarray:
+        """For each of `expl`'s factors (`expl.factors(k, layers, include_first=...)`, the report's), the
+        change of every generated token's probability when the factor is removed from the neurons
+        (`lens.interventions.remove_factor`, the continuation kept): k forward passes. Stored on `expl`
+        (the factors view shows it) and returned [k, n_generated]."""
+        from .interventions import remove_factor
+
+        if expl.what_if:
+            raise LensError("causal factors are measured on an unedited explanation (this one ran with interventions)")
+        if not expl.n_generated:
+            raise LensError("causal factors need generated tokens (this explanation has none)")
+        f = expl.factors(k, layers, include_first=include_first)
+        ids = expl.token_ids.tolist()
+        out = np.zeros((f.k, expl.n_generated), np.float32)
+        for i in range(f.k):
+            run = self.model.intervened(remove_factor(f, i)).force(ids[:expl.n_prompt], ids[expl.n_prompt:])
+            out[i] = run.probabilities - expl.probabilities
+        expl.causal_factors = out
+        expl.settings["causal_factors"] = {"k": f.k, "layers": list(f.layers),
+                                           "positions": [int(p) for p in f.positions]}
+        return out
 
 
 def _bar(method: str):

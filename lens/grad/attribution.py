@@ -225,7 +225,7 @@ class Attributor:
             h, patterns = self._patterns(self.params_for(edits, len(x)), jnp.asarray(x))
         return np.asarray(patterns)[:, :n, :n], np.asarray(h)[:n]
 
-    def attention_patterns(self, token_ids) -> np.ndarray:
+    def attention_patterns(self, token_ids, edits=None) -> np.ndarray:
         """[L, H, n, n] every layer's and head's attention probabilities over token_ids [n] (float16:
         the head view's data), from the JAX port (equal to PyTorch's `output_attentions`)."""
         import jax
@@ -239,7 +239,7 @@ class Attributor:
             self._heads = jax.jit(lambda params, x: decoder.attention_patterns(x, params, arch)[1])
         x = _pad_rows(np.asarray(self.wte[ids], np.float32), size)
         with jax_precision():
-            patterns = self._heads(self.params, jnp.asarray(x))
+            patterns = self._heads(self.params_for(edits, size), jnp.asarray(x))
         return np.asarray(patterns)[:, :, :n, :n].astype(np.float16)
 
     def _from_attention(self, ids, n_prompt: int, m: Method, target: str, edits=None) -> Attribution:
