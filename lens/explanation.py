@@ -283,6 +283,10 @@ class Explanation:
         out = [f"{m} puts {float(np.mean(self.attributions[m][:, 0])):.1%} of each row on the first position "
                f"(the attention sink): the other positions' shares are real but small; the saliency view "
                f"scales its colours over them" for m in self.sink_methods()]
+        from .analysis.faithfulness import no_method_note
+        note = no_method_note(self.aopc) if self.aopc else None
+        if note:
+            out.append(note)
         err = self.ig_completeness_error
         if err is not None and err > 0.05:
             out.append(f"integrated gradients is {err:.0%} away from completeness (sum of attributions vs "

@@ -329,6 +329,26 @@ class Explainer:
                     unedited_probabilities=[float(p) for p in same.probabilities],
                     unedited_ranks=ranks[:, n - 1:len(gen.token_ids) - 1].astype(int).tolist())
 
+    def patch(self, clean, corrupted, answer: str, foil: str, kinds=None):
+        """Activation patching of `corrupted` from `clean` (prompts of the same length in tokens) with the
+        metric logit(answer) - logit(foil) at the last position, and attribution patching's estimate
+        (`lens.grad.patching`). Returns a `Patching` (heatmaps, agreement, `to_dict`, `summary`)."""
+        from .grad.patching import KINDS, activation_patching
+
+        m = self.model
+        c_ids, x_ids = m.prompt_ids(clean), m.prompt_ids(corrupted)
+        if len(c_ids) != len(x_ids):
+            raise LensError(f"the clean prompt is {len(c_ids)} tokens and the corrupted one {len(x_ids)}: patching "
+                            f"compares position by position, so they must tokenize to the same length")
+        try:
+            a, f = m.token_id(answer), m.token_id(foil)
+        except LensError as e:
+            raise LensError(f"the answer and foil must each be one token: {e}") from None
+        result = activation_patching(self.attributor, c_ids, x_ids, a, f, KINDS if kinds is None else kinds)
+        result.model_name, result.answer, result.foil = m.name, answer, foil
+        result.clean_tokens, result.corrupted_tokens = m.token_strings(c_ids), m.token_strings(x_ids)
+        return result
+
     def causal_factors(self, expl, k: int = 5, layers=None, include_first: bool = False) -> np.ndarray:
         """For each of `expl`'s factors (`expl.factors(k, layers, include_first=...)`, the report's), the
         change of every generated token's probability when the factor is removed from the neurons

@@ -29,3 +29,26 @@ def aopc(p0: float, curve: np.ndarray) -> float:
 
 def random_scores(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(n)
+
+
+def beats_random(aopc: dict) -> list[str]:
+    """The methods whose ranking beats the random control both ways: a higher AOPC removing the most
+    relevant positions first and a lower one removing the least relevant first."""
+    r = aopc.get("random")
+    if not isinstance(r, dict):
+        return []
+    return [m for m, v in aopc.items() if m != "random" and isinstance(v, dict)
+            and v["aopc_morf"] > r["aopc_morf"] and v["aopc_lerf"] < r["aopc_lerf"]]
+
+
+def no_method_note(aopc: dict) -> str | None:
+    """A plain warning when no attribution method beats the random ranking (None when one does, or
+    when faithfulness was not measured)."""
+    r = aopc.get("random")
+    methods = [m for m in aopc if m != "random" and isinstance(aopc[m], dict)]
+    if not isinstance(r, dict) or not methods or beats_random(aopc):
+        return None
+    scores = ", ".join(f"{m} {aopc[m]['aopc_morf']:.3f} / {aopc[m]['aopc_lerf']:.3f}" for m in methods)
+    return (f"no attribution method beats a random ranking here (AOPC most-relevant-first / least-relevant-first: "
+            f"{scores}; random {r['aopc_morf']:.3f} / {r['aopc_lerf']:.3f}): masking the tokens a saliency map "
+            f"ranks highest hurts the output no more than masking random ones, so read these maps as unconfirmed")

@@ -99,10 +99,19 @@ def cmd_explain(args) -> int:
     if args.factors and args.factors > n_factorised:
         raise LensError(f"--factors {args.factors} is more than the {n_factorised} positions factorised allow "
                         f"({n_tokens} tokens{'' if args.include_first else ', the first left out'})")
+    edits = _interventions(args, explainer.model, layers)
+    if edits and args.causal_factors:
+        raise LensError("--causal-factors measures the unedited model: not with --ablate, --ablate-factor or --steer")
     _stage("loading")
     explainer.prepare(settings)                        # JAX set-up while the ORT session opens on its thread
     from ..viz import report as _                       # noqa: F401 - Bokeh's import too: generation waits for the session
-    expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1)
+    expl = explainer.explain(prompt, settings, progress=_stage, bars=VERBOSITY["level"] >= 1, interventions=edits)
+    if args.causal_factors and expl.n_generated:
+        _stage("causal factors")
+        t = time.perf_counter()
+        explainer.causal_factors(expl, args.factors or min(S.DEFAULT_FACTORS, n_factorised), layers,
+                                 include_first=args.include_first)
+        expl.timings["causal_factors"] = time.perf_counter() - t
     if args.factor_saliency:
         _stage("factor saliency")
         t = time.perf_counter()
@@ -124,6 +133,38 @@ def cmd_explain(args) -> int:
         print(expl.summary())
         print(f"report: {out}" + (f"\nsaved: {args.save}" if args.save else ""))
     _stage("took " + ", ".join(f"{k} {v:.2f} s" for k, v in expl.timings.items()))
+    return 0
+
+
+def _interventions(args, model, layers) -> list:
+    """--ablate, --ablate-factor and --steer as `lens.interventions` objects, checked against the model."""
+    from .. import interventions as I
+
+    dims = I.Dims.of(model.manifest)
+    out: list = [I.parse_neuron(a, dims) for a in args.ablate]
+    out += [I.RemoveFactor(k, args.factors, layers, args.include_first) for k in args.ablate_factor]
+    out += [I.parse_steer(a, dims) for a in args.steer]
+    return out
+
+
+def cmd_patch(args) -> int:
+    from ..pipeline import Explainer
+
+    if args.output is None and not args.json:
+        args.output = "patching.html"
+    out = output_path(args.output, "patching page") if args.output is not None else None
+    explainer = Explainer.load(args.model, models_dir=args.models_dir)
+    _stage("patching")
+    result = explainer.patch(args.clean, args.corrupted, args.answer, args.foil)
+    if out is not None:
+        from ..viz.patching import save_patching
+        save_patching(result, out)
+    if args.json:
+        print(json.dumps(dict(result.to_dict(), page=None if out is None else str(out)), ensure_ascii=False))
+    else:
+        print(result.summary())
+        print(f"page: {out}")
+    _stage("took " + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items()))
     return 0
 
 

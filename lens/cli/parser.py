@@ -68,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--factor-saliency", action="store_true",
                    help="also the saliency of the factors (gradient x input of each factor at each position: ~k x "
                         "tokens backward passes); hover a sparkline point to see which tokens drive its factor there")
+    x.add_argument("--ablate", action="append", default=[], metavar="L.N",
+                   help="zero MLP neuron N of layer L at every position (repeatable): generation, attributions and "
+                        "every view are the edited model's; a what-if view shows what the unedited model does")
+    x.add_argument("--ablate-factor", action="append", default=[], type=int, metavar="K",
+                   help="remove NMF factor K (of --factors factors of --layers, fitted on the unedited run) from the "
+                        "neurons, keeping the continuation: each token's probability change (repeatable)")
+    x.add_argument("--steer", action="append", default=[], metavar="L:FILE.npy:SCALE",
+                   help="add SCALE x the vector in FILE.npy to the residual stream entering layer L, at every "
+                        "position (repeatable; L may be a hook name such as blocks.6.hook_resid_post)")
+    x.add_argument("--causal-factors", action="store_true",
+                   help="also each factor's effect on the output: every generated token's probability change when "
+                        "the factor is removed (one forward pass per factor)")
     x.add_argument("-o", "--output", help="the HTML report to write (default report.html; with --json, a report "
                    "is written only when -o is given)")
     x.add_argument("--save", help="also save the explanation (.npz) for `lens render`")
@@ -96,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "-o is given)")
     cp.add_argument("--json", action="store_true", help="print every pair's rows and disagreement as JSON")
     cp.set_defaults(func=C.cmd_compare)
+
+    pa = sub.add_parser("patch", help="activation patching: which layers, positions and heads carry the difference "
+                        "between a clean and a corrupted prompt (and attribution patching's estimate of each)", **fmt)
+    pa.add_argument("--model", default=S.DEFAULT_MODEL, help="exported model name or folder")
+    pa.add_argument("--models-dir", help=store_help)
+    pa.add_argument("--clean", required=True, help="the clean prompt (its answer is --answer)")
+    pa.add_argument("--corrupted", required=True, help="the corrupted prompt, as many tokens as the clean one")
+    pa.add_argument("--answer", required=True, help="the clean prompt's next token (text of one token)")
+    pa.add_argument("--foil", required=True, help="the corrupted prompt's next token (text of one token)")
+    pa.add_argument("-o", "--output", help="the HTML page to write (default patching.html; with --json, only when "
+                    "-o is given)")
+    pa.add_argument("--json", action="store_true", help="print every number as one JSON object")
+    pa.set_defaults(func=C.cmd_patch)
 
     co = sub.add_parser("corpus", help="profile (and explain) every prompt of a corpus on a Ray actor pool: "
                         "top activations per neuron, streaming NMF factors, a corpus report", **fmt)

@@ -40,6 +40,34 @@ class Patching:
     estimate: dict[str, np.ndarray]      # kind -> [L, units] attribution patching's first-order estimate
     runs: int = 0                        # forward passes the exact heatmaps took
     timings: dict = field(default_factory=dict)
+    model_name: str = ""
+    clean_tokens: list = field(default_factory=list)       # display text of each prompt's tokens
+    corrupted_tokens: list = field(default_factory=list)
+    answer: str = ""
+    foil: str = ""
+
+    def to_dict(self) -> dict:
+        """Every number, as JSON-ready lists."""
+        return dict(model=self.model_name, clean_tokens=self.clean_tokens, corrupted_tokens=self.corrupted_tokens,
+                    answer=self.answer, foil=self.foil, clean_metric=self.clean_metric,
+                    corrupted_metric=self.corrupted_metric, runs=self.runs, timings=self.timings,
+                    hooks={k: HOOK_OF[k] for k in self.exact}, units={k: UNIT[k] for k in self.exact},
+                    exact={k: v.tolist() for k, v in self.exact.items()},
+                    attribution_patching={k: v.tolist() for k, v in self.estimate.items()},
+                    agreement={k: self.agreement(k) for k in self.exact})
+
+    def summary(self) -> str:
+        """A few lines: the metric on both prompts and each kind's strongest entry."""
+        lines = [f"logit({self.answer!r}) - logit({self.foil!r}): clean {self.clean_metric:.3f}, corrupted "
+                 f"{self.corrupted_metric:.3f} ({self.runs} patched runs)"]
+        for k, v in self.exact.items():
+            layer, unit = np.unravel_index(int(np.abs(v).argmax()), v.shape)
+            where = (f"head {unit}" if k == "z" else
+                     f"position {unit} {self.corrupted_tokens[unit]!r}" if unit < len(self.corrupted_tokens) else f"{unit}")
+            a = self.agreement(k)
+            lines.append(f"  {HOOK_OF[k].format(l='L')}: strongest layer {layer}, {where}: {v[layer, unit]:+.3f}; "
+                         f"attribution patching r = {a['pearson_r']:.2f}")
+        return "\n".join(lines)
 
     def agreement(self, kind: str) -> dict:
         """How well attribution patching matches the exact numbers: Pearson r and the largest gap."""

@@ -20,6 +20,7 @@ from ..analysis.neurons import neuron_heatmap
 from .neurons import activations_view, factors_view
 from .style import NOTE_STYLE, save_buttons_only, text_div
 from .attention import head_view
+from .causal import causal_factors_view, what_if_view
 from .text import saliency_view
 
 
@@ -62,14 +63,14 @@ def report_layout(expl, factors: int | None = None, layers=None, include_first: 
     # NMF (numpy's matrix products release the GIL) in a thread while the other views are built.
     with ThreadPoolExecutor(max_workers=1) as pool:
         nmf = pool.submit(expl.factors, k, layers=layers, include_first=include_first) if k else None
-        parts = [header_view(expl), saliency_view(expl), head_view(expl), ranks_in_text_view(expl),
+        parts = [header_view(expl), what_if_view(expl), saliency_view(expl), head_view(expl), ranks_in_text_view(expl),
                  rankings_view(expl), layer_predictions_view(expl)]
         if expl.watched:
             parts.append(watch_view(expl))
         heatmap = activations_view(expl, neuron_heatmap(expl.activations, heatmap_layer, heatmap_neurons,
                                                         HEATMAP_CLUSTERS), why)
         if nmf is not None:
-            parts.append(factors_view(expl, nmf.result()))
+            parts += [factors_view(expl, nmf.result()), causal_factors_view(expl, nmf.result())]
     parts.append(heatmap)
     return save_buttons_only(column(*parts, name="report"))
 

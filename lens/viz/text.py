@@ -142,9 +142,15 @@ def significant(a: np.ndarray, digits: int = 6) -> np.ndarray:
 def faithfulness_view(f: dict):
     """Which method the model's behaviour supports: AOPC when removing the most relevant positions
     first (higher: the ranking found what mattered) and the least relevant first (lower is better)."""
-    rows = "".join(f"<tr><td>{html.escape(str(m))}</td><td>{float(v['aopc_morf']):.3f}</td>"
+    from ..analysis.faithfulness import beats_random, no_method_note
+
+    good = set(beats_random(f))
+    mark = lambda m: "" if m == "random" else " ✓ beats random" if m in good else " ✗ not better than random"  # noqa: E731
+    rows = "".join(f"<tr><td>{html.escape(str(m))}{mark(m)}</td><td>{float(v['aopc_morf']):.3f}</td>"
                    f"<td>{float(v['aopc_lerf']):.3f}</td></tr>" for m, v in f.items() if isinstance(v, dict))
-    return text_div(f"<span style='{NOTE_STYLE}'>Faithfulness (mean drop of p(token) as 10-90% of the earlier "
+    note = no_method_note(f)
+    warning = f"<p style='color:#a05a00'>&#9888; {html.escape(note)}</p>" if note else ""
+    return text_div(f"{warning}<span style='{NOTE_STYLE}'>Faithfulness (mean drop of p(token) as 10-90% of the earlier "
                     f"tokens are masked out, by the method's ranking): </span><table style='font-size:12px'>"
                     f"<tr><th>ranking</th><th>most relevant first (higher is better)</th><th>least relevant first "
                     f"(lower is better)</th></tr>{rows}</table>", name="faithfulness")
