@@ -40,16 +40,17 @@ def what_if_view(expl):
                     for name, vals, fmt in rows)
     forced = (" The factor lives on the unedited run's positions, so that run's continuation is kept and read "
               "token by token." if w.get("forced") else "")
-    same = "the same continuation" if w["original_tokens"] == edited else "a different continuation"
+    same = ("the same continuation as" if w["original_tokens"] == edited else "a different continuation from")
     head = text_div(f"<h3>What if: {e(asked)}</h3><p style='{NOTE_STYLE}'>Everything else in this report is the "
-                    f"edited model's (generation, saliency, logit lens, neurons). Here: {same} than the unedited "
+                    f"edited model's (generation, saliency, logit lens, neurons). Here: {same} the unedited "
                     f"model's.{forced}</p><div style='overflow-x:auto;max-width:1300px'><table style='border-collapse:"
                     f"collapse;font-size:12px'>{table}</table></div>", name="what_if_table", width=1300)
     if not expl.n_generated:
         return column(head, name="what_if_view")
     columns = [label(t) for t in edited]
     unedited = np.asarray(w["unedited_ranks"])
-    grids = row(rank_grid(unedited, columns, "what_if_ranks_unedited", "unedited model: rank of each token after "
+    arrange = row if len(columns) <= 8 else column  # two wide grids one above the other
+    grids = arrange(rank_grid(unedited, columns, "what_if_ranks_unedited", "unedited model: rank of each token after "
                           "each layer", "generated token (edited run)"),
                 rank_grid(expl.rankings(), columns, "what_if_ranks_edited", "with the intervention",
                           "generated token (edited run)"))
