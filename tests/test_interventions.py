@@ -288,3 +288,15 @@ def test_no_method_beating_random_is_said_plainly():
     assert beats_random(f) == [] and "no attribution method beats a random ranking" in no_method_note(f)
     f["attnlrp"] = {"aopc_morf": 0.6, "aopc_lerf": 0.4}
     assert beats_random(f) == ["attnlrp"] and no_method_note(f) is None
+
+
+def test_what_if_and_causal_factors_are_saved_and_loaded(tiny_explainer, tmp_path):
+    expl = tiny_explainer.explain(PROMPT, max_new_tokens=3, methods=(),
+                                  interventions=[I.ablate("blocks.0.mlp.hook_post", units=[1, 2])])
+    plain = tiny_explainer.explain(PROMPT, max_new_tokens=3, methods=())
+    tiny_explainer.causal_factors(plain, 2)
+    for e in (expl, plain):
+        back = lens.Explanation.load(e.save(tmp_path / "e.npz"))
+        assert back == e and back.what_if == e.what_if
+        assert np.array_equal(back.causal_factors, e.causal_factors)
+    assert expl.what_if and plain.causal_factors.shape == (2, 3)

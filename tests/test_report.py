@@ -276,3 +276,50 @@ def test_one_display_rule_and_the_small_fixes(synthetic):
     per_row = cells["cluster"][::expl.n_tokens]                         # each heatmap row's cluster
     bands = [c for i, c in enumerate(per_row) if i == 0 or c != per_row[i - 1]]
     assert list(key.data_source.data["fill_color"]) == [Category10_10[(c - 1) % 10] for c in bands]
+
+
+def test_causal_views_fit_the_page_and_show_their_numbers(browser, synthetic, tmp_path):
+    """The what-if view, the causal factors and the patching page at SmolLM2's size (30 layers, 9 heads) by
+    40 tokens: within 1,400 px, every cell number readable on its colour, the cells holding the numbers."""
+    from lens.grad.patching import Patching
+    from lens.viz.patching import save_patching
+
+    rng = np.random.default_rng(0)
+    expl = synthetic(n_layers=30, n_prompt=10, n_gen=40)
+    expl.what_if = dict(interventions=["ablate neuron 3.7"], edits=[], forced=False,
+                        original_ids=list(range(40)), original_tokens=expl.tokens[10:][::-1],
+                        original_probabilities=rng.random(40).tolist(), original_text="",
+                        unedited_probabilities=rng.random(40).tolist(),
+                        unedited_ranks=rng.integers(1, 5000, size=(30, 40)).tolist())
+    expl.causal_factors = (rng.normal(size=(3, 40)) * 0.2).astype(np.float32)
+    f = expl.factors(3)
+    expl.settings["causal_factors"] = {"k": 3, "layers": list(f.layers), "positions": f.positions.tolist()}
+    n, L, H = 14, 30, 9
+    res = Patching(1.5, -2.0, {"resid_pre": rng.normal(size=(L, n)), "z": rng.normal(size=(L, H)),
+                               "mlp_post": rng.normal(size=(L, n))},
+                   {"resid_pre": rng.normal(size=(L, n)), "z": rng.normal(size=(L, H)),
+                    "mlp_post": rng.normal(size=(L, n))}, runs=L * (2 * n + H), model_name="synthetic",
+                   clean_tokens=[" a"] * n, corrupted_tokens=[" a"] * (n - 1) + [" <b>x</b>"], answer=" a", foil=" b")
+    for path, names in ((expl.report(tmp_path / "r.html", factors=3), ("what_if_view", "causal_factors_view")),
+                        (save_patching(res, tmp_path / "p.html"), ("patching_view",))):
+        pg = _open(browser, path)
+        try:
+            right = pg.page.evaluate("""() => { const w = {};
+                for (const v of Bokeh.index.all_views()) if (v.model.name) w[v.model.name] = v.el.getBoundingClientRect().right;
+                w.page = document.documentElement.scrollWidth; return w; }""")
+            for name in (*names, "page"):
+                assert right[name] <= 1400, (name, right[name])
+            if "causal_factors_view" in names:
+                assert np.allclose(pg.data("causal_factors_cells", "value"), expl.causal_factors.ravel(), atol=1e-6)
+                assert pg.data("what_if_ranks_unedited_cells", "rank") == np.ravel(expl.what_if["unedited_ranks"]).tolist()
+                cells = "causal_factors_cells"
+            else:
+                assert np.allclose(pg.data("patching_z_cells", "value"), res.exact["z"].ravel())
+                assert np.allclose(pg.data("attribution_patching_mlp_post_cells", "value"), res.estimate["mlp_post"].ravel())
+                header = pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('patching_header').text")
+                assert "&lt;b&gt;x&lt;/b&gt;" in header and "<b>x</b>" not in header  # a token is text, not markup
+                cells = "patching_resid_pre_cells"
+            fills, colors = pg.data(cells, "fill"), pg.data(cells, "color")
+            assert min(contrast(rgb(a), rgb(b)) for a, b in zip(fills, colors)) >= 4.5
+        finally:
+            pg.close()

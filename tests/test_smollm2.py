@@ -187,3 +187,79 @@ def test_attention_rollout_and_flow_on_real_weights(explainer, reference):
     np.testing.assert_allclose(AttentionFlow().score_attention(att, n)[0, :n], row / row.sum(), atol=1e-6)
     np.testing.assert_allclose(expl.attributions["attention_flow"][0, :n], row / row.sum(), atol=1e-4)
     assert expl.attributions["attention_flow"][0].max() < 0.5
+
+
+def test_interventions_on_real_weights_equal_pytorch_hooks(model, explainer, reference):
+    """A neuron ablation and a steering vector on SmolLM2: the KV-cached ONNX generation under the edit gives
+    PyTorch's greedy tokens under the same forward hooks, and the attributions equal autograd's."""
+    import torch
+
+    from lens import interventions as I
+    from references import torch_greedy, torch_hooks, torch_reference
+
+    ids = model.prompt_ids("The capital of France is")
+    vec = np.asarray(reference.model.embed_tokens.weight[model.token_id(" London")].detach()) * 8
+    for ivs, edits in (
+            ([I.ablate("blocks.20.mlp.hook_post", units=list(range(0, 1536, 3)))],
+             {"blocks.20.mlp.hook_post": lambda t: t.index_fill(-1, torch.arange(0, 1536, 3), 0.0)}),
+            ([I.steer("blocks.10.hook_resid_pre", vec, 1.0)],
+             {"blocks.10.hook_resid_pre": lambda t: t + torch.as_tensor(vec)})):
+        gen = model.intervened(ivs).generate(ids, 4, trace=True)
+        want, logits = torch_greedy(reference, ids, 4, edits)
+        assert gen.generated_ids.tolist() == want
+        plain = model.generate(ids, 4)
+        assert gen.generated_ids.tolist() != plain.generated_ids.tolist() or \
+            np.abs(gen.probabilities - plain.probabilities).max() > 1e-2      # the edit does something
+        with torch.no_grad(), torch_hooks(reference, edits):
+            ref = reference(torch.as_tensor(gen.token_ids)[None]).logits[0].numpy()
+        assert np.abs(gen.trace.logits - ref).max() <= 1e-4 * np.abs(ref).max()
+        a = explainer.attributor.attribute(gen.token_ids, len(ids), interventions=ivs)
+        with torch_hooks(reference, edits):
+            scores, _, values = torch_reference(reference, gen.token_ids, len(ids))
+        np.testing.assert_allclose(a.scores, scores, atol=1e-4)
+
+
+def test_activation_patching_on_real_weights(explainer, reference):
+    """The indirect-object task on SmolLM2: every heatmap row checked equals PyTorch's patched runs (three
+    layers, each kind), and the circuit reads as it should: the residual stream at the repeated name
+    carries the answer early, at the last position late."""
+    import torch
+
+    from references import torch_hooks
+
+    clean = "When Mary and John went to the store, John gave a drink to"
+    corrupt = "When Mary and John went to the store, Mary gave a drink to"
+    res = explainer.patch(clean, corrupt, " Mary", " John")
+    m = explainer.model
+    C, X = m.prompt_ids(clean), m.prompt_ids(corrupt)
+    A, F = m.token_id(" Mary"), m.token_id(" John")
+    grab: dict = {}
+    with torch.no_grad(), torch_hooks(reference, {}, grab):
+        reference(torch.as_tensor(C)[None])
+
+    def metric(edits):
+        with torch.no_grad(), torch_hooks(reference, edits):
+            z = reference(torch.as_tensor(X)[None]).logits[0, -1]
+        return float(z[A] - z[F])
+    mx = metric({})
+    denom = res.clean_metric - mx
+    n, dh = len(C), 64
+    for layer in (0, 16, 29):
+        for kind, hook in (("resid_pre", f"blocks.{layer}.hook_resid_pre"), ("mlp_post", f"blocks.{layer}.mlp.hook_post")):
+            for p in range(n):
+                def swap(t, p=p, s=grab[hook]):
+                    t = t.clone()
+                    t[:, p] = s[:, p]
+                    return t
+                assert res.exact[kind][layer, p] == pytest.approx((metric({hook: swap}) - mx) / denom, abs=1e-4)
+        for h in range(9):
+            hook = f"blocks.{layer}.attn.hook_z"
+
+            def swap_head(t, h=h, s=grab[hook]):
+                t = t.clone()
+                t[..., h * dh:(h + 1) * dh] = s[..., h * dh:(h + 1) * dh]
+                return t
+            assert res.exact["z"][layer, h] == pytest.approx((metric({hook: swap_head}) - mx) / denom, abs=1e-4)
+    s2 = next(i for i, (a, b) in enumerate(zip(C, X)) if a != b)
+    assert res.exact["resid_pre"][5, s2] > 0.95 and res.exact["resid_pre"][29, n - 1] > 0.9
+    assert res.agreement("z")["pearson_r"] > 0.9   # attribution patching finds the heads (0.98 measured)

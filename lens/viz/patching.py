@@ -25,7 +25,7 @@ def effect_grid(values: np.ndarray, columns: list[str], name: str, title: str, x
     """Layers (rows, layer 0 on top; or `rows` labelled) x columns of cells on a diverging scale in [-limit, limit], the
     value printed in each cell where it fits, hover for the column and value."""
     n_layers, n_cols = values.shape
-    cell_w = int(np.clip(560 // max(n_cols, 1), 18, 56))
+    cell_w = int(np.clip(500 // max(n_cols, 1), 18, 56))  # two grids and their colour bars side by side in 1,400 px
     cell_h = 18 if n_layers > 16 else 26
     ys, xs = np.meshgrid(np.arange(n_layers), np.arange(n_cols), indexing="ij")
     mapper = LinearColorMapper(palette=PALETTE, low=-limit, high=limit)
