@@ -25,6 +25,17 @@ def pattern(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_pattern"
 
 
+def z(layer: int) -> str:
+    """Each attention head's output before the output projection, [batch, seq, n_heads * d_head] (heads
+    side by side, as the projection reads them): what head interventions edit."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def head_taps(n_layers: int) -> list[str]:
+    """The per-head taps an export adds where the graph holds the tensor (`lens.interventions`)."""
+    return [z(l) for l in range(n_layers)]
+
+
 def attention_taps(n_layers: int) -> list[str]:
     """The attention taps `lens export --attention-taps` adds."""
     return [pattern(l) for l in range(n_layers)]

@@ -47,7 +47,11 @@ def _cases(m, tm, other_ids):
         tm(torch.as_tensor(other_ids)[None])
     src = other["blocks.1.hook_resid_pre"][0].numpy()
     mean = other["blocks.0.mlp.hook_post"][0].mean(0)                        # mean ablation over a reference text
+    dh = m.manifest["d_head"]
     return {
+        "zero a head": ([I.ablate("blocks.1.attn.hook_z", units=[1])],
+                        {"blocks.1.attn.hook_z": lambda t: torch.cat([t[..., :dh], 0 * t[..., dh:2 * dh],
+                                                                      t[..., 2 * dh:]], -1)}),
         "zero neurons": ([I.ablate("blocks.1.mlp.hook_post", units=[3, 7, 11])],
                          {"blocks.1.mlp.hook_post": lambda t: t.index_fill(-1, torch.tensor([3, 7, 11]), 0.0)}),
         "mean-ablate a layer's neurons": (
@@ -66,7 +70,7 @@ def _cases(m, tm, other_ids):
     }
 
 
-@pytest.mark.parametrize("case", ["zero neurons", "mean-ablate a layer's neurons", "steer the residual stream",
+@pytest.mark.parametrize("case", ["zero a head", "zero neurons", "mean-ablate a layer's neurons", "steer the residual stream",
                                   "steer one position's embedding", "scale some dimensions",
                                   "patch positions from another run"])
 def test_each_intervention_equals_pytorch_forward_hooks(pair, case):
@@ -94,6 +98,11 @@ def test_each_intervention_equals_pytorch_forward_hooks(pair, case):
         got = gen.trace.activations[layer]
         want = grab[f"blocks.{layer}.mlp.hook_post"][0].numpy()
         assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    if ivs[0].hook.endswith("hook_z"):  # the graph's head tap holds the edited heads
+        dh = m.manifest["d_head"]
+        z = m.intervened(ivs).session_run(gen.token_ids, outputs=[ivs[0].hook])[ivs[0].hook][0]
+        want = grab[ivs[0].hook][0].numpy()
+        assert np.abs(z - want).max() <= 1e-4 * max(1.0, np.abs(want).max()) and np.abs(z[:, dh:2 * dh]).max() == 0
     a = explainer.attributor.attribute(gen.token_ids, len(ids), interventions=ivs)
     with torch_hooks(tm, edits):
         scores, signed, values = torch_reference(tm, gen.token_ids, len(ids))
@@ -225,7 +234,6 @@ def test_bad_interventions_are_refused_by_name(tiny_model):
         (lambda: tiny_model.intervened([I.ablate("blocks.9.mlp.hook_post")]), "layer 9 does not exist"),
         (lambda: tiny_model.intervened([I.ablate("blocks.0.mlp.hook_post", units=[10 ** 6])]), "neuron 1000000"),
         (lambda: tiny_model.intervened([I.steer("blocks.1.hook_resid_pre", np.ones(7))]), "does not fit"),
-        (lambda: tiny_model.intervened([I.ablate("blocks.0.attn.hook_z", units=[0])]), "no tap blocks.0.attn.hook_z"),
         (lambda: tiny_model.intervened([I.ablate("blocks.0.attn.hook_z", units=[99])]), "head 99 does not exist"),
         (lambda: I.scale("blocks.0.hook_resid_post", float("nan")), "finite"),
         (lambda: I.parse_neuron("3", dims), "LAYER.NEURON"),

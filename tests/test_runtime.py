@@ -126,7 +126,8 @@ def test_manifest_describes_the_folder(tiny):
     folder = tiny[1]
     m = json.loads((folder / "manifest.json").read_text())
     assert m["architecture"] == "gpt2" and m["n_layers"] == 2 and m["d_mlp"] == 256
-    assert list(m["taps"]) == hooks.all_taps(2)
+    assert list(m["taps"]) == hooks.all_taps(2) + hooks.head_taps(2)
+    assert m["taps"]["blocks.1.attn.hook_z"] == ["batch", "seq", 64]
     assert m["taps"]["blocks.1.mlp.hook_post"] == ["batch", "seq", 256]
     assert set(m["files"]) == {"model.onnx", "model.onnx.data", "model.safetensors", "tokenizer.json", "config.json",
                                "generation_config.json"}
@@ -147,7 +148,7 @@ def test_manifest_describes_the_folder(tiny):
 def test_graph_outputs_use_hook_names(tiny_model):
     names = [o.name for o in tiny_model.session.get_outputs()]
     assert names[0] == "logits"
-    assert names[-len(tiny_model.taps):] == hooks.all_taps(2)
+    assert names[-len(tiny_model.taps) - 2:] == hooks.all_taps(2) + hooks.head_taps(2)
 
 
 @pytest.mark.slow

@@ -101,7 +101,8 @@ def cmd_explain(args) -> int:
                         f"({n_tokens} tokens{'' if args.include_first else ', the first left out'})")
     edits = _interventions(args, explainer.model, layers)
     if edits and args.causal_factors:
-        raise LensError("--causal-factors measures the unedited model: not with --ablate, --ablate-factor or --steer")
+        raise LensError("--causal-factors measures the unedited model: not with --ablate, --ablate-head, "
+                        "--ablate-factor or --steer")
     _stage("loading")
     explainer.prepare(settings)                        # JAX set-up while the ORT session opens on its thread
     from ..viz import report as _                       # noqa: F401 - Bokeh's import too: generation waits for the session
@@ -141,7 +142,7 @@ def _interventions(args, model, layers) -> list:
     from .. import interventions as I
 
     dims = I.Dims.of(model.manifest)
-    out: list = [I.parse_neuron(a, dims) for a in args.ablate]
+    out: list = [I.parse_neuron(a, dims) for a in args.ablate] + [I.parse_head(a, dims) for a in args.ablate_head]
     out += [I.RemoveFactor(k, args.factors, layers, args.include_first) for k in args.ablate_factor]
     out += [I.parse_steer(a, dims) for a in args.steer]
     return out

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--ablate", action="append", default=[], metavar="L.N",
                    help="zero MLP neuron N of layer L at every position (repeatable): generation, attributions and "
                         "every view are the edited model's; a what-if view shows what the unedited model does")
+    x.add_argument("--ablate-head", action="append", default=[], metavar="L.H",
+                   help="zero attention head H of layer L (its output before the projection, blocks.L.attn.hook_z) "
+                        "at every position (repeatable)")
     x.add_argument("--ablate-factor", action="append", default=[], type=int, metavar="K",
                    help="remove NMF factor K (of --factors factors of --layers, fitted on the unedited run) from the "
                         "neurons, keeping the continuation: each token's probability change (repeatable)")

@@ -147,7 +147,8 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
     from .taps import add_tap_outputs, find_taps
     taps = find_taps(work / GRAPH, traced, family, shape["n_layers"], shape["d_vocab"], rtol=match_rtol(dtype),
                      attention=attention_taps)
-    add_tap_outputs(work / GRAPH, taps, shape["d_mlp"], shape["d_model"], shape["n_heads"])
+    add_tap_outputs(work / GRAPH, taps, shape["d_mlp"], shape["d_model"], shape["n_heads"],
+                    shape["n_heads"] * shape["d_head"])
     del traced
     release_freed()  # the optimum export's and the probe session's buffers
 
@@ -186,6 +187,8 @@ def _export_into(work: Path, source: str, revision: str | None, validate: bool, 
 def _tap_shape(hook: str, dims: dict) -> list:
     if hook.endswith(".hook_pattern"):
         return ["batch", dims["n_heads"], "seq", "keys"]
+    if hook.endswith(".hook_z"):
+        return ["batch", "seq", dims["n_heads"] * dims["d_head"]]
     return ["batch", "seq", dims["d_mlp"] if ".mlp." in hook else dims["d_model"]]
 
 

@@ -27,7 +27,9 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
     """{hook name: tensor name} for every tap of `hooks.all_taps(n_layers)` (and, with `attention`,
     every layer's attention probabilities: `hooks.attention_taps`, PyTorch's `output_attentions`),
     matched by value on a probe sequence (against `torch_model` in the graph's precision, within `rtol`
-    of the scale); raises LensError naming a tap no tensor matches."""
+    of the scale); raises LensError naming a tap no tensor matches. The heads' outputs
+    (`hooks.head_taps`, what head interventions edit) are added where a tensor matches: a graph
+    without them still explains, and refuses head interventions by name."""
     import onnxruntime as ort
 
     from .validate import position_error, torch_taps
@@ -50,11 +52,14 @@ def find_taps(graph_path, torch_model, family, n_layers: int, vocab: int, seed: 
     finally:
         probe.unlink(missing_ok=True)
     taps = {}
-    for hook in hooks.all_taps(n_layers) + (hooks.attention_taps(n_layers) if attention else []):
+    optional = [h for h in hooks.head_taps(n_layers) if h in want]
+    for hook in hooks.all_taps(n_layers) + (hooks.attention_taps(n_layers) if attention else []) + optional:
         ref = np.asarray(want[hook], np.float32)
         # per position: at half precision an error relative to the attention sink's scale hides a wrong tensor
         errors = {name: position_error(v, ref) for name, v in values.items() if v.shape == ref.shape}
         best = min(errors.values(), default=np.inf)
+        if not best <= rtol and hook in optional:
+            continue
         if not best <= rtol:
             raise LensError(f"no tensor of the exported graph equals PyTorch's {hook}: unsupported model structure")
         # the first tensor as close as the closest: the producer rather than a copy or a cast of it (at half
@@ -94,7 +99,8 @@ def _probe_feed(session, ids: np.ndarray) -> dict:
     return feed
 
 
-def add_tap_outputs(graph_path, taps: dict[str, str], d_mlp: int, d_model: int, n_heads: int = 0) -> None:
+def add_tap_outputs(graph_path, taps: dict[str, str], d_mlp: int, d_model: int, n_heads: int = 0,
+                    d_z: int = 0) -> None:
     """Expose each tapped tensor as a float32 graph output named by its hook (through an Identity
     node, or a Cast in a half-precision graph); only the graph file is rewritten, its external data stays."""
     model = onnx.load(str(graph_path), load_external_data=False)
@@ -105,6 +111,7 @@ def add_tap_outputs(graph_path, taps: dict[str, str], d_mlp: int, d_model: int, 
                       if tensor in half else helper.make_node("Identity", [tensor], [hook], name=f"lens_tap/{hook}"))
         dims: list[str | int] = (["batch_size", n_heads, "sequence_length", "total_sequence_length"]
                                  if hook.endswith(".hook_pattern") else
-                                 ["batch_size", "sequence_length", d_mlp if ".mlp." in hook else d_model])
+                                 ["batch_size", "sequence_length",
+                                  d_mlp if ".mlp." in hook else d_z if hook.endswith(".hook_z") else d_model])
         g.output.append(helper.make_tensor_value_info(hook, onnx.TensorProto.FLOAT, dims))
     onnx.save_model(model, str(graph_path))

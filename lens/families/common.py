@@ -131,6 +131,21 @@ def norm_params(weights: dict, name: str) -> dict:
     return p
 
 
+OUT_PROJECTIONS = ("self_attn.o_proj", "attn.c_proj", "attention.dense", "attn.out_proj")
+
+
+def attention_output(block):
+    """A transformers block's attention output projection: its input is TransformerLens's hook_z (the
+    heads side by side), for every family lens implements; None if it has none of these names."""
+    for path in OUT_PROJECTIONS:
+        mod = block
+        for part in path.split("."):
+            mod = getattr(mod, part, None)
+        if mod is not None:
+            return mod
+    return None
+
+
 def llama_torch_modules(model):
     """(blocks, final norm, MLP down-projections) of a Llama-layout transformers model."""
     blocks = model.model.layers

@@ -124,6 +124,8 @@ class Model(Prompts, Generating, Masking):
         self.taps = hooks.all_taps(self.n_layers)
         # attention probabilities, in graphs exported with --attention-taps (session_run's `outputs`, `attention`)
         self.attention_taps = [h for h in hooks.attention_taps(self.n_layers) if h in (m.get("taps") or {})]
+        # each head's output (hooks.z) where the export found it: session_run's `outputs`, head interventions
+        self.head_taps = [h for h in hooks.head_taps(self.n_layers) if h in (m.get("taps") or {})]
         self._kv_shape = (m["n_kv_heads"], m["d_head"])
         self.dtype = m.get("dtype", "float32")  # of the graph's weights, activations and KV cache (`lens export --dtype`)
         self._special_ids = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
@@ -176,7 +178,8 @@ class Model(Prompts, Generating, Masking):
         key = tuple(edits.hooks)
         sessions = self.__dict__.setdefault("_edit_sessions", {})
         if key not in sessions:
-            widths = {h: self.d_mlp if ".mlp." in h else self.d_model for h in key}
+            d_z = self.n_heads * self._kv_shape[1]
+            widths = {h: self.d_mlp if ".mlp." in h else d_z if h.endswith(".hook_z") else self.d_model for h in key}
             sessions[key] = intervene.open_session(self.folder, list(key), widths, self.dtype == "float16",
                                                    self._options, self._provider_list)
         clone = copy.copy(self)
@@ -230,7 +233,7 @@ class Model(Prompts, Generating, Masking):
         if logits_from and graph_slices:
             feed[hooks.LOGITS_FROM] = np.asarray([logits_from], np.int64)
         names = ["logits", *self._present_names] + (self.taps if taps else [t for t in outputs if t in self.taps])
-        names += [t for t in outputs if t in self.attention_taps]
+        names += [t for t in outputs if t in self.attention_taps or t in self.head_taps]
         values = self.session.run(names, feed)
         out = dict(zip(names, values))
         if logits_from and not graph_slices:
