@@ -37,9 +37,13 @@ MAX_SERVE_FACTORS = 10
 
 
 def serve_request(explainer, limits: ServeSettings, text, n_new, methods=("grad_x_input",), factors=5, watch="",
-                  chat=False):
+                  chat=False, ablate_neurons="", ablate_heads=""):
     """One request of the app, checked as the CLI checks its options: (Explanation, report layout).
-    `watch`: watched tokens, one per line."""
+    `watch`: watched tokens, one per line; `ablate_neurons` and `ablate_heads`: L.N and L.H items,
+    separated by commas or spaces (`lens explain --ablate`, `--ablate-head`: the what-if view then
+    shows what the unedited model does)."""
+    from . import interventions as I
+
     from .settings import DEFAULT_FACTORS, ExplainSettings
     from .viz import report_layout
 
@@ -55,10 +59,33 @@ def serve_request(explainer, limits: ServeSettings, text, n_new, methods=("grad_
         raise LensError(f"factors must be between 1 and {MAX_SERVE_FACTORS}")
     watched = tuple(w for w in (watch or "").split("\n") if w.strip())
     settings = ExplainSettings(max_new_tokens=int(n_new), methods=tuple(methods or ()), watch=watched, chat=bool(chat))
-    expl = explainer.explain(text, settings)
+    dims = I.Dims.of(model.manifest)
+    edits = [I.parse_neuron(s, dims) for s in _items(ablate_neurons)] + [I.parse_head(s, dims) for s in _items(ablate_heads)]
+    expl = explainer.explain(text, settings, interventions=edits)
     k = min(int(factors or DEFAULT_FACTORS), expl.n_tokens - 1)
     # the layout is built here too, so its errors reach this session like the explain's do
     return expl, report_layout(expl, factors=k if k >= 1 else 0)
+
+
+def _items(text) -> list[str]:
+    """'3.17, 5.2 7.1' -> ['3.17', '5.2', '7.1']."""
+    if not isinstance(text, str):
+        raise LensError("ablations are text: LAYER.UNIT items separated by commas")
+    return text.replace(",", " ").split()
+
+
+def patch_request(explainer, limits: ServeSettings, clean, corrupted, answer, foil):
+    """The app's patching request: (Patching, its view). The corrupted prompt is the prompt box's."""
+    from .viz.patching import patching_view
+
+    for what, text in (("clean", clean), ("corrupted", corrupted)):
+        if not isinstance(text, str) or not text.strip():
+            raise LensError(f"the {what} prompt is empty")
+        n = len(explainer.model.prompt_ids(text))
+        if n > limits.max_prompt_tokens:
+            raise LensError(f"the {what} prompt has {n} tokens; this server takes at most {limits.max_prompt_tokens}")
+    result = explainer.patch(clean, corrupted, answer, foil)
+    return result, patching_view(result)
 
 
 def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
@@ -69,7 +96,7 @@ def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
     the event loop keeps serving other sessions; a failing request is shown to its own session only;
     prompts are capped by `limits`. Returns the root layout added."""
     from bokeh.layouts import column, row
-    from bokeh.models import Button, Checkbox, MultiChoice, Spinner, TextAreaInput
+    from bokeh.models import Button, Checkbox, MultiChoice, Spinner, TextAreaInput, TextInput
 
     from . import methods as M
     from .viz.style import text_div
@@ -81,6 +108,10 @@ def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
         with lock:
             return serve_request(explainer, limits, *args)
 
+    def patch(*args):
+        with lock:
+            return patch_request(explainer, limits, *args)
+
     box = TextAreaInput(title="Prompt", value=prompt, rows=3, width=600, name="prompt")
     n_new = Spinner(title="New tokens", low=1, high=limits.max_new_tokens, step=1,
                     value=min(10, limits.max_new_tokens), width=120, name="new_tokens")
@@ -90,17 +121,25 @@ def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
     watch = TextAreaInput(title="Watched tokens (one a line)", value="", rows=2, width=220, name="watch")
     chat = Checkbox(label="the model's chat template", active=False, name="chat",
                     visible=bool(model.manifest.get("chat_template")))
+    neurons = TextInput(title="Ablate MLP neurons (layer.neuron, ...)", value="", width=260, name="ablate_neurons")
+    heads = TextInput(title="Ablate heads (layer.head, ...)", value="", width=200, name="ablate_heads")
+    clean = TextInput(title="Patch from a clean prompt (the box above is the corrupted one)", value="", width=420,
+                      name="clean")
+    answer = TextInput(title="Clean answer", value="", width=120, name="answer")
+    foil = TextInput(title="Corrupted answer", value="", width=120, name="foil")
+    patch_button = Button(label="Patch", width=120, name="patch")
     button = Button(label="Explain", button_type="primary", width=120, name="explain")
     status = text_div(f"Model: <b>{html.escape(model.name)}</b>", name="status", width=600)  # never TeX
     results = column(text_div(""), name="results")  # not empty: Bokeh warns about an empty layout
 
     def show(result=None, error=None):
-        button.disabled = False
+        button.disabled = patch_button.disabled = False
         if error is not None:
             status.text = f"<span style='color:#b00020' class='lens-error'>{html.escape(error)}</span>"
             return
-        expl, layout = result
-        status.text = f"<span class='lens-done'>{html.escape(expl.text)}</span>"
+        done, layout = result
+        said = done.text if hasattr(done, "text") else done.summary().splitlines()[0]
+        status.text = f"<span class='lens-done'>{html.escape(said)}</span>"
         results.children = [layout]
 
     def finished(future):
@@ -113,13 +152,20 @@ def add_explainer(doc, explainer, limits: ServeSettings = SERVE,
         doc.add_next_tick_callback(update)
 
     def clicked():
-        button.disabled = True
+        button.disabled = patch_button.disabled = True
         status.text = "explaining..."
         worker.submit(explain, box.value, n_new.value, list(methods.value), factors.value, watch.value,
-                      chat.active).add_done_callback(finished)
+                      chat.active, neurons.value, heads.value).add_done_callback(finished)
+
+    def patch_clicked():
+        button.disabled = patch_button.disabled = True
+        status.text = "patching..."
+        worker.submit(patch, clean.value, box.value, answer.value, foil.value).add_done_callback(finished)
 
     button.on_click(clicked)
-    root = column(row(box, column(n_new, button)), row(methods, factors, watch, chat), status, results)
+    patch_button.on_click(patch_clicked)
+    root = column(row(box, column(n_new, button)), row(methods, factors, watch, chat), row(neurons, heads),
+                  row(clean, answer, foil, patch_button), status, results)
     doc.add_root(root)
     return root
 

@@ -7,6 +7,7 @@ import html
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from browser import Page, serve_process
@@ -107,3 +108,40 @@ def test_a_request_takes_methods_factors_watched_tokens_and_chat(tiny_explainer)
                            ((3, ["grad_x_input"], 2, "", True), "chat template")):
         with pytest.raises(LensError, match=fragment):
             serve_request(tiny_explainer, limits, "The capital of France is", *args)
+
+
+def test_the_apps_ablate_and_patch_controls_recompute_on_the_server(tiny_explainer):
+    """The ablation boxes reach the explanation as `--ablate`/`--ablate-head` do (the what-if view in the
+    layout), the patch button computes `lens patch`'s numbers, and bad input is refused by name."""
+    from bokeh.models import Plot
+
+    from lens import interventions as I
+    from lens.errors import LensError
+    from lens.serve import patch_request, serve_request
+    from lens.settings import ServeSettings
+
+    limits = ServeSettings(max_new_tokens=4, max_prompt_tokens=40)
+    prompt = "The capital of France is"
+    expl, layout = serve_request(tiny_explainer, limits, prompt, 3, ["grad_x_input"], 2, "", False, "1.5, 0.7", "1.2")
+    want = tiny_explainer.explain(prompt, max_new_tokens=3, interventions=[
+        I.ablate("blocks.1.mlp.hook_post", units=[5]), I.ablate("blocks.0.mlp.hook_post", units=[7]),
+        I.ablate("blocks.1.attn.hook_z", units=[2])])
+    assert expl.token_ids.tolist() == want.token_ids.tolist()
+    assert np.array_equal(expl.attributions["grad_x_input"], want.attributions["grad_x_input"])
+    assert expl.what_if["interventions"] == ["ablate neuron 1.5", "ablate neuron 0.7", "ablate head 1.2"]
+    assert any(m.name == "what_if_view" for m in layout.select({"name": "what_if_view"}))
+    clean, corrupt = "When Mary and John went to the store, John gave a drink to", \
+        "When Mary and John went to the store, Mary gave a drink to"
+    result, view = patch_request(tiny_explainer, limits, clean, corrupt, " Mary", " John")
+    direct = tiny_explainer.patch(clean, corrupt, " Mary", " John")
+    assert all(np.array_equal(result.exact[k], direct.exact[k]) for k in direct.exact)
+    assert {p.name for p in view.select({"type": Plot})} >= {"patching_resid_pre", "attribution_patching_z"}
+    for call, fragment in ((lambda: serve_request(tiny_explainer, limits, prompt, 3, [], 2, "", False, "1.999999"),
+                            "neuron 999999 does not exist"),
+                           (lambda: serve_request(tiny_explainer, limits, prompt, 3, [], 2, "", False, "", "9.1"),
+                            "layer 9 does not exist"),
+                           (lambda: patch_request(tiny_explainer, limits, "a b", "a b c", " a", " b"), "same length"),
+                           (lambda: patch_request(tiny_explainer, limits, "word " * 60, "word " * 60, " a", " b"),
+                            "at most 40")):
+        with pytest.raises(LensError, match=fragment):
+            call()
