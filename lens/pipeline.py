@@ -275,14 +275,14 @@ class Explainer:
     def _check_edits(self, asked: list, n: int) -> None:
         """Every intervention checked against the model (unknown hook, a unit out of range, a vector of
         the wrong width, a position past the sequence) before any slow stage."""
-        from .interventions import Dims, Edits, Intervention
+        from .interventions import Intervention
 
         plain = [e for e in asked if isinstance(e, Intervention)]
         other = [e for e in asked if not isinstance(e, (Intervention, RemoveFactor))]
         if other:
             raise LensError(f"interventions must be lens.interventions objects (ablate, scale, steer, patch, "
                             f"RemoveFactor), not {type(other[0]).__name__}")
-        Edits(plain, Dims.of(self.model.manifest)).check_length(n)
+        self.model.editable(plain).check_length(n)
         for e in asked:
             if isinstance(e, RemoveFactor) and not (isinstance(e.factor, int) and e.factor >= 0):
                 raise LensError(f"remove factor {e.factor!r}: factors are numbered from 0")

@@ -245,6 +245,19 @@ def test_bad_interventions_are_refused_by_name(tiny_model):
             call()
 
 
+def test_a_graph_without_head_taps_refuses_head_edits_by_name(tiny):
+    """A folder exported before head taps existed (its manifest lists none) still explains, and refuses
+    head interventions before any work, naming the re-export."""
+    import json
+
+    m = json.loads((tiny[1] / "manifest.json").read_text())
+    m["taps"] = {k: v for k, v in m["taps"].items() if not k.endswith(".hook_z")}
+    old = lens.runtime.Model(tiny[1], manifest_data=m)
+    assert old.head_taps == [] and old.intervened([I.ablate("blocks.0.mlp.hook_post", units=[1])]).generate("a", 1)
+    with pytest.raises(LensError, match="no tap blocks.1.attn.hook_z.*lens export --force"):
+        lens.Explainer(old).explain("a b", max_new_tokens=2, interventions=[I.ablate("blocks.1.attn.hook_z", units=[0])])
+
+
 def test_the_cli_refuses_bad_interventions_in_one_line(tiny, tmp_path, cli):
     model = str(tiny[1])
     np.save(tmp_path / "short.npy", np.ones(5, np.float32))

@@ -34,9 +34,7 @@ def rewrite(graph_path: Path, hooks: list[str], widths: dict[str, int], half: bo
     nodes = []
     for hook in hooks:
         if hook not in tapped:
-            raise LensError(f"the ONNX graph has no tap {hook}: its export found no such tensor (heads need an export "
-                            f"by lens >= 0.3: `lens export --force`); `lens patch` and the attributions edit them in "
-                            f"the JAX port")
+            raise LensError(f"the ONNX graph has no tap {hook} (`Model.editable` says why)")
         t = tapped[hook]
         s_in, a_in = scale_input(hook), add_input(hook)
         for name in (s_in, a_in):

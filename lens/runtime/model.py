@@ -168,9 +168,7 @@ class Model(Prompts, Generating, Masking):
         applied inside its graph at every call: generation, tracing (the taps show the edited values),
         masking. The graph is rewritten once per set of hooks edited; the weights are shared. A bad
         intervention (unknown hook, a neuron out of range, a vector of the wrong width) is a LensError."""
-        from ..interventions import Dims, Edits
-
-        edits = Edits(interventions, Dims.of(self.manifest))
+        edits = self.editable(interventions)
         if not edits:
             return self
         if self.session is None:
@@ -186,6 +184,21 @@ class Model(Prompts, Generating, Masking):
         clone.__dict__.pop("_inputs", None)
         clone._session, clone._opening, clone._edits = sessions[key], None, edits
         return clone
+
+    def editable(self, interventions):
+        """`interventions` checked against this model and its graph (`lens.interventions.Edits`): a
+        LensError before any work for a bad one, or for a hook the graph does not tap (heads in a graph
+        exported before lens 0.3)."""
+        from ..interventions import Dims, Edits
+
+        edits = Edits(interventions, Dims.of(self.manifest))
+        tapped = set(self.taps) | set(self.head_taps)
+        absent = [h for h in edits.hooks if h not in tapped]
+        if absent:
+            raise LensError(f"the ONNX graph of {self.name} has no tap {absent[0]}: its export found no such tensor "
+                            f"(head taps need an export by lens >= 0.3: `lens export --force`); `lens patch` and "
+                            f"the attributions edit heads in the JAX port")
+        return edits
 
     @functools.cached_property
     def providers(self) -> list[str]:

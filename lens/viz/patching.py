@@ -91,7 +91,7 @@ def patching_view(result):
                            f"{a['max_abs_difference']:.2f}</p>", name=f"patching_{kind}_title"),
                   row(effect_grid(exact, cols, f"patching_{kind}", "activation patching", x_label, limit),
                       effect_grid(estimate, cols, f"attribution_patching_{kind}", "attribution patching (estimate)",
-                                  x_label, limit))]
+                                  x_label, limit), name=f"patching_{kind}_row")]
     return save_buttons_only(column(*parts, name="patching_view"))
 
 
