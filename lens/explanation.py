@@ -193,7 +193,8 @@ class Explanation:
     # --------------------------------------------------------------- tables
     def to_dict(self) -> dict:
         """Plain JSON-able results: text, tokens, each generated token's probability, every method's
-        attribution rows, logit-lens ranks, watched ranks, warnings, settings and timings."""
+        attribution rows, logit-lens ranks, watched ranks, warnings, settings and timings (and what an
+        intervention changed, and the causal factors, where computed)."""
         gen = slice(self.n_prompt - 1, self.n_tokens - 1)
         return {"model": self.model_name, "prompt": self.prompt, "generated": self.generated,
                 "tokens": self.tokens, "token_ids": self.token_ids.tolist(), "n_prompt": self.n_prompt,
@@ -204,7 +205,9 @@ class Explanation:
                 "warnings": self.warnings(), "settings": self.settings, "timings": self.timings,
                 "aopc": self.aopc, "ig_completeness_error": self.ig_completeness_error, "devices": self.devices,
                 "family": self.family,
-                **({"factor_saliency": self.factor_saliency.tolist()} if self.factor_saliency.size else {})}
+                **({"factor_saliency": self.factor_saliency.tolist()} if self.factor_saliency.size else {}),
+                **({"what_if": self.what_if} if self.what_if else {}),
+                **({"causal_factors": self.causal_factors.tolist()} if self.causal_factors.size else {})}
 
     def to_pandas(self):
         """Long format, one row per (generated token, earlier token, method): generated_position,

@@ -148,33 +148,35 @@ def patch(hook: str, source, positions=None, units=None, label: str = "") -> Int
 
 
 def remove_factor(factors, factor: int, label: str = "") -> list[Intervention]:
-    """Remove NMF factor `factor` of `factors` (`Explanation.factors(...)`) from the MLP neurons it
-    was fitted on: at each position p factorised, minus W[p, f] H[f] (its reconstruction) at every
-    layer of the factorisation."""
+    """Remove NMF factor index `factor` (from 0; the report numbers it `factor + 1`) of `factors`
+    (`Explanation.factors(...)`) from the MLP neurons it was fitted on: at each position p factorised,
+    minus W[p, f] H[f] (its reconstruction) at every layer of the factorisation."""
     if getattr(factors, "method", "nmf") != "nmf":
         raise LensError("only NMF factors can be removed (a PCA component is centred on the mean)")
     if not isinstance(factor, (int, np.integer)) or isinstance(factor, bool) or not 0 <= factor < factors.k:
-        raise LensError(f"factor {factor!r} does not exist: the factorisation has factors 0..{factors.k - 1}")
+        raise LensError(f"factor index {factor!r} does not exist: the factorisation has indices 0..{factors.k - 1} "
+                        f"(the report's factors 1..{factors.k})")
     pos = [int(p) for p in factors.positions]
     w = factors.token_factors[pos, factor]                                   # [P]
     h = factors.loadings[factor].reshape(len(factors.layers), factors.d_mlp)  # [L_sel, m]
     return [Intervention(f"blocks.{l}.mlp.hook_post", 1.0, -w[:, None] * h[i][None], tuple(pos), None,
-                         label or f"remove factor {factor}") for i, l in enumerate(factors.layers)]
+                         label or f"remove factor {factor + 1}") for i, l in enumerate(factors.layers)]
 
 
 @dataclass(frozen=True)
 class RemoveFactor:
-    """Remove factor `factor` of the unedited run's NMF (k factors of `layers`, the report's by default):
-    `Explainer.explain` factorises that run first, then removes the factor's reconstruction
-    (`remove_factor`). A factor lives on that run's positions, so the run keeps its continuation
-    (forced decoding) and the what-if view shows each token's probability moving."""
+    """Remove factor `factor` (an index from 0: the report's factor `factor + 1`) of the unedited run's
+    NMF (k factors of `layers`, the report's by default): `Explainer.explain` factorises that run
+    first, then removes the factor's reconstruction (`remove_factor`). A factor lives on that run's
+    positions, so the run keeps its continuation (forced decoding) and the what-if view shows each
+    token's probability moving."""
     factor: int
     k: int | None = None
     layers: object = None
     include_first: bool = False
 
     def describe(self) -> str:
-        return f"remove factor {self.factor}"
+        return f"remove factor {self.factor + 1}"  # numbered from 1, as the report shows factors
 
 
 def _which(units) -> str:

@@ -285,9 +285,9 @@ class Explainer:
         self.model.editable(plain).check_length(n)
         for e in asked:
             if isinstance(e, RemoveFactor) and not (isinstance(e.factor, int) and e.factor >= 0):
-                raise LensError(f"remove factor {e.factor!r}: factors are numbered from 0")
+                raise LensError(f"remove factor index {e.factor!r}: indices count from 0 (the report's factor 1)")
             if isinstance(e, RemoveFactor) and e.k is not None and not 0 <= e.factor < e.k:
-                raise LensError(f"remove factor {e.factor}: there are {e.k} factors, 0..{e.k - 1}")
+                raise LensError(f"remove factor {e.factor + 1}: there are {e.k} factors, 1..{e.k}")
 
     def _resolve(self, asked: list, original) -> list:
         """The interventions with each RemoveFactor replaced by its edits, from the unedited run's factors."""

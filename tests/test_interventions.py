@@ -321,3 +321,23 @@ def test_what_if_and_causal_factors_are_saved_and_loaded(tiny_explainer, tmp_pat
         assert back == e and back.what_if == e.what_if
         assert np.array_equal(back.causal_factors, e.causal_factors)
     assert expl.what_if and plain.causal_factors.shape == (2, 3)
+
+
+def test_removing_a_report_factor_from_the_command_line(tiny, tiny_explainer, tmp_path, cli):
+    """`--ablate-factor 2` (numbered as the report shows factors) removes index 1 of the unedited run's
+    factorisation: the what-if numbers equal `remove_factor` applied by hand, the continuation is kept."""
+    import json
+
+    code, out, err = cli("explain", "--model", tiny[1], "--prompt", PROMPT, "--max-new-tokens", "4", "--factors", "3",
+                         "--ablate-factor", "2", "--no-attribution", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    plain = tiny_explainer.explain(PROMPT, max_new_tokens=4, methods=())
+    edited = tiny_explainer.model.intervened(I.remove_factor(plain.factors(3), 1))
+    want = edited.force(plain.token_ids[:plain.n_prompt].tolist(), plain.token_ids[plain.n_prompt:].tolist())
+    assert d["token_ids"] == plain.token_ids.tolist() and d["what_if"]["forced"]
+    np.testing.assert_allclose(d["probabilities"], want.probabilities, rtol=1e-5)
+    assert d["what_if"]["interventions"] == ["remove factor 2"]
+    code, _, err = cli("explain", "--model", tiny[1], "--prompt", PROMPT, "--factors", "3", "--ablate-factor", "4",
+                       "-o", tmp_path / "r.html")
+    assert code == 2 and "there are 3 factors, 1..3" in err and not (tmp_path / "r.html").exists()

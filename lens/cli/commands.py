@@ -143,7 +143,10 @@ def _interventions(args, model, layers) -> list:
 
     dims = I.Dims.of(model.manifest)
     out: list = [I.parse_neuron(a, dims) for a in args.ablate] + [I.parse_head(a, dims) for a in args.ablate_head]
-    out += [I.RemoveFactor(k, args.factors, layers, args.include_first) for k in args.ablate_factor]
+    for k in args.ablate_factor:  # numbered from 1, as the report shows them
+        if k < 1:
+            raise LensError(f"--ablate-factor {k}: factors are numbered from 1, as in the report")
+    out += [I.RemoveFactor(k - 1, args.factors, layers, args.include_first) for k in args.ablate_factor]
     out += [I.parse_steer(a, dims) for a in args.steer]
     return out
 

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="zero attention head H of layer L (its output before the projection, blocks.L.attn.hook_z) "
                         "at every position (repeatable)")
     x.add_argument("--ablate-factor", action="append", default=[], type=int, metavar="K",
-                   help="remove NMF factor K (of --factors factors of --layers, fitted on the unedited run) from the "
+                   help="remove NMF factor K (numbered from 1 as in the report; of --factors factors of --layers, fitted "
+                        "on the unedited run) from the "
                         "neurons, keeping the continuation: each token's probability change (repeatable)")
     x.add_argument("--steer", action="append", default=[], metavar="L:FILE.npy:SCALE",
                    help="add SCALE x the vector in FILE.npy to the residual stream entering layer L, at every "

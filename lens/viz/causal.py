@@ -58,7 +58,7 @@ def what_if_view(expl):
 
 
 def causal_factors_view(expl, factors):
-    """Factors (rows, in the factors view's colours' order) x generated tokens: each token's probability
+    """Factors (rows, numbered from 1 as in the factors view) x generated tokens: each token's probability
     change when the factor is removed; empty unless `Explainer.causal_factors` ran for these factors."""
     asked = expl.settings.get("causal_factors") or {}
     d = expl.causal_factors
@@ -67,12 +67,12 @@ def causal_factors_view(expl, factors):
     limit = float(max(np.abs(d).max(), 1e-6))
     columns = [label(t) for t in expl.tokens[expl.n_prompt:]]
     grid = effect_grid(d, columns, "causal_factors", "probability change when the factor is removed",
-                       "generated token", limit, rows=[f"factor {f}" for f in range(factors.k)], y_label="removed",
+                       "generated token", limit, rows=[f"factor {f + 1}" for f in range(factors.k)], y_label="removed",
                        digits=3)
     strongest = np.abs(d).sum(1)
     top = int(strongest.argmax())
     note = text_div(f"<h3>Causal factors</h3><p style='{NOTE_STYLE}'>Each factor's reconstruction (its activation "
                     f"times its neuron loadings) removed from the MLP neurons at every position factorised, the "
-                    f"continuation kept: how each generated token's probability moves (red: down). Factor {top} moves "
+                    f"continuation kept: how each generated token's probability moves (red: down). Factor {top + 1} moves "
                     f"them most (summed |change| {strongest[top]:.3f}).</p>", name="causal_factors_title")
     return column(note, grid, name="causal_factors_view")
