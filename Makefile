@@ -49,6 +49,10 @@ bench: install
 	$(BIN)/python bench/bench_memory_xl.py
 	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_corpus.py
+	# TransformerLens 4.x needs transformers 5 (the export extra pins 4.x): its own environment
+	test -x build/tl/bin/python || (python3 -m venv build/tl && build/tl/bin/pip install -q torch==2.13.0 \
+		transformer-lens==4.3.0)
+	$(BIN)/python bench/bench_patching.py --tl-python build/tl/bin/python
 
 .PHONY: install chromium demo test bench screenshots
 
@@ -71,3 +75,13 @@ screenshots: install chromium
 		-o build/factor_saliency.html
 	$(BIN)/python scripts/screenshots.py build/factor_saliency.html docs/img --prefix factor_saliency_ \
 		--views factors_view --hover-spark 1:7
+	$(BIN)/lens explain --model smollm2 --prompt "1, 2, 3," --ablate-factor 1 -o build/remove_factor.html
+	$(BIN)/python scripts/screenshots.py build/remove_factor.html docs/img --prefix counting_remove_factor_ \
+		--views what_if_table
+	$(BIN)/lens explain --model smollm2 --prompt "1, 2, 3," --causal-factors -o build/causal.html
+	$(BIN)/python scripts/screenshots.py build/causal.html docs/img --prefix counting_ --views causal_factors_view
+	$(BIN)/lens patch --model smollm2 --clean "When Mary and John went to the store, John gave a drink to" \
+		--corrupted "When Mary and John went to the store, Mary gave a drink to" --answer " Mary" --foil " John" \
+		-o build/patching.html
+	$(BIN)/python scripts/screenshots.py build/patching.html docs/img --prefix ioi_ \
+		--views patching_header,patching_resid_pre_row,patching_z_row

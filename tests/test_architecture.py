@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "lens"
-BASE = {"errors", "hooks", "interrupts", "settings", "methods", "version", "sampling"}
+BASE = {"errors", "hooks", "interrupts", "settings", "methods", "version", "sampling", "interventions"}
 # module (or package) -> the lens modules it may import
 ALLOWED = {
     "errors": set(), "hooks": set(), "interrupts": set(), "version": set(), "methods": {"errors"},
+    "interventions": {"errors"},
     "settings": {"errors", "methods", "sampling"},
     "swap": set(), "store": {"errors", "swap", "files"}, "files": {"errors"},
     "persist": {"errors", "files", "version"},
