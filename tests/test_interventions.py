@@ -268,6 +268,10 @@ def test_the_cli_refuses_bad_interventions_in_one_line(tiny, tmp_path, cli):
         (["explain", "--model", model, "--prompt", "hi", "--steer", f"1:{tmp_path / 'short.npy'}:2"], "does not fit"),
         (["explain", "--model", model, "--prompt", "hi", "--steer", f"1:{tmp_path / 'none.npy'}:2"], "cannot read"),
         (["explain", "--model", model, "--prompt", "hi", "--steer", "1:x.npy"], "LAYER:FILE.npy:SCALE"),
+        (["explain", "--model", model, "--prompt", "hi", "--steer", f"blocks.0.attn.hook_q:{tmp_path / 'short.npy'}:2"],
+         "cannot intervene at"),
+        (["explain", "--model", model, "--prompt", "hi", "--ablate-head", "0.9"], "head 9 does not exist"),
+        (["explain", "--model", model, "--prompt", "hi", "--ablate-factor", "0"], "numbered from 1"),
         (["explain", "--model", model, "--prompt", "hi", "--ablate", "0.1", "--causal-factors"], "unedited model"),
         (["patch", "--model", model, "--clean", "a b c", "--corrupted", "a b c d", "--answer", " a", "--foil", " b"],
          "same length"),
@@ -341,3 +345,23 @@ def test_removing_a_report_factor_from_the_command_line(tiny, tiny_explainer, tm
     code, _, err = cli("explain", "--model", tiny[1], "--prompt", PROMPT, "--factors", "3", "--ablate-factor", "4",
                        "-o", tmp_path / "r.html")
     assert code == 2 and "there are 3 factors, 1..3" in err and not (tmp_path / "r.html").exists()
+
+
+def test_mean_ablation_over_a_reference_text(pair):
+    """`model.mean_activation` is the mean of the hook over the reference text's positions (the first left
+    out) in PyTorch, and ablating to it equals PyTorch with the hook set to that mean."""
+    explainer, tm = pair
+    m = explainer.model
+    ref_ids = m.prompt_ids(CLEAN)
+    grab: dict = {}
+    with torch.no_grad(), torch_hooks(tm, {}, grab):
+        tm(torch.as_tensor(ref_ids)[None])
+    want = grab["blocks.1.mlp.hook_post"][0, 1:].mean(0)
+    mean = m.mean_activation("blocks.1.mlp.hook_post", CLEAN)
+    np.testing.assert_allclose(mean, want.numpy(), atol=1e-5)
+    ids = m.prompt_ids(PROMPT)
+    gen = m.intervened([I.ablate("blocks.1.mlp.hook_post", value=mean)]).generate(ids, 3, trace=True)
+    assert gen.generated_ids.tolist() == torch_greedy(tm, ids, 3, {"blocks.1.mlp.hook_post":
+                                                                   lambda t: want.expand_as(t).clone()})[0]
+    with pytest.raises(LensError, match="cannot intervene at"):
+        m.mean_activation("blocks.1.attn.hook_q", CLEAN)

@@ -185,6 +185,21 @@ class Model(Prompts, Generating, Masking):
         clone._session, clone._opening, clone._edits = sessions[key], None, edits
         return clone
 
+    def mean_activation(self, hook: str, text, skip_first: bool = True) -> np.ndarray:
+        """[width] the mean of a tapped hook's values over a reference text's positions (mean ablation:
+        `interventions.ablate(hook, value=model.mean_activation(hook, text))`); the first position, where
+        attention-sink activations are hundreds of times larger, is left out unless `skip_first` is False."""
+        from ..interventions import Dims, Edits, Intervention
+
+        Edits([Intervention(hook)], Dims.of(self.manifest))                # a bad hook name or layer: one line
+        if hook not in self.taps and hook not in self.head_taps:
+            raise LensError(f"the ONNX graph of {self.name} has no tap {hook}")
+        ids = self.prompt_ids(text)
+        if skip_first and len(ids) < 2:
+            raise LensError("a mean over a reference text needs at least two tokens (the first is left out)")
+        values = self.session_run(ids, outputs=[hook], logits_from=-1)[hook][0]   # [n, width]
+        return values[1 if skip_first else 0:].mean(0)
+
     def editable(self, interventions):
         """`interventions` checked against this model and its graph (`lens.interventions.Edits`): a
         LensError before any work for a bad one, or for a hook the graph does not tap (heads in a graph
