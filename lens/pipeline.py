@@ -12,7 +12,7 @@ import numpy as np
 from . import methods as M
 from .errors import LensError
 from .explanation import Explanation, next_tokens
-from .interventions import RemoveFactor
+from .interventions import Intervention, RemoveFactor, remove_factor
 from .runtime import Model, load
 from .settings import EXPLAIN, ExplainSettings, check_attention_size
 
@@ -275,8 +275,6 @@ class Explainer:
     def _check_edits(self, asked: list, n: int) -> None:
         """Every intervention checked against the model (unknown hook, a unit out of range, a vector of
         the wrong width, a position past the sequence) before any slow stage."""
-        from .interventions import Intervention
-
         plain = [e for e in asked if isinstance(e, Intervention)]
         other = [e for e in asked if not isinstance(e, (Intervention, RemoveFactor))]
         if other:
@@ -292,7 +290,6 @@ class Explainer:
     def _resolve(self, asked: list, original) -> list:
         """The interventions with each RemoveFactor replaced by its edits, from the unedited run's factors."""
         from .analysis.neurons import factorize
-        from .interventions import remove_factor
         from .settings import DEFAULT_FACTORS
 
         out = []
@@ -317,9 +314,7 @@ class Explainer:
             same = self.model.force(gen.token_ids[:n].tolist(), gen.token_ids[n:].tolist()) \
                 if len(gen.token_ids) > n else original
         ranks = self.logit_lens.analyse(same.trace.hidden_states, next_tokens(gen.token_ids), top_k=1)["ranks"]
-        from .interventions import Intervention
-        described = [e.describe() for e in asked]
-        return dict(interventions=described,
+        return dict(interventions=[e.describe() for e in asked],
                     edits=[e.to_json() for e in edits if isinstance(e, Intervention)],
                     forced=any(isinstance(e, RemoveFactor) for e in asked),
                     original_ids=original.generated_ids.tolist(),
@@ -354,8 +349,6 @@ class Explainer:
         change of every generated token's probability when the factor is removed from the neurons
         (`lens.interventions.remove_factor`, the continuation kept): k forward passes. Stored on `expl`
         (the factors view shows it) and returned [k, n_generated]."""
-        from .interventions import remove_factor
-
         if expl.what_if:
             raise LensError("causal factors are measured on an unedited explanation (this one ran with interventions)")
         if not expl.n_generated:

@@ -365,3 +365,29 @@ def test_mean_ablation_over_a_reference_text(pair):
                                                                    lambda t: want.expand_as(t).clone()})[0]
     with pytest.raises(LensError, match="cannot intervene at"):
         m.mean_activation("blocks.1.attn.hook_q", CLEAN)
+
+
+def test_masked_passes_keep_edits_at_their_positions(pair):
+    """Faithfulness's masked passes leave masked positions out of the graph call (the others keep their
+    position ids): a position-specific edit still lands on its own position, as in PyTorch's one pass per
+    mask under the same hook, and a left-padded batch keeps each row's positions."""
+    explainer, tm = pair
+    m = explainer.model
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, m.d_vocab, 12)
+    masks = (rng.random((30, 12)) > rng.random((30, 1))).astype(np.int64)
+    masks[0], masks[1, 0], masks[2, 3], masks[3, 6:] = 1, 0, 0, 0
+    vec = rng.normal(size=m.d_model).astype(np.float32) * 4
+    edited = m.intervened([I.steer("blocks.1.hook_resid_pre", vec, positions=[5, 9])])
+    got = edited.masked_probabilities(ids, masks, target=7)
+    at = torch.zeros(12, 1)
+    at[[5, 9]] = 1
+    with torch.no_grad(), torch_hooks(tm, {"blocks.1.hook_resid_pre": lambda t: t + at * torch.as_tensor(vec)}):
+        logits = tm(torch.as_tensor(ids)[None].repeat(30, 1), attention_mask=torch.as_tensor(masks),
+                    position_ids=torch.arange(12)[None].repeat(30, 1)).logits[:, -1].double()
+    np.testing.assert_allclose(got, torch.softmax(logits, -1)[:, 7].numpy(), rtol=1e-4, atol=1e-7)
+    assert np.abs(got / m.masked_probabilities(ids, masks, target=7) - 1).max() > 0.05  # the edit does something
+    prompts = [PROMPT, "A much longer prompt than the other, with more tokens in it,"]
+    batch = edited.generate_batch(prompts, 3)
+    for p, g in zip(prompts, batch):
+        assert g.generated_ids.tolist() == edited.generate(p, 3).generated_ids.tolist()

@@ -85,11 +85,12 @@ def _copy(opts):
     return out
 
 
-def feed(edits, start: int, stop: int, batch: int) -> dict[str, np.ndarray]:
-    """The graph inputs of `edits` (`lens.interventions.Edits`) for positions start..stop-1."""
+def feed(edits, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """The graph inputs of `edits` (`lens.interventions.Edits`) for a call's positions [batch, seq]
+    (absolute: a masked pass or a left-padded batch numbers its rows itself)."""
     out = {}
+    lo, hi = int(positions.min()), int(positions.max()) + 1
     for hook in edits.hooks:
-        s, a = edits.rows(hook, start, stop)
-        out[scale_input(hook)] = np.broadcast_to(s[None], (batch, *s.shape))
-        out[add_input(hook)] = np.broadcast_to(a[None], (batch, *a.shape))
+        s, a = edits.rows(hook, lo, hi)
+        out[scale_input(hook)], out[add_input(hook)] = s[positions - lo], a[positions - lo]
     return out

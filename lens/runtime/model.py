@@ -255,8 +255,10 @@ class Model(Prompts, Generating, Masking):
         if past is None:
             past = [np.zeros((batch, self._kv_shape[0], 0, self._kv_shape[1]), self.dtype)] * len(self._past_names)
         feed.update(zip(self._past_names, past))
-        if self._edits:  # this call's positions of every edited hook
-            feed.update(intervene.feed(self._edits, n_past, n_past + seq, batch))
+        if self._edits:  # every edited hook's rows at this call's positions (a masked pass skips some)
+            at = (np.broadcast_to(np.arange(n_past, n_past + seq), (batch, seq)) if position_ids is None
+                  else np.asarray(position_ids, np.int64).reshape(batch, seq))
+            feed.update(intervene.feed(self._edits, at))
         graph_slices = hooks.LOGITS_FROM in self._inputs                  # older graphs compute every position
         if logits_from and graph_slices:
             feed[hooks.LOGITS_FROM] = np.asarray([logits_from], np.int64)
