@@ -391,3 +391,15 @@ def test_masked_passes_keep_edits_at_their_positions(pair):
     batch = edited.generate_batch(prompts, 3)
     for p, g in zip(prompts, batch):
         assert g.generated_ids.tolist() == edited.generate(p, 3).generated_ids.tolist()
+
+
+def test_patching_in_chunks_equals_one_batch(tiny_explainer, monkeypatch):
+    """A long prompt's patched runs go through in several padded batches: the same numbers."""
+    from lens.grad import patching
+
+    whole = tiny_explainer.patch(CLEAN, CORRUPTED, " Mary", " John")
+    monkeypatch.setattr(patching, "runs_per_call", lambda arch, n: 3)        # 14 positions: 5 chunks, the last padded
+    chunked = tiny_explainer.patch(CLEAN, CORRUPTED, " Mary", " John")
+    for k in whole.exact:
+        np.testing.assert_allclose(chunked.exact[k], whole.exact[k], atol=2e-5)  # batch size changes rounding only
+    assert chunked.runs == whole.runs

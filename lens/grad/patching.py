@@ -143,10 +143,15 @@ def activation_patching(attributor, clean_ids, corrupted_ids, answer: int, foil:
         n, L = len(clean), arch.n_layers
         for kind in kinds:
             out = np.zeros((L, arch.n_heads if kind == "z" else n), np.float32)
+            units = out.shape[1]
+            chunk = min(units, runs_per_call(arch, n))     # one compiled shape: the last chunk is padded
             for layer in range(L):
-                xs, edit = _batch(kind, x["resid_pre"][layer], c[kind][layer], arch)
-                out[layer] = np.asarray(tails(params, layer, xs, edit, int(answer), int(foil)))
-                runs += len(xs)
+                for u0 in range(0, units, chunk):
+                    which = np.minimum(np.arange(u0, u0 + chunk), units - 1)
+                    xs, edit = _batch(kind, x["resid_pre"][layer], c[kind][layer], arch, which)
+                    got = np.asarray(tails(params, layer, xs, edit, int(answer), int(foil)))
+                    out[layer, u0:u0 + chunk] = got[:min(chunk, units - u0)]
+                runs += units
             exact[kind] = (out - m_x) / denom
         timings["activation_patching"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -164,26 +169,35 @@ def activation_patching(attributor, clean_ids, corrupted_ids, answer: int, foil:
     return Patching(m_c, m_x, exact, estimate, runs, timings)
 
 
-def _batch(kind: str, resid: np.ndarray, clean: np.ndarray, arch):
-    """One layer's runs: (residual streams entering the layer [B, n, d], the edit at the layer
-    {kind: (scale, add) [B, n, w]}) for each position (resid_pre, mlp_post) or head (z)."""
-    n = resid.shape[0]
+PATCH_MEMORY = 512 << 20  # bytes one batch of patched runs may take (a long prompt's runs go in several)
+
+
+def runs_per_call(arch, n: int) -> int:
+    """Patched runs of n positions batched in one call: what a run holds (its input and edit, and the
+    forward's vectors and attention maps of one layer at a time) within PATCH_MEMORY."""
+    per_run = 4 * n * (9 * arch.d_model + 6 * arch.d_mlp + 3 * arch.n_heads * n)
+    return max(1, PATCH_MEMORY // per_run)
+
+
+def _batch(kind: str, resid: np.ndarray, clean: np.ndarray, arch, which: np.ndarray):
+    """Runs of one layer: (residual streams entering the layer [B, n, d], the edit at the layer
+    {kind: (scale, add) [B, n, w]}), run b patching position (resid_pre, mlp_post) or head (z) which[b]."""
+    n, B = resid.shape[0], len(which)
+    rows = np.arange(B)
     if kind == "resid_pre":                     # the patch is the layer's input itself
-        xs = np.repeat(resid[None], n, 0)
-        xs[np.arange(n), np.arange(n)] = clean
+        xs = np.repeat(resid[None], B, 0)
+        xs[rows, which] = clean[which]
         return xs, {}
+    w = clean.shape[-1]
+    scale = np.ones((B, n, w), np.float32)
+    add = np.zeros((B, n, w), np.float32)
     if kind == "mlp_post":
-        B, w = n, clean.shape[-1]
-        scale = np.ones((B, n, w), np.float32)
-        add = np.zeros((B, n, w), np.float32)
-        scale[np.arange(n), np.arange(n)] = 0
-        add[np.arange(n), np.arange(n)] = clean
+        scale[rows, which] = 0
+        add[rows, which] = clean[which]
     else:                                       # a head's d_head values at every position
-        B, dh = arch.n_heads, arch.d_head
-        scale = np.ones((B, n, B * dh), np.float32)
-        add = np.zeros((B, n, B * dh), np.float32)
-        for h in range(B):
+        dh = arch.d_head
+        for b, h in enumerate(which):
             cols = slice(h * dh, (h + 1) * dh)
-            scale[h, :, cols] = 0
-            add[h, :, cols] = clean[:, cols]
+            scale[b, :, cols] = 0
+            add[b, :, cols] = clean[:, cols]
     return np.repeat(resid[None], B, 0), {kind: (scale, add)}
