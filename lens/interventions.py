@@ -101,12 +101,19 @@ def _index(values, what: str) -> tuple[int, ...] | None:
     return tuple(int(v) for v in vals)
 
 
+def _floats(x, what: str) -> np.ndarray:
+    try:
+        return np.asarray(x, np.float32)
+    except (TypeError, ValueError):
+        raise LensError(f"{what} must be numbers, not {type(x).__name__}") from None
+
+
 def _make(hook, scale, add, positions, units, label) -> Intervention:
     _parse(hook)
     if not isinstance(scale, (int, float, np.floating, np.integer)) or isinstance(scale, bool) \
             or not np.isfinite(scale):
         raise LensError(f"an intervention's scale must be a finite number, not {scale!r}")
-    add = float(add) if np.isscalar(add) else np.asarray(add, np.float32)  # type: ignore[arg-type]
+    add = float(_floats(add, "a value to set or add")) if np.isscalar(add) else _floats(add, "a value to set or add")
     if not np.all(np.isfinite(add)):
         raise LensError(f"{label or hook}: the value to set or add is not finite")
     return Intervention(hook, float(scale), add, _index(positions, "positions"), _index(units, "units"), label)
@@ -124,7 +131,9 @@ def scale(hook: str, factor: float, units=None, positions=None, label: str = "")
 
 def steer(hook: str, vector, coefficient: float = 1.0, positions=None, label: str = "") -> Intervention:
     """Add `coefficient * vector` (a [width] direction) at every position (or `positions`)."""
-    v = np.asarray(vector, np.float32)
+    v = _floats(vector, "a steering vector")
+    if not isinstance(coefficient, (int, float, np.floating, np.integer)) or isinstance(coefficient, bool):
+        raise LensError(f"a steering coefficient must be a number, not {coefficient!r}")
     if v.ndim != 1:
         raise LensError(f"a steering vector is one direction [width], not shape {list(v.shape)}")
     return _make(hook, 1.0, coefficient * v, positions, None, label or f"steer {hook} x {coefficient:g}")
@@ -133,7 +142,7 @@ def steer(hook: str, vector, coefficient: float = 1.0, positions=None, label: st
 def patch(hook: str, source, positions=None, units=None, label: str = "") -> Intervention:
     """Replace the activation with `source` [n, width], the same hook's values in another run, at
     `positions` (None: all of source's) and `units` (hook_z: heads)."""
-    src = np.asarray(source, np.float32)
+    src = _floats(source, "a patch source")
     if src.ndim == 3:                                                         # hook_z as [n, heads, d_head]
         src = src.reshape(len(src), -1)
     if src.ndim != 2:
