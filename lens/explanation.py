@@ -301,6 +301,9 @@ class Explanation:
 
     def summary(self) -> str:
         lines = [f"model: {self.model_name}", f"prompt: {self.prompt!r}", f"generated: {self.generated!r}"]
+        if self.what_if:  # what an intervention changed
+            lines += [f"intervention: {'; '.join(self.what_if['interventions'])}",
+                      f"unedited model: {self.what_if['original_text']!r}"]
         lines += [f"warning: {w}" for w in self.warnings()]
         for t in range(self.n_generated):
             tok = self.tokens[self.n_prompt + t]
