@@ -328,20 +328,19 @@ def _broadcast_add(it: Intervention, n_pos: int, cols: np.ndarray, dims: Dims) -
 # ---------------------------------------------------------------- the command line's forms
 def parse_neuron(spec: str, dims: Dims) -> Intervention:
     """`L.N`: zero-ablate MLP neuron N of layer L."""
-    m = re.fullmatch(r"(\d+)\.(\d+)", spec.strip())
-    if not m:
-        raise LensError(f"--ablate {spec!r}: give LAYER.NEURON, e.g. 3.1027")
-    it = ablate(f"blocks.{m.group(1)}.mlp.hook_post", units=[int(m.group(2))], label=f"ablate neuron {spec.strip()}")
-    _check(it, dims)
-    return it
+    return _parse_unit(spec, dims, "mlp.hook_post", "--ablate", "NEURON, e.g. 3.1027", "neuron")
 
 
 def parse_head(spec: str, dims: Dims) -> Intervention:
     """`L.H`: zero-ablate attention head H of layer L (its output before the projection)."""
+    return _parse_unit(spec, dims, "attn.hook_z", "--ablate-head", "HEAD, e.g. 5.2", "head")
+
+
+def _parse_unit(spec: str, dims: Dims, suffix: str, flag: str, form: str, what: str) -> Intervention:
     m = re.fullmatch(r"(\d+)\.(\d+)", spec.strip())
     if not m:
-        raise LensError(f"--ablate-head {spec!r}: give LAYER.HEAD, e.g. 5.2")
-    it = ablate(f"blocks.{m.group(1)}.attn.hook_z", units=[int(m.group(2))], label=f"ablate head {spec.strip()}")
+        raise LensError(f"{flag} {spec!r}: give LAYER.{form}")
+    it = ablate(f"blocks.{m.group(1)}.{suffix}", units=[int(m.group(2))], label=f"ablate {what} {spec.strip()}")
     _check(it, dims)
     return it
 
