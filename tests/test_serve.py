@@ -145,3 +145,35 @@ def test_the_apps_ablate_and_patch_controls_recompute_on_the_server(tiny_explain
                             "at most 40")):
         with pytest.raises(LensError, match=fragment):
             call()
+
+
+def test_the_patch_and_ablate_controls_in_a_browser(browser, tiny, tiny_explainer):
+    """In the app: fill the clean prompt and the answers, press Patch: the heatmaps arrive with lens
+    patch's numbers; ablate a neuron and press Explain: the what-if view arrives."""
+    proc, url = serve_process(tiny[1], max_new_tokens=4, max_prompt_tokens=40)
+    pg = Page(browser, offline=False)
+    try:
+        pg.page.goto(url)
+        pg.page.wait_for_selector("textarea")
+        clean, corrupt = "When Mary and John went to the store, John gave a drink to", \
+            "When Mary and John went to the store, Mary gave a drink to"
+        pg.page.evaluate("""([clean, corrupt]) => { const d = Bokeh.documents[0];
+            d.get_model_by_name('prompt').value = corrupt; d.get_model_by_name('clean').value = clean;
+            d.get_model_by_name('answer').value = ' Mary'; d.get_model_by_name('foil').value = ' John'; }""",
+                         [clean, corrupt])
+        pg.page.click("button:has-text('Patch')")
+        assert "lens-done" in _status(pg)
+        pg.page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('patching_z_cells') !== null")
+        got = pg.data("patching_z_cells", "value")
+        want = tiny_explainer.patch(clean, corrupt, " Mary", " John").exact["z"].ravel()
+        assert np.allclose(got, want, atol=1e-5)
+        pg.page.evaluate("() => { Bokeh.documents[0].get_model_by_name('ablate_neurons').value = '1.5, 0.7'; }")
+        pg.page.click("button:has-text('Explain')")
+        assert "lens-done" in _status(pg)
+        pg.page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('what_if_table') !== null")
+        table = pg.page.evaluate("() => Bokeh.documents[0].get_model_by_name('what_if_table').text")
+        assert "ablate neuron 1.5; ablate neuron 0.7" in table
+        assert not [m for m in pg.console if m[0] in ("error", "pageerror")], pg.console
+    finally:
+        pg.close()
+        proc.kill()
