@@ -184,19 +184,6 @@ def _column(v):
 
 
 # ---------------------------------------------------------------- interventions, by PyTorch forward hooks
-def _out_proj(block):
-    """The attention output projection of a transformers block (its input is TransformerLens's hook_z)."""
-    for path in ("self_attn.o_proj", "attn.c_proj", "attention.dense", "attn.out_proj"):
-        mod = block
-        try:
-            for part in path.split("."):
-                mod = getattr(mod, part)
-            return mod
-        except AttributeError:
-            continue
-    raise AssertionError(f"no attention output projection in {type(block).__name__}")
-
-
 class torch_hooks:
     """`with torch_hooks(model, {hook: fn}):` runs the model with `fn(tensor [batch, seq, width]) ->
     tensor` applied at each TransformerLens hook name (blocks.L.hook_resid_pre, hook_resid_post,
@@ -239,7 +226,9 @@ class torch_hooks:
                     return self._apply(name, out)
                 self.handles.append(block.register_forward_hook(post))
             else:
-                mod = self.down[int(layer)] if what == "mlp.hook_post" else _out_proj(block)
+                from lens.families.common import attention_output
+                mod = self.down[int(layer)] if what == "mlp.hook_post" else attention_output(block)
+                assert mod is not None, f"no attention output projection in {type(block).__name__}"
                 self.handles.append(mod.register_forward_pre_hook(
                     lambda m, args, name=name: (self._apply(name, args[0]), *args[1:])))
         return self
@@ -247,6 +236,32 @@ class torch_hooks:
     def __exit__(self, *exc):
         for h in self.handles:
             h.remove()
+
+
+def torch_logit_difference(model, ids, answer: int, foil: int, edits: dict | None = None) -> float:
+    """logit(answer) - logit(foil) at the last position of ids under `edits` (`torch_hooks`)."""
+    import torch
+
+    with torch.no_grad(), torch_hooks(model, edits or {}):
+        z = model(torch.as_tensor(ids)[None]).logits[0, -1]
+    return float(z[answer] - z[foil])
+
+
+def torch_patch(clean: dict, layer: int, kind: str, unit: int, d_head: int) -> dict:
+    """The `torch_hooks` edit that patches one activation from a clean run's values (`clean`: grabbed by
+    `torch_hooks`): position `unit` of resid_pre or mlp_post, or head `unit` of hook_z at every position."""
+    hook = {"resid_pre": f"blocks.{layer}.hook_resid_pre", "mlp_post": f"blocks.{layer}.mlp.hook_post",
+            "z": f"blocks.{layer}.attn.hook_z"}[kind]
+    src = clean[hook]
+
+    def swap(t):
+        t = t.clone()
+        if kind == "z":
+            t[..., unit * d_head:(unit + 1) * d_head] = src[..., unit * d_head:(unit + 1) * d_head]
+        else:
+            t[:, unit] = src[:, unit]
+        return t
+    return {hook: swap}
 
 
 def torch_greedy(model, ids, n_new: int, edits: dict) -> tuple[list[int], np.ndarray]:

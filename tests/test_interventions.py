@@ -10,7 +10,7 @@ import torch
 import lens
 from lens import interventions as I
 from lens.errors import LensError
-from references import torch_greedy, torch_hooks, torch_reference
+from references import torch_greedy, torch_hooks, torch_logit_difference, torch_patch, torch_reference
 
 PROMPT = "The quick brown fox jumps over the lazy"
 CLEAN = "When Mary and John went to the store, John gave a drink to"
@@ -179,29 +179,14 @@ def test_activation_patching_equals_pytorch(pair):
     with torch.no_grad(), torch_hooks(tm, {}, clean):
         tm(torch.as_tensor(C)[None])
 
-    def metric(ids, edits):
-        with torch.no_grad(), torch_hooks(tm, edits):
-            z = tm(torch.as_tensor(ids)[None]).logits[0, -1]
-        return float(z[A] - z[F])
-    mc, mx = metric(C, {}), metric(X, {})
+    mc, mx = torch_logit_difference(tm, C, A, F), torch_logit_difference(tm, X, A, F)
     assert res.clean_metric == pytest.approx(mc, abs=1e-4) and res.corrupted_metric == pytest.approx(mx, abs=1e-4)
     L, n, H = m.n_layers, len(C), m.n_heads
     dh = m.d_model // H
     want = {"resid_pre": np.zeros((L, n)), "mlp_post": np.zeros((L, n)), "z": np.zeros((L, H))}
-    for l in range(L):
-        for kind, hook in (("resid_pre", f"blocks.{l}.hook_resid_pre"), ("mlp_post", f"blocks.{l}.mlp.hook_post")):
-            for p in range(n):
-                def swap(t, p=p, s=clean[hook]):
-                    t = t.clone()
-                    t[:, p] = s[:, p]
-                    return t
-                want[kind][l, p] = (metric(X, {hook: swap}) - mx) / (mc - mx)
-        for h in range(H):
-            def swap_head(t, h=h, s=clean[f"blocks.{l}.attn.hook_z"]):
-                t = t.clone()
-                t[..., h * dh:(h + 1) * dh] = s[..., h * dh:(h + 1) * dh]
-                return t
-            want["z"][l, h] = (metric(X, {f"blocks.{l}.attn.hook_z": swap_head}) - mx) / (mc - mx)
+    for kind, w in want.items():
+        for l, unit in np.ndindex(w.shape):
+            w[l, unit] = (torch_logit_difference(tm, X, A, F, torch_patch(clean, l, kind, unit, dh)) - mx) / (mc - mx)
     for kind, w in want.items():
         assert np.abs(res.exact[kind] - w).max() <= 1e-4 * max(1.0, np.abs(w).max()), kind
     assert res.runs == L * (2 * n + H)

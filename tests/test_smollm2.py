@@ -225,7 +225,7 @@ def test_activation_patching_on_real_weights(explainer, reference):
     carries the answer early, at the last position late."""
     import torch
 
-    from references import torch_hooks
+    from references import torch_hooks, torch_logit_difference, torch_patch
 
     clean = "When Mary and John went to the store, John gave a drink to"
     corrupt = "When Mary and John went to the store, Mary gave a drink to"
@@ -237,29 +237,14 @@ def test_activation_patching_on_real_weights(explainer, reference):
     with torch.no_grad(), torch_hooks(reference, {}, grab):
         reference(torch.as_tensor(C)[None])
 
-    def metric(edits):
-        with torch.no_grad(), torch_hooks(reference, edits):
-            z = reference(torch.as_tensor(X)[None]).logits[0, -1]
-        return float(z[A] - z[F])
-    mx = metric({})
+    mx = torch_logit_difference(reference, X, A, F)
     denom = res.clean_metric - mx
     n, dh = len(C), 64
     for layer in (0, 16, 29):
-        for kind, hook in (("resid_pre", f"blocks.{layer}.hook_resid_pre"), ("mlp_post", f"blocks.{layer}.mlp.hook_post")):
-            for p in range(n):
-                def swap(t, p=p, s=grab[hook]):
-                    t = t.clone()
-                    t[:, p] = s[:, p]
-                    return t
-                assert res.exact[kind][layer, p] == pytest.approx((metric({hook: swap}) - mx) / denom, abs=1e-4)
-        for h in range(9):
-            hook = f"blocks.{layer}.attn.hook_z"
-
-            def swap_head(t, h=h, s=grab[hook]):
-                t = t.clone()
-                t[..., h * dh:(h + 1) * dh] = s[..., h * dh:(h + 1) * dh]
-                return t
-            assert res.exact["z"][layer, h] == pytest.approx((metric({hook: swap_head}) - mx) / denom, abs=1e-4)
+        for kind, units in (("resid_pre", n), ("mlp_post", n), ("z", 9)):
+            for u in range(units):
+                patched = torch_logit_difference(reference, X, A, F, torch_patch(grab, layer, kind, u, dh))
+                assert res.exact[kind][layer, u] == pytest.approx((patched - mx) / denom, abs=1e-4)
     s2 = next(i for i, (a, b) in enumerate(zip(C, X)) if a != b)
     assert res.exact["resid_pre"][5, s2] > 0.95 and res.exact["resid_pre"][29, n - 1] > 0.9
     assert res.agreement("z")["pearson_r"] > 0.9   # attribution patching finds the heads (0.98 measured)
