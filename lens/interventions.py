@@ -221,6 +221,10 @@ class Edits:
         """The canonical hooks edited, each once, in order."""
         return list(dict.fromkeys(it.hook for it in self.items))
 
+    def width(self, hook: str) -> int:
+        """Values per position of `hook` (what its scale and add rows hold)."""
+        return self.dims.width(_parse(hook)[1])
+
     def kinds(self) -> list[str]:
         return [k for k in KINDS if any(it.kind == k for it in self.items)]
 

@@ -347,6 +347,9 @@ def test_mean_ablation_over_a_reference_text(pair):
     want = grab["blocks.1.mlp.hook_post"][0, 1:].mean(0)
     mean = m.mean_activation("blocks.1.mlp.hook_post", CLEAN)
     np.testing.assert_allclose(mean, want.numpy(), atol=1e-5)
+    resid = grab["blocks.1.hook_resid_pre"][0, 1:].mean(0).numpy()        # read from the tap before it
+    np.testing.assert_allclose(m.mean_activation("blocks.1.hook_resid_pre", CLEAN), resid,
+                               atol=1e-5 * max(1.0, float(np.abs(resid).max())))
     ids = m.prompt_ids(PROMPT)
     gen = m.intervened([I.ablate("blocks.1.mlp.hook_post", value=mean)]).generate(ids, 3, trace=True)
     assert gen.generated_ids.tolist() == torch_greedy(tm, ids, 3, {"blocks.1.mlp.hook_post":

@@ -22,9 +22,9 @@ def add_input(hook: str) -> str:
     return f"lens_add/{hook}"
 
 
-def rewrite(graph_path: Path, hooks: list[str], widths: dict[str, int], half: bool) -> bytes:
-    """The serialized graph with `hooks` (tap names of the graph) editable; a LensError for a hook the
-    graph does not tap."""
+def rewrite(graph_path: Path, edits, half: bool) -> bytes:
+    """The serialized graph with the hooks of `edits` (`lens.interventions.Edits`, canonical tap names of
+    the graph) editable; a LensError for a hook the graph does not tap."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -32,14 +32,14 @@ def rewrite(graph_path: Path, hooks: list[str], widths: dict[str, int], half: bo
     g = model.graph
     tapped = {n.output[0]: n.input[0] for n in g.node if n.name.startswith("lens_tap/")}
     nodes = []
-    for hook in hooks:
+    for hook in edits.hooks:
         if hook not in tapped:
             raise LensError(f"the ONNX graph has no tap {hook} (`Model.editable` says why)")
         t = tapped[hook]
         s_in, a_in = scale_input(hook), add_input(hook)
         for name in (s_in, a_in):
             g.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
-                                                         ["batch_size", "sequence_length", widths[hook]]))
+                                                         ["batch_size", "sequence_length", edits.width(hook)]))
         s, a = s_in, a_in
         if half:  # the graph computes in float16: its edit does too
             s, a = f"{s_in}/half", f"{a_in}/half"
@@ -64,12 +64,12 @@ def rewrite(graph_path: Path, hooks: list[str], widths: dict[str, int], half: bo
     return model.SerializeToString()
 
 
-def open_session(folder: Path, hooks: list[str], widths: dict[str, int], half: bool, opts, providers):
-    """An ONNX Runtime session of the graph in `folder` with `hooks` editable, built from the rewritten
+def open_session(folder: Path, edits, half: bool, opts, providers):
+    """An ONNX Runtime session of the graph in `folder` with the hooks of `edits` editable, built from the rewritten
     graph in memory; ONNX Runtime reads its external data (the weights) from `folder`."""
     import onnxruntime as ort
 
-    graph = rewrite(folder / GRAPH, hooks, widths, half)
+    graph = rewrite(folder / GRAPH, edits, half)
     opts = _copy(opts)
     opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder.resolve()))
     return ort.InferenceSession(graph, opts, providers=providers)

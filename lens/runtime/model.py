@@ -175,11 +175,9 @@ class Model(Prompts, Generating, Masking):
             raise LensError(f"{self.name} was opened without a session (load(..., session=False)): tokens only")
         key = tuple(edits.hooks)
         sessions = self.__dict__.setdefault("_edit_sessions", {})
-        if key not in sessions:
-            d_z = self.n_heads * self._kv_shape[1]
-            widths = {h: self.d_mlp if ".mlp." in h else d_z if h.endswith(".hook_z") else self.d_model for h in key}
-            sessions[key] = intervene.open_session(self.folder, list(key), widths, self.dtype == "float16",
-                                                   self._options, self._provider_list)
+        if key not in sessions:  # the graph's edit inputs depend on the hooks only, not on the values
+            sessions[key] = intervene.open_session(self.folder, edits, self.dtype == "float16", self._options,
+                                                   self._provider_list)
         clone = copy.copy(self)
         clone.__dict__.pop("_inputs", None)
         clone._session, clone._opening, clone._edits = sessions[key], None, edits
@@ -189,15 +187,13 @@ class Model(Prompts, Generating, Masking):
         """[width] the mean of a tapped hook's values over a reference text's positions (mean ablation:
         `interventions.ablate(hook, value=model.mean_activation(hook, text))`); the first position, where
         attention-sink activations are hundreds of times larger, is left out unless `skip_first` is False."""
-        from ..interventions import Dims, Edits, Intervention
+        from ..interventions import Intervention
 
-        Edits([Intervention(hook)], Dims.of(self.manifest))                # a bad hook name or layer: one line
-        if hook not in self.taps and hook not in self.head_taps:
-            raise LensError(f"the ONNX graph of {self.name} has no tap {hook}")
+        tap = self.editable([Intervention(hook)]).hooks[0]   # checked; resid_pre of a layer > 0 is the tap before
         ids = self.prompt_ids(text)
         if skip_first and len(ids) < 2:
             raise LensError("a mean over a reference text needs at least two tokens (the first is left out)")
-        values = self.session_run(ids, outputs=[hook], logits_from=-1)[hook][0]   # [n, width]
+        values = self.session_run(ids, outputs=[tap], logits_from=-1)[tap][0]     # [n, width]
         return values[1 if skip_first else 0:].mean(0)
 
     def editable(self, interventions):
